@@ -1,0 +1,87 @@
+"""Validated configuration. YAML files and command-line flags both land here;
+an error names the field path and what was expected."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_MAX_DOC_BYTES = 8 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(_Strict):
+    inputs: list[str] = Field(default_factory=list, description="paths, globs or directories")
+    text_field: str = "text"
+    id_field: str = "id"
+    domain_field: str = "domain"
+    domain: str | None = None
+    max_doc_bytes: int = Field(DEFAULT_MAX_DOC_BYTES, gt=0)
+    strict: bool = False
+
+
+class DedupConfig(InputConfig):
+    output: str | None = None
+    output_format: Literal["parquet", "jsonl.gz"] = "parquet"
+    threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    num_perm: int = Field(128, ge=2, le=4096)
+    ngram: int = Field(5, ge=1, le=64)
+    char_ngrams: bool = False
+    seed: int = Field(1, ge=0, lt=2**32)
+    backend: Literal["auto", "numpy", "numba", "cupy"] = "auto"
+    bands: int | None = Field(None, ge=1)
+    rows: int | None = Field(None, ge=1)
+    verify: Literal["estimate", "exact", "none"] = "estimate"
+    cc_max_rounds: int = Field(24, ge=1, le=200)
+    batch_size: int = Field(2048, ge=1)
+
+    @model_validator(mode="after")
+    def _bands_rows(self):
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("bands and rows must be given together")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands*rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {path}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""))
+    return "\n".join(lines)
+
+
+def load_config(model: type[BaseModel], path: str | Path | None = None, overrides: dict | None = None):
+    """Config from an optional YAML file, then non-None overrides (command-line flags)."""
+    data: dict = {}
+    source = "command-line flags"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+        data.update(loaded)
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            data[k] = v
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None

@@ -1,0 +1,1 @@
+"""Apache Beam pipelines that wire the `curation` library's steps together."""

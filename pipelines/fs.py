@@ -1,0 +1,60 @@
+"""curation.fs protocol on Beam's FileSystems, so the same library code reads and
+writes gs:// (or any Beam filesystem) on Dataflow and local paths on a laptop."""
+from __future__ import annotations
+
+import posixpath
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+
+class BeamFS:
+    def open_read(self, path):
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+    def open_write(self, path):
+        return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+    def rename(self, src, dst):
+        if FileSystems.exists(dst):
+            FileSystems.delete([dst])
+        FileSystems.rename([src], [dst])
+
+    def exists(self, path):
+        return FileSystems.exists(path)
+
+    def delete(self, path):
+        FileSystems.delete([path])
+
+    def match(self, pattern):
+        res = FileSystems.match([pattern])[0]
+        return sorted(m.path for m in res.metadata_list)
+
+    def isdir(self, path):
+        # Object stores have no directories: a prefix with objects under it counts.
+        if "://" not in path:
+            import os
+            return os.path.isdir(path)
+        return bool(self.match(self.join(path, "*")))
+
+    def listdir(self, path):
+        prefix = path.rstrip("/") + "/"
+        return sorted({p[len(prefix):].split("/")[0] for p in self.match(prefix + "*")})
+
+    def join(self, a, *parts):
+        return FileSystems.join(a, *parts)
+
+    def makedirs(self, path):
+        if "://" not in path:
+            FileSystems.mkdirs(path) if not FileSystems.exists(path) else None
+
+    def __reduce__(self):
+        return (BeamFS, ())
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def dirname(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/"))

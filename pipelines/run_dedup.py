@@ -1,0 +1,139 @@
+"""Driver of `curate dedup`: plan, run the Beam pipeline, write the manifest."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+
+from curation.config import DedupConfig
+from curation.io import FieldMap, expand_inputs
+from curation.lsh import LSHParams
+from curation.manifest import BalanceError, check_balance, dumps, package_versions
+from curation.minhash import MinHasher
+from pipelines.dedup import NS, build_dedup
+from pipelines.fs import BeamFS
+from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
+
+OUTPUT_DIRS = ("documents", "clusters", "rejected")
+
+
+def _parameters(cfg: DedupConfig, lsh: LSHParams, minhash_params: dict, files) -> dict:
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "lsh": {"threshold": lsh.threshold, "num_perm": lsh.num_perm,
+                "bands": lsh.bands, "rows": lsh.rows},
+        "minhash": minhash_params,
+        "keep_rule": "first occurrence in input order (files sorted by path, then line/row)",
+        "files": [{"index": f.index, "path": f.path, "format": f.format} for f in files],
+    }
+
+
+def _previous(fs: BeamFS, output: str) -> dict | None:
+    path = fs.join(output, "manifest.json")
+    if not fs.exists(path):
+        return None
+    with fs.open_read(path) as f:
+        try:
+            return json.loads(f.read().decode("utf-8"))
+        except ValueError:
+            return None
+
+
+def _clear(fs: BeamFS, output: str) -> None:
+    for sub in OUTPUT_DIRS:
+        for path in fs.match(fs.join(output, sub, "*")):
+            fs.delete(path)
+    manifest = fs.join(output, "manifest.json")
+    if fs.exists(manifest):
+        fs.delete(manifest)
+
+
+def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False) -> dict:
+    t0 = time.time()
+    check_beam_args(beam_args)
+    fs = BeamFS()
+    try:
+        files = expand_inputs(cfg.inputs, fs=fs)
+        lsh = LSHParams.for_threshold(cfg.threshold, cfg.num_perm, cfg.bands, cfg.rows)
+        minhash = dict(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram,
+                       char_ngrams=cfg.char_ngrams, backend=cfg.backend)
+        minhash_params = MinHasher(**minhash).params()
+    except (ValueError, RuntimeError) as e:   # bad patterns, no GPU for backend=cupy, ...
+        raise UsageError(str(e)) from None
+    params = _parameters(cfg, lsh, minhash_params, files)
+
+    dry_run = any(a.replace(" ", "=") in ("--dry_run=True", "--dry_run=true") for a in beam_args)
+    prev = None if dry_run else _previous(fs, cfg.output)
+    if prev and not overwrite and prev.get("status") == "complete" and prev.get("parameters") == params:
+        print(f"dedup: {cfg.output} already holds a complete run with these settings; "
+              f"skipping (--overwrite reruns it)", file=sys.stderr)
+        return prev
+    if not dry_run:
+        _clear(fs, cfg.output)
+        fs.makedirs(cfg.output)
+
+    fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
+                      domain_field=cfg.domain_field, domain=cfg.domain)
+    p, runner = make_pipeline(beam_args)
+    build_dedup(p, files, output=cfg.output, fmt=cfg.output_format, fields=fields,
+                minhash=minhash, bands=lsh.bands, rows=lsh.rows, threshold=cfg.threshold,
+                verify=cfg.verify, cc_max_rounds=cfg.cc_max_rounds,
+                max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size)
+    t_plan = time.time()
+    result = p.run()
+    if dry_run:
+        # Dataflow's --dry_run builds the job without submitting it: nothing ran.
+        return {"command": "dedup", "status": "dry_run", "runner": runner,
+                "parameters": params, "job": getattr(result, "job", None)}
+    state = result.wait_until_finish()
+    t_run = time.time()
+
+    raw = counters(result, NS)
+    counts = {k: raw.get(k, 0) for k in ("input", "input_documents", "kept", "removed_exact",
+                                          "removed_near", "rejected")}
+    counts["rejected_by_cause"] = {k[len("rejected_"):]: v for k, v in sorted(raw.items())
+                                   if k.startswith("rejected_")}
+    balance = check_balance(counts)
+    # The first pass signs every valid document; the second must have seen the same ones.
+    passes_agree = raw.get("signed_documents", 0) == counts["input_documents"]
+    changes = []
+    for i in range(cfg.cc_max_rounds):
+        changes.append(raw.get(f"cc_round_{i:02d}_large_changed", 0)
+                       + raw.get(f"cc_round_{i:02d}_small_changed", 0))
+    converged_at = next((i + 1 for i, c in enumerate(changes) if c == 0), None)
+    manifest = {
+        "command": "dedup",
+        "status": "complete" if balance["ok"] and passes_agree else "failed",
+        "runner": runner,
+        "pipeline_state": str(state),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "parameters": params,
+        "versions": package_versions(),
+        "timings_s": {"plan": round(t_plan - t0, 3), "pipeline": round(t_run - t_plan, 3),
+                      "total": round(t_run - t0, 3)},
+        "counts": counts,
+        "removed_by_reason": {"exact_duplicate": counts["removed_exact"],
+                              "near_duplicate": counts["removed_near"]},
+        "balance": balance,
+        "passes_agree": {"signed_in_first_pass": raw.get("signed_documents", 0),
+                         "documents_in_second_pass": counts["input_documents"],
+                         "ok": passes_agree},
+        "connected_components": {"rounds_unrolled": cfg.cc_max_rounds,
+                                 "rounds_until_no_change": converged_at,
+                                 "changed_nodes_per_round": changes[: (converged_at or len(changes))]},
+        "near_duplicate_edges": {k: raw.get(k, 0) for k in (
+            "near_candidate_edges", "near_edges_verified", "near_edges_below_threshold")},
+        "counters": dict(sorted(raw.items())),
+    }
+    path = fs.join(cfg.output, "manifest.json")
+    tmp = path + ".tmp"
+    with fs.open_write(tmp) as f:
+        f.write(dumps(manifest).encode("utf-8"))
+    fs.rename(tmp, path)
+    if not balance["ok"]:
+        raise BalanceError(f"counts do not balance: {balance} (see {path})")
+    if not passes_agree:
+        raise BalanceError(f"the two reads of the input disagree: {manifest['passes_agree']}")
+    return manifest

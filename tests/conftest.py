@@ -1,0 +1,25 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CORPORA = REPO.parent / "shared" / "corpora"
+
+
+def shared_corpus(name: str) -> Path:
+    path = SHARED_CORPORA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is not beside this clone)")
+    return path
+
+
+def read_jsonl_gz(path: Path, limit: int | None = None) -> list[dict]:
+    rows = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            rows.append(json.loads(line))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from curation.lsh import (LSHParams, band_keys, bucket_edges, estimated_jaccard,
+                          exact_jaccard, optimal_params)
+
+
+@pytest.mark.parametrize("threshold,num_perm", [(0.8, 128), (0.5, 64), (0.9, 256), (0.7, 128), (0.6, 32)])
+def test_optimal_params_match_datasketch(threshold, num_perm):
+    from datasketch.lsh import _optimal_param
+    assert optimal_params(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def test_params_validation():
+    with pytest.raises(ValueError, match="threshold"):
+        optimal_params(1.5, 128)
+    with pytest.raises(ValueError, match="both"):
+        LSHParams.for_threshold(0.8, 128, bands=4)
+    with pytest.raises(ValueError, match="num_perm"):
+        LSHParams.for_threshold(0.8, 128, bands=20, rows=10)
+    assert LSHParams.for_threshold(0.8, 128) == LSHParams(0.8, 128, 9, 13)
+
+
+def test_band_keys_agree_exactly_on_equal_bands():
+    rng = np.random.default_rng(0)
+    sig = rng.integers(0, 2**32, size=(4, 128), dtype=np.uint64).astype(np.uint32)
+    sig[1] = sig[0]
+    sig[1, 13 * 3 + 5] ^= 1           # differs only in band 3
+    sig[2, :] = sig[0]
+    keys = band_keys(sig, 9, 13)
+    assert keys.shape == (4, 9) and keys.dtype == np.uint64
+    same = keys[0] == keys[1]
+    assert not same[3] and same[np.arange(9) != 3].all()
+    assert (keys[0] == keys[2]).all()
+    assert not (keys[0] == keys[3]).any()
+    # the band index is part of the key: equal rows in different bands do not collide
+    flat = np.tile(sig[0, :13], 9)[None, :]
+    k = band_keys(flat, 9, 13)
+    assert len(set(k[0].tolist())) == 9
+
+
+def test_bucket_edges_link_to_minimum_only():
+    assert bucket_edges([5]) == []
+    assert bucket_edges([7, 3, 9, 3]) == [(7, 3), (9, 3)]
+    members = list(range(1000, 0, -1))
+    edges = bucket_edges(members)
+    assert len(edges) == 999 and all(b == 1 for _, b in edges)
+
+
+def test_jaccard_helpers():
+    a = np.array([1, 2, 3, 4], dtype=np.uint32)
+    b = np.array([3, 4, 5, 6], dtype=np.uint32)
+    assert exact_jaccard(a, b) == pytest.approx(2 / 6)
+    assert exact_jaccard(a[:0], b[:0]) == 1.0
+    assert estimated_jaccard(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 0])) == 0.5
