@@ -48,6 +48,7 @@ REJECT_CAUSES = (
     "nul_bytes",        # raw NUL bytes in the line or the text
     "too_large",        # over max_doc_bytes
     "bad_id",           # the id field is present but not a string or integer
+    "unreadable_file",  # the file could not be opened or decompressed past this line
 )
 
 
