@@ -41,6 +41,7 @@ class DedupConfig(InputConfig):
     bands: int | None = Field(None, ge=1)
     rows: int | None = Field(None, ge=1)
     verify: Literal["estimate", "exact", "none"] = "estimate"
+    verify_tolerance: float = Field(2.0, ge=0.0, le=10.0)
     cc_max_rounds: int = Field(24, ge=1, le=200)
     batch_size: int = Field(2048, ge=1)
 

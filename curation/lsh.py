@@ -2,6 +2,7 @@
 candidate edges and their verification."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,23 +52,45 @@ def optimal_params(
     return best
 
 
+def estimate_stderr(threshold: float, num_perm: int) -> float:
+    """Standard error of the MinHash Jaccard estimate at `threshold`."""
+    return math.sqrt(threshold * (1.0 - threshold) / num_perm)
+
+
 @dataclass(frozen=True)
 class LSHParams:
+    """`threshold`: the Jaccard at which documents are duplicates.
+    `verify_threshold`: what a candidate pair's *estimated* Jaccard must reach.
+
+    The estimate from `num_perm` positions is noisy (standard error 0.035 at 0.8 and
+    128 permutations), so a pair truly at 0.82 is estimated below 0.8 a third of the
+    time. Verification therefore accepts estimates down to `tolerance` standard
+    errors below the threshold (default 2: a one-sided test that the pair is not
+    significantly below it), and bands and rows are chosen for that lower candidate
+    threshold with datasketch's criterion (equal false-positive and false-negative
+    weights). With exact verification the tolerance is 0."""
+
     threshold: float
     num_perm: int
     bands: int
     rows: int
+    verify_threshold: float
 
     @classmethod
     def for_threshold(cls, threshold: float, num_perm: int, bands: int | None = None,
-                      rows: int | None = None) -> "LSHParams":
+                      rows: int | None = None, tolerance: float = 2.0) -> "LSHParams":
         if (bands is None) != (rows is None):
             raise ValueError("give both bands and rows, or neither")
+        if tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        verify = max(1e-6, threshold - tolerance * estimate_stderr(threshold, num_perm))
         if bands is None:
-            bands, rows = optimal_params(threshold, num_perm)
+            bands, rows = optimal_params(round(verify, 4), num_perm)
         if bands < 1 or rows < 1 or bands * rows > num_perm:
             raise ValueError(f"bands*rows = {bands}*{rows} must be >= 1 and <= num_perm={num_perm}")
-        return cls(threshold, num_perm, bands, rows)
+        return cls(threshold, num_perm, bands, rows, verify)
 
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)

@@ -60,6 +60,10 @@ def _dedup_parser(sub):
     mh.add_argument("--verify", choices=["estimate", "exact", "none"],
                     help="check candidate pairs with the signature's Jaccard estimate (default), "
                          "the exact shingle Jaccard, or not at all")
+    mh.add_argument("--verify-tolerance", type=float,
+                    help="with --verify estimate, accept estimates down to this many standard "
+                         "errors below the threshold (default 2; 0 = the threshold itself); "
+                         "LSH bands are chosen for that lower candidate threshold")
     mh.add_argument("--cc-max-rounds", type=int,
                     help="large-star/small-star rounds unrolled in the graph (default 24); "
                          "the run fails if the last one still changed a label")
@@ -78,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _CONFIG_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "domain",
                 "max_doc_bytes", "strict", "threshold", "num_perm", "ngram", "char_ngrams",
-                "seed", "backend", "bands", "rows", "verify", "cc_max_rounds", "batch_size")
+                "seed", "backend", "bands", "rows", "verify", "verify_tolerance", "cc_max_rounds",
+                "batch_size")
 
 
 def _strict_message(exc: BaseException) -> str | None:
@@ -91,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s")
+    # the local runner relays every worker's start-up warnings; they are noise here
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     try:
         if args.command == "dedup":
             from curation.demo import demo_glob

@@ -22,7 +22,8 @@ def _parameters(cfg: DedupConfig, lsh: LSHParams, minhash_params: dict, files) -
     return {
         "config": cfg.model_dump(mode="json"),
         "lsh": {"threshold": lsh.threshold, "num_perm": lsh.num_perm,
-                "bands": lsh.bands, "rows": lsh.rows},
+                "bands": lsh.bands, "rows": lsh.rows,
+                "verify": cfg.verify, "verify_threshold": lsh.verify_threshold},
         "minhash": minhash_params,
         "keep_rule": "first occurrence in input order (files sorted by path, then line/row)",
         "files": [{"index": f.index, "path": f.path, "format": f.format} for f in files],
@@ -55,7 +56,8 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     fs = BeamFS()
     try:
         files = expand_inputs(cfg.inputs, fs=fs)
-        lsh = LSHParams.for_threshold(cfg.threshold, cfg.num_perm, cfg.bands, cfg.rows)
+        lsh = LSHParams.for_threshold(cfg.threshold, cfg.num_perm, cfg.bands, cfg.rows,
+                                      tolerance=cfg.verify_tolerance if cfg.verify == "estimate" else 0.0)
         minhash = dict(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram,
                        char_ngrams=cfg.char_ngrams, backend=cfg.backend)
         minhash_params = MinHasher(**minhash).params()
@@ -77,7 +79,8 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                       domain_field=cfg.domain_field, domain=cfg.domain)
     p, runner = make_pipeline(beam_args)
     build_dedup(p, files, output=cfg.output, fmt=cfg.output_format, fields=fields,
-                minhash=minhash, bands=lsh.bands, rows=lsh.rows, threshold=cfg.threshold,
+                minhash=minhash, bands=lsh.bands, rows=lsh.rows,
+                threshold=lsh.verify_threshold if cfg.verify == "estimate" else cfg.threshold,
                 verify=cfg.verify, cc_max_rounds=cfg.cc_max_rounds,
                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size)
     t_plan = time.time()

@@ -103,7 +103,7 @@ def reference_decisions(corpus, threshold=0.8, num_perm=128):
         for x, m in bucket_edges([docs[i].ordinal for i in members]):
             ix = next(i for i in members if docs[i].ordinal == x)
             im = next(i for i in members if docs[i].ordinal == m)
-            if estimated_jaccard(b.signatures[ix], b.signatures[im]) >= threshold:
+            if estimated_jaccard(b.signatures[ix], b.signatures[im]) >= lsh.verify_threshold:
                 edges.append((node[ix], node[im]))
     labels, _ = connected_components(edges)
     return {n[1]: (root[1], n == root, None if n == root else

@@ -18,7 +18,13 @@ def test_params_validation():
         LSHParams.for_threshold(0.8, 128, bands=4)
     with pytest.raises(ValueError, match="num_perm"):
         LSHParams.for_threshold(0.8, 128, bands=20, rows=10)
-    assert LSHParams.for_threshold(0.8, 128) == LSHParams(0.8, 128, 9, 13)
+    p = LSHParams.for_threshold(0.8, 128, tolerance=0)
+    assert (p.bands, p.rows, p.verify_threshold) == (9, 13, 0.8)   # datasketch's choice
+    p = LSHParams.for_threshold(0.8, 128)   # default: 2 standard errors of slack
+    assert p.verify_threshold == pytest.approx(0.8 - 2 * (0.8 * 0.2 / 128) ** 0.5)
+    assert (p.bands, p.rows) == optimal_params(round(p.verify_threshold, 4), 128) == (12, 10)
+    with pytest.raises(ValueError, match="tolerance"):
+        LSHParams.for_threshold(0.8, 128, tolerance=-1)
 
 
 def test_band_keys_agree_exactly_on_equal_bands():
