@@ -45,7 +45,10 @@ def word_hashes(xp, word_bytes, starts, lens):
     n_words = int(starts.shape[0])
     if n_words == 0:
         return xp.zeros(0, dtype=xp.uint64)
-    wid = xp.repeat(xp.arange(n_words, dtype=xp.int64), lens)
+    # words are contiguous and in order: a word's id is the count of starts before it
+    mark = xp.zeros(int(word_bytes.shape[0]), dtype=xp.int64)
+    mark[starts[1:]] = 1
+    wid = xp.cumsum(mark)
     pos = xp.arange(int(word_bytes.shape[0]), dtype=xp.int64) - starts[wid]
     v = fmix64(xp, ((word_bytes.astype(xp.uint64) + U64(1)) * P1)
                ^ ((pos.astype(xp.uint64) + U64(1)) * P2))
