@@ -45,8 +45,10 @@ class BeamFS:
         return FileSystems.join(a, *parts)
 
     def makedirs(self, path):
-        if "://" not in path:
-            FileSystems.mkdirs(path) if not FileSystems.exists(path) else None
+        # object stores need no directories; locally, workers race to create the same one
+        if "://" not in path or path.startswith("file://"):
+            import os
+            os.makedirs(path[len("file://"):] if path.startswith("file://") else path, exist_ok=True)
 
     def __reduce__(self):
         return (BeamFS, ())

@@ -126,23 +126,39 @@ class MinHasher:
         buf = np.frombuffer(b"".join(enc), dtype=np.uint8) if enc else np.zeros(0, np.uint8)
         return buf, offsets, int(lens.max()) if len(enc) else 0
 
+    _CHUNK = 256   # documents per compiled call: keeps buffers small and reused (no page faults)
+
     def _sign_numba(self, texts) -> SignedBatch:
-        from curation.minhash import cpu
-        buf, offsets, longest = self._encode(texts, ascii_lowered_later=True)
         n = len(texts)
         sig = np.empty((n, self.num_perm), dtype=np.uint32)
         nsh = np.zeros(n, dtype=np.int64)
-        norm = np.empty(len(buf) + n + 1, dtype=np.uint8)
+        keys: list = []
+        for s in range(0, n, self._CHUNK):
+            e = min(n, s + self._CHUNK)
+            self._sign_numba_chunk(texts[s:e], sig[s:e], nsh[s:e], keys)
+        return SignedBatch(sig, nsh, keys)
+
+    def _buffer(self, name, size, dtype):
+        buf = getattr(self, name, None)
+        if buf is None or buf.shape[0] < size:
+            buf = np.empty(max(size, 1 << 16), dtype=dtype)
+            setattr(self, name, buf)
+        return buf
+
+    def _sign_numba_chunk(self, texts, sig, nsh, keys):
+        from curation.minhash import cpu
+        buf, offsets, longest = self._encode(texts, ascii_lowered_later=True)
+        n = len(texts)
+        norm = self._buffer("_norm", len(buf) + n + 1, np.uint8)
         norm_off = np.zeros(n + 1, dtype=np.int64)
         scratch = longest + 1
         cpu.sign_batch(buf, offsets, word_table(), self.ngram, self.char_ngrams, self.a, self.b,
-                       sig, nsh, norm, norm_off, np.empty(scratch, np.uint64), np.empty(scratch, np.uint32),
-                       _vtab(), lower_table())
-        nb = memoryview(norm.tobytes())
+                       sig, nsh, norm, norm_off, self._buffer("_wh", scratch, np.uint64),
+                       self._buffer("_sh", scratch, np.uint32), _vtab(), lower_table())
+        nb = memoryview(norm)
         bounds = norm_off.tolist()
-        keys = [xxhash.xxh3_128_digest(nb[bounds[i]:bounds[i + 1]]) if bounds[i + 1] > bounds[i]
-                else _exact_key(b"", texts[i]) for i in range(n)]
-        return SignedBatch(sig, nsh, keys)
+        keys.extend(xxhash.xxh3_128_digest(nb[bounds[i]:bounds[i + 1]]) if bounds[i + 1] > bounds[i]
+                    else _exact_key(b"", texts[i]) for i in range(n))
 
     def _reference_words(self, texts):
         """Words of each document by the regex definition (independent of the tokenizer)."""
