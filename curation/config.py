@@ -43,6 +43,7 @@ class DedupConfig(InputConfig):
     verify: Literal["estimate", "exact", "none"] = "estimate"
     verify_tolerance: float = Field(2.0, ge=0.0, le=10.0)
     cc_max_rounds: int = Field(24, ge=1, le=200)
+    lsh_partitions: int = Field(64, ge=1, le=1_000_000)
     batch_size: int = Field(2048, ge=1)
 
     @model_validator(mode="after")

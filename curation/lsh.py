@@ -126,14 +126,20 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def bucket_edges(members: list) -> list[tuple]:
-    """Candidate edges of one LSH bucket: each member linked to the bucket's minimum
-    (len(members) - 1 edges, never all pairs)."""
-    if len(members) < 2:
-        return []
-    uniq = sorted(set(members))
-    root = uniq[0]
-    return [(m, root) for m in uniq[1:]]
+def bucket_min_edges(keys: np.ndarray, order_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate edges of every bucket at once: members with equal `keys` form a
+    bucket, and each is linked to the bucket's member with the smallest
+    `order_keys` (n - 1 edges for n members, never all pairs). Returns index arrays
+    (member, bucket minimum) into the inputs."""
+    keys = np.asarray(keys)
+    if len(keys) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort((np.asarray(order_keys), keys))
+    ks = keys[order]
+    first = np.r_[True, ks[1:] != ks[:-1]]
+    head = np.maximum.accumulate(np.where(first, np.arange(len(ks)), 0))
+    rest = np.flatnonzero(~first)
+    return order[rest], order[head[rest]]
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:

@@ -67,6 +67,9 @@ def _dedup_parser(sub):
     mh.add_argument("--cc-max-rounds", type=int,
                     help="large-star/small-star rounds unrolled in the graph (default 24); "
                          "the run fails if the last one still changed a label")
+    mh.add_argument("--lsh-partitions", type=int,
+                    help="shuffle partitions per LSH band (default 64); each holds about "
+                         "documents/partitions band keys, so raise it for billions of documents")
     mh.add_argument("--batch-size", type=int, help="documents per signature batch (default 2048)")
     return p
 
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 _CONFIG_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "domain",
                 "max_doc_bytes", "strict", "threshold", "num_perm", "ngram", "char_ngrams",
                 "seed", "backend", "bands", "rows", "verify", "verify_tolerance", "cc_max_rounds",
-                "batch_size")
+                "lsh_partitions", "batch_size")
 
 
 def _strict_message(exc: BaseException) -> str | None:

@@ -5,8 +5,9 @@ Data flow (text is read twice and never shuffled; only small records move):
   files ─ SignFile ──(exact key → ordinal, id, signature, band keys)── GroupByKey
         ├─ exact groups: first occurrence is the representative, the rest get an
         │  edge to it
-        ├─ representatives ─ band keys ─ GroupByKey ─ link each member to the
-        │  bucket minimum ─ Distinct ─ verify (two joins with the signatures)
+        ├─ representatives ─ (band, partition) arrays of band keys ─ GroupByKey ─
+        │  sort each partition, link each bucket member to the bucket minimum ─
+        │  Distinct ─ verify (two joins with the signatures)
         ├─ exact + verified edges ─ large-star/small-star rounds ─ (node, root)
         └─ decisions grouped per input file ─ WriteShard re-reads that file and
            writes kept documents, cluster rows and rejected records
@@ -27,7 +28,7 @@ from curation.components import large_star, small_star
 from curation.documents import Rejected, split_ordinal
 from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, read_documents,
                          shard_name, write_documents, write_rows)
-from curation.lsh import band_keys, estimated_jaccard, exact_jaccard
+from curation.lsh import band_keys, bucket_min_edges, estimated_jaccard, exact_jaccard
 from curation.minhash import MinHasher
 
 import pyarrow as pa
@@ -105,23 +106,41 @@ def resolve_exact(kv):
     yield rep
 
 
-def emit_bands(rep):
-    ordinal, doc_id, _, keys = rep
-    if keys is None:
-        return
-    node = (ordinal, doc_id, False)
-    for j, k in enumerate(np.frombuffer(keys, dtype=np.uint64).tolist()):
-        yield (j, k), node
+class BandPartitions(beam.DoFn):
+    """A batch of representatives -> per (band, partition) one element holding the
+    band keys, ordinals and ids as arrays. Buckets are then found by sorting inside
+    each partition, so the shuffle moves bands * partitions elements per batch
+    instead of one element per document and band."""
+
+    def __init__(self, bands: int, partitions: int):
+        self.bands, self.partitions = bands, partitions
+
+    def process(self, batch):
+        rows = [r for r in batch if r[3] is not None]
+        if not rows:
+            return
+        keys = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.uint64).reshape(len(rows), self.bands)
+        ords = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        ids = np.array([r[1] for r in rows], dtype=object)
+        for j in range(self.bands):
+            part = (keys[:, j] >> np.uint64(40)) % np.uint64(self.partitions)
+            order = np.argsort(part, kind="stable")
+            ps = part[order]
+            cuts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1], True])
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                sel = order[a:b]
+                yield (j, int(ps[a])), (keys[sel, j].tobytes(), ords[sel].tobytes(), ids[sel].tolist())
 
 
-def bucket_to_edges(kv):
-    _, members = kv
-    members = sorted(set(members))
-    if len(members) < 2:
-        return
-    root = members[0]
-    for m in members[1:]:
-        yield m, root
+def partition_edges(kv):
+    """All buckets of one (band, partition): each member linked to its bucket's minimum."""
+    _, chunks = kv
+    chunks = list(chunks)
+    keys = np.concatenate([np.frombuffer(c[0], dtype=np.uint64) for c in chunks])
+    ords = np.concatenate([np.frombuffer(c[1], dtype=np.int64) for c in chunks])
+    ids = [i for c in chunks for i in c[2]]
+    for x, m in zip(*bucket_min_edges(keys, ords)):
+        yield (int(ords[x]), ids[x], False), (int(ords[m]), ids[m], False)
 
 
 class AttachSignature(beam.DoFn):
@@ -308,7 +327,7 @@ class WriteShard(beam.DoFn):
 def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
                 fields: FieldMap, minhash: dict, bands: int, rows: int, threshold: float,
                 verify: str, cc_max_rounds: int, max_doc_bytes: int, strict: bool,
-                batch_size: int):
+                batch_size: int, lsh_partitions: int = 64):
     """Add the dedup transforms to `p`; returns the PCollection of written shard indices."""
     files_kv = p | "Files" >> beam.Create([(f.index, f) for f in files])
     signed = (files_kv
@@ -321,9 +340,10 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     reps = exact.reps
 
     candidates = (reps
-                  | "BandKeys" >> beam.FlatMap(emit_bands)
+                  | "BatchReps" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+                  | "BandKeys" >> beam.ParDo(BandPartitions(bands, lsh_partitions))
                   | "GroupBuckets" >> beam.GroupByKey()
-                  | "BucketEdges" >> beam.FlatMap(bucket_to_edges)
+                  | "BucketEdges" >> beam.FlatMap(partition_edges)
                   | "DistinctCandidates" >> beam.Distinct())
     if verify == "none":
         near = candidates

@@ -82,7 +82,8 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                 minhash=minhash, bands=lsh.bands, rows=lsh.rows,
                 threshold=lsh.verify_threshold if cfg.verify == "estimate" else cfg.threshold,
                 verify=cfg.verify, cc_max_rounds=cfg.cc_max_rounds,
-                max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size)
+                max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size,
+                lsh_partitions=cfg.lsh_partitions)
     t_plan = time.time()
     result = p.run()
     if dry_run:

@@ -13,7 +13,7 @@ from curation.components import connected_components
 from curation.demo import demo_files
 from curation.documents import Document
 from curation.io import FieldMap, expand_inputs, read_documents, read_rows
-from curation.lsh import LSHParams, band_keys, bucket_edges, estimated_jaccard
+from curation.lsh import LSHParams, band_keys, bucket_min_edges, estimated_jaccard
 from curation.minhash import MinHasher
 from pipelines.cli import main
 
@@ -94,15 +94,11 @@ def reference_decisions(corpus, threshold=0.8, num_perm=128):
             exact_removed.add(node[m])
     lsh = LSHParams.for_threshold(threshold, num_perm)
     keys = band_keys(b.signatures, lsh.bands, lsh.rows)
-    buckets = defaultdict(list)
-    for i in reps:
-        if b.num_shingles[i] > 0:
-            for j in range(lsh.bands):
-                buckets[(j, int(keys[i, j]))].append(i)
-    for members in buckets.values():
-        for x, m in bucket_edges([docs[i].ordinal for i in members]):
-            ix = next(i for i in members if docs[i].ordinal == x)
-            im = next(i for i in members if docs[i].ordinal == m)
+    live = [i for i in reps if b.num_shingles[i] > 0]
+    ords = np.array([docs[i].ordinal for i in live])
+    for j in range(lsh.bands):
+        for x, m in zip(*bucket_min_edges(keys[live, j], ords)):
+            ix, im = live[x], live[m]
             if estimated_jaccard(b.signatures[ix], b.signatures[im]) >= lsh.verify_threshold:
                 edges.append((node[ix], node[im]))
     labels, _ = connected_components(edges)

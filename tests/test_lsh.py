@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from curation.lsh import (LSHParams, band_keys, bucket_edges, estimated_jaccard,
+from curation.lsh import (LSHParams, band_keys, bucket_min_edges, estimated_jaccard,
                           exact_jaccard, optimal_params)
 
 
@@ -46,11 +46,14 @@ def test_band_keys_agree_exactly_on_equal_bands():
 
 
 def test_bucket_edges_link_to_minimum_only():
-    assert bucket_edges([5]) == []
-    assert bucket_edges([7, 3, 9, 3]) == [(7, 3), (9, 3)]
-    members = list(range(1000, 0, -1))
-    edges = bucket_edges(members)
-    assert len(edges) == 999 and all(b == 1 for _, b in edges)
+    keys = np.array([5, 9, 5, 5, 7, 9], dtype=np.uint64)
+    order = np.array([30, 2, 10, 20, 1, 8])
+    x, m = bucket_min_edges(keys, order)
+    pairs = sorted(zip(x.tolist(), m.tolist()))
+    assert pairs == [(0, 2), (3, 2), (5, 1)]          # 7 is alone: no edge
+    x, m = bucket_min_edges(np.zeros(1000, np.uint64), np.arange(1000, 0, -1))
+    assert len(x) == 999 and set(m.tolist()) == {999}
+    assert len(bucket_min_edges(np.zeros(1, np.uint64), np.zeros(1))[0]) == 0
 
 
 def test_jaccard_helpers():
