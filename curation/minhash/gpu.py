@@ -1,33 +1,250 @@
-"""The CUDA path: word boundaries are found on the host (the compiled tokenizer),
-then word hashes, shingle hashes (the reference's own xp code on CuPy arrays) and
-the permutation-min kernel run on the device; only signatures come back."""
+"""The CUDA path: the host normalises (cpu.normalize_batch, the same compiled
+tokenizer as the CPU path), then CUDA kernels find the tokens, hash the tokens and
+the shingles and take the permutation minima on the device; only the signatures
+and shingle counts come back.
+
+The kernels are plain CUDA C with grid-stride loops and no shared memory, block
+synchronisation or atomics, so any launch shape gives the same result. That lets
+the tests also compile this very source as C++ and run `device_signatures` with
+NumPy arrays and an emulated launch on a machine without a GPU; on a machine with
+one, the same function runs on CuPy arrays and `cupy.RawModule`, and the tests
+compare both with reference.py bit for bit.
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from curation.minhash import reference as ref
 
-_KERNEL_SRC = r"""
-extern "C" __global__
-void perm_min(const unsigned int* sh, const long long* offs, const unsigned int* a,
-              const unsigned int* b, unsigned int* out, int k) {
-    int d = blockIdx.x;
-    long long s = offs[d], e = offs[d + 1];
-    for (int p = threadIdx.x; p < k; p += blockDim.x) {
-        unsigned int ap = a[p], bp = b[p], m = 0xFFFFFFFFu;
-        for (long long i = s; i < e; ++i) {
-            unsigned int v = ap * sh[i] + bp;   // wraps mod 2^32, as in the reference
-            m = v < m ? v : m;
+KERNEL_SOURCE = r"""
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef long long i64;
+
+#define MH_P1 0x9E3779B97F4A7C15ULL
+#define MH_P2 0xC2B2AE3D27D4EB4FULL
+#define MH_M1 0xFF51AFD7ED558CCDULL
+#define MH_M2 0xC4CEB9FE1A85EC53ULL
+
+__device__ __forceinline__ u64 mh_fmix64(u64 x) {
+    x ^= x >> 33;
+    x *= MH_M1;
+    x ^= x >> 33;
+    x *= MH_M2;
+    x ^= x >> 33;
+    return x;
+}
+
+/* is byte i part of a token: word mode, any byte but the separating space */
+__device__ __forceinline__ int mh_is_tok(const unsigned char* norm, i64 i, int char_mode) {
+    return char_mode ? 1 : (norm[i] != 0x20);
+}
+
+/* does a token start at byte i (first[i]: a document starts at i) */
+__device__ __forceinline__ int mh_starts(const unsigned char* norm, const unsigned char* first,
+                                         i64 i, int char_mode) {
+    if (char_mode) return (norm[i] & 0xC0) != 0x80;
+    if (norm[i] == 0x20) return 0;
+    return i == 0 || first[i] || norm[i - 1] == 0x20;
+}
+
+/* flags: 1 where a token starts, 2 where one ends (both for a one-byte token) */
+extern "C" __global__ void mh_mark_tokens(const unsigned char* __restrict__ norm,
+                                          const unsigned char* __restrict__ first,
+                                          i64 size, int char_mode,
+                                          unsigned char* __restrict__ starts,
+                                          unsigned char* __restrict__ ends) {
+    i64 stride = (i64)blockDim.x * gridDim.x;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < size; i += stride) {
+        int tok = mh_is_tok(norm, i, char_mode);
+        starts[i] = (unsigned char)mh_starts(norm, first, i, char_mode);
+        int last = i + 1 == size || first[i + 1] || !mh_is_tok(norm, i + 1, char_mode)
+                   || mh_starts(norm, first, i + 1, char_mode);
+        ends[i] = (unsigned char)(tok && last);
+    }
+}
+
+/* one thread per token: w = fmix64(sum_j fmix64(((c_j+1)*P1) ^ ((j+1)*P2))) */
+extern "C" __global__ void mh_token_hashes(const unsigned char* __restrict__ norm,
+                                           const i64* __restrict__ starts,
+                                           const i64* __restrict__ ends,
+                                           i64 ntok, u64* __restrict__ wh) {
+    i64 stride = (i64)blockDim.x * gridDim.x;
+    for (i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x; t < ntok; t += stride) {
+        i64 s = starts[t];
+        i64 len = ends[t] - s + 1;
+        u64 acc = 0;
+        for (i64 j = 0; j < len; ++j) {
+            u64 c = (u64)norm[s + j];
+            acc += mh_fmix64(((c + 1ULL) * MH_P1) ^ (((u64)j + 1ULL) * MH_P2));
         }
-        out[(long long)d * k + p] = m;
+        wh[t] = mh_fmix64(acc);
+    }
+}
+
+/* the document of shingle s: the d with sh_off[d] <= s < sh_off[d + 1] */
+__device__ __forceinline__ i64 mh_doc_of(const i64* sh_off, i64 ndocs, i64 s) {
+    i64 lo = 0, hi = ndocs;
+    while (lo < hi) {
+        i64 mid = (lo + hi) >> 1;
+        if (sh_off[mid + 1] <= s) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* one thread per shingle: s = fmix64(sum_{k<m} w_{start+k} * C_k) >> 32 */
+extern "C" __global__ void mh_shingle_hashes(const u64* __restrict__ wh,
+                                             const i64* __restrict__ tok_off,
+                                             const i64* __restrict__ sh_off,
+                                             i64 ndocs, i64 nsh, int ngram,
+                                             const u64* __restrict__ coef,
+                                             u32* __restrict__ sh) {
+    i64 stride = (i64)blockDim.x * gridDim.x;
+    for (i64 s = (i64)blockIdx.x * blockDim.x + threadIdx.x; s < nsh; s += stride) {
+        i64 lo = mh_doc_of(sh_off, ndocs, s);
+        i64 cnt = tok_off[lo + 1] - tok_off[lo];
+        i64 m = cnt < (i64)ngram ? cnt : (i64)ngram;
+        i64 first = tok_off[lo] + (s - sh_off[lo]);
+        u64 acc = 0;
+        for (i64 k = 0; k < m; ++k) acc += wh[first + k] * coef[k];
+        sh[s] = (u32)(mh_fmix64(acc) >> 32);
+    }
+}
+
+/* blocks over documents, threads over permutations:
+   out[d, p] = min over the document's shingles of a[p] * s + b[p] (mod 2^32) */
+extern "C" __global__ void mh_perm_min(const u32* __restrict__ sh,
+                                       const i64* __restrict__ sh_off,
+                                       i64 ndocs, const u32* __restrict__ a,
+                                       const u32* __restrict__ b, int k,
+                                       u32* __restrict__ out) {
+    for (i64 d = blockIdx.x; d < ndocs; d += gridDim.x) {
+        i64 s0 = sh_off[d], s1 = sh_off[d + 1];
+        for (int p = threadIdx.x; p < k; p += blockDim.x) {
+            u32 ap = a[p], bp = b[p], best = 0xFFFFFFFFu;
+            for (i64 t = s0; t < s1; ++t) {
+                u32 v = ap * sh[t] + bp;        /* unsigned: wraps mod 2^32 */
+                best = v < best ? v : best;
+            }
+            out[d * (i64)k + p] = best;
+        }
+    }
+}
+
+/* "oph", step 1, one thread per shingle: v = a * s + b falls in bin v * k >> 32 of
+   its document; raw[d, bin] = min of its v (raw starts all 0xFFFFFFFF) */
+extern "C" __global__ void mh_oph_bins(const u32* __restrict__ sh,
+                                       const i64* __restrict__ sh_off,
+                                       i64 ndocs, i64 nsh, u32 a, u32 b, int k,
+                                       u32* __restrict__ raw,
+                                       unsigned char* __restrict__ filled) {
+    i64 stride = (i64)blockDim.x * gridDim.x;
+    for (i64 s = (i64)blockIdx.x * blockDim.x + threadIdx.x; s < nsh; s += stride) {
+        i64 d = mh_doc_of(sh_off, ndocs, s);
+        u32 v = a * sh[s] + b;                  /* unsigned: wraps mod 2^32 */
+        i64 cell = d * (i64)k + (i64)(((u64)v * (u64)k) >> 32);
+        atomicMin(raw + cell, v);
+        filled[cell] = 1;
+    }
+}
+
+/* "oph", step 2, one thread per (document, bin): an empty bin copies the first
+   filled bin among its probes, then among the next bins (mod k) */
+extern "C" __global__ void mh_oph_densify(const u32* __restrict__ raw,
+                                          const unsigned char* __restrict__ filled,
+                                          i64 ndocs, int k, const i64* __restrict__ probes,
+                                          int nprobes, u32* __restrict__ out) {
+    i64 cells = ndocs * (i64)k;
+    i64 stride = (i64)blockDim.x * gridDim.x;
+    for (i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x; c < cells; c += stride) {
+        i64 base = c - c % k;
+        i64 p = c - base;
+        if (filled[c]) { out[c] = raw[c]; continue; }
+        i64 src = -1;
+        for (int t = 0; t < nprobes && src < 0; ++t) {
+            i64 j = probes[p * nprobes + t];
+            if (filled[base + j]) src = j;
+        }
+        for (i64 dd = 1; dd < k && src < 0; ++dd) {
+            i64 j = (p + dd) % k;
+            if (filled[base + j]) src = j;
+        }
+        out[c] = src < 0 ? 0xFFFFFFFFu : raw[base + src];
     }
 }
 """
 
-_kernel = None
+KERNEL_NAMES = ("mh_mark_tokens", "mh_token_hashes", "mh_shingle_hashes", "mh_perm_min", "mh_oph_bins",
+                "mh_oph_densify")
+_THREADS = 256
+_MAX_BLOCKS = 8192
+
+
+def _blocks(items: int) -> int:
+    return max(1, min(_MAX_BLOCKS, -(-items // _THREADS)))
+
+
+def device_signatures(xp, launch, norm, doc_offsets, ngram: int, char_ngrams: bool, a, b,
+                      family: str = "minhash", probes=None):
+    """Signatures of the normalised bytes `norm` (n+1 `doc_offsets`), with the
+    kernels launched by `launch(name, grid, block, args)`; `xp` is CuPy on a GPU
+    (NumPy in the CPU emulation of the tests). a, b (and probes for "oph") are the
+    host arrays of reference.permutation_params / oph_params. Returns (sig (n, K)
+    uint32, shingle counts (n,) int64), on `xp`."""
+    oph = family == "oph"
+    a_host, b_host = np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32)
+    norm = xp.asarray(norm, dtype=xp.uint8)
+    doc_offsets = xp.asarray(doc_offsets, dtype=xp.int64)
+    a = xp.asarray(a_host)
+    b = xp.asarray(b_host)
+    k = int(probes.shape[0]) if oph else int(a.shape[0])
+    n, size = int(doc_offsets.shape[0]) - 1, int(norm.shape[0])
+    out = xp.full((n, k), ref.EMPTY, dtype=xp.uint32)
+    if size == 0 or n == 0:
+        return out, xp.zeros(n, dtype=xp.int64)
+    first = xp.zeros(size + 1, dtype=xp.uint8)
+    first[doc_offsets] = 1
+    starts_f = xp.empty(size, dtype=xp.uint8)
+    ends_f = xp.empty(size, dtype=xp.uint8)
+    launch("mh_mark_tokens", _blocks(size), _THREADS,
+           (norm, first, np.int64(size), np.int32(bool(char_ngrams)), starts_f, ends_f))
+    starts = xp.flatnonzero(starts_f).astype(xp.int64)
+    ends = xp.flatnonzero(ends_f).astype(xp.int64)
+    ntok = int(starts.shape[0])
+    tok_off = xp.searchsorted(starts, doc_offsets, side="left").astype(xp.int64)
+    counts = tok_off[1:] - tok_off[:-1]
+    per_doc = xp.where(counts >= ngram, counts - (ngram - 1), xp.minimum(counts, 1)).astype(xp.int64)
+    sh_off = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(per_doc).astype(xp.int64)])
+    nsh = int(sh_off[-1])
+    if nsh == 0:
+        return out, per_doc
+    wh = xp.empty(ntok, dtype=xp.uint64)
+    launch("mh_token_hashes", _blocks(ntok), _THREADS, (norm, starts, ends, np.int64(ntok), wh))
+    sh = xp.empty(nsh, dtype=xp.uint32)
+    coef = xp.asarray(ref.SHINGLE_C)
+    launch("mh_shingle_hashes", _blocks(nsh), _THREADS,
+           (wh, tok_off, sh_off, np.int64(n), np.int64(nsh), np.int32(ngram), coef, sh))
+    if oph:
+        raw = xp.full((n, k), ref.EMPTY, dtype=xp.uint32)
+        filled = xp.zeros((n, k), dtype=xp.uint8)
+        launch("mh_oph_bins", _blocks(nsh), _THREADS,
+               (sh, sh_off, np.int64(n), np.int64(nsh), np.uint32(a_host[0]), np.uint32(b_host[0]),
+                np.int32(k), raw, filled))
+        probes = xp.asarray(np.ascontiguousarray(probes, dtype=np.int64))
+        launch("mh_oph_densify", _blocks(n * k), _THREADS,
+               (raw, filled, np.int64(n), np.int32(k), probes, np.int32(probes.shape[1]), out))
+        return out, per_doc
+    threads = min(_THREADS, max(32, -(-k // 32) * 32))
+    launch("mh_perm_min", max(1, min(n, 65535)), threads,
+           (sh, sh_off, np.int64(n), a, b, np.int32(k), out))
+    return out, per_doc
+
+
+_MODULE = None
 
 
 def cupy_available() -> bool:
+    """CuPy importable and at least one CUDA device visible."""
     try:
         import cupy
         return cupy.cuda.runtime.getDeviceCount() > 0
@@ -35,24 +252,17 @@ def cupy_available() -> bool:
         return False
 
 
-def _perm_kernel():
-    global _kernel
-    if _kernel is None:
-        import cupy
-        _kernel = cupy.RawKernel(_KERNEL_SRC, "perm_min")
-    return _kernel
+def _cupy_launch(name, grid, block, args):
+    global _MODULE
+    import cupy
+    if _MODULE is None:
+        _MODULE = cupy.RawModule(code=KERNEL_SOURCE)
+    _MODULE.get_function(name)((int(grid),), (int(block),), args)
 
 
-def signatures_device(word_bytes, starts, lens, doc_word_offsets, ngram, a, b):
-    """Host arrays in, host (n, K) uint32 signatures and shingle counts out."""
-    import cupy as cp
-    n, k = len(doc_word_offsets) - 1, len(a)
-    wh = ref.word_hashes(cp, cp.asarray(word_bytes), cp.asarray(starts), cp.asarray(lens))
-    start, length, _, per_doc = ref.shingle_layout(np.asarray(doc_word_offsets), ngram)
-    sh = ref.shingle_hashes(cp, wh, cp.asarray(start), cp.asarray(length), ngram)
-    offs = cp.asarray(np.concatenate([[0], np.cumsum(per_doc)]).astype(np.int64))
-    out = cp.empty((n, k), dtype=cp.uint32)
-    if n:
-        threads = min(256, max(32, k))
-        _perm_kernel()((n,), (threads,), (sh, offs, cp.asarray(a), cp.asarray(b), out, np.int32(k)))
-    return cp.asnumpy(out), per_doc
+def signatures(norm, doc_offsets, ngram: int, char_ngrams: bool, a, b, family="minhash", probes=None):
+    """Host arrays in, host (signatures, shingle counts) out; the work on the GPU."""
+    import cupy
+    sig, counts = device_signatures(cupy, _cupy_launch, cupy.asarray(norm), cupy.asarray(doc_offsets),
+                                    ngram, char_ngrams, a, b, family, probes)
+    return cupy.asnumpy(sig), cupy.asnumpy(counts)
