@@ -38,6 +38,7 @@ class DedupConfig(InputConfig):
     char_ngrams: bool = False
     seed: int = Field(1, ge=0, lt=2**32)
     backend: Literal["auto", "numpy", "numba", "cupy"] = "auto"
+    family: Literal["minhash", "oph"] = "minhash"
     bands: int | None = Field(None, ge=1)
     rows: int | None = Field(None, ge=1)
     verify: Literal["estimate", "exact", "none"] = "estimate"

@@ -59,7 +59,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
         lsh = LSHParams.for_threshold(cfg.threshold, cfg.num_perm, cfg.bands, cfg.rows,
                                       tolerance=cfg.verify_tolerance if cfg.verify == "estimate" else 0.0)
         minhash = dict(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram,
-                       char_ngrams=cfg.char_ngrams, backend=cfg.backend)
+                       char_ngrams=cfg.char_ngrams, backend=cfg.backend, family=cfg.family)
         minhash_params = MinHasher(**minhash).params()
     except (ValueError, RuntimeError) as e:   # bad patterns, no GPU for backend=cupy, ...
         raise UsageError(str(e)) from None
