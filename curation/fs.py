@@ -1,13 +1,27 @@
-"""A small filesystem protocol: the library reads and writes through it, so the
-pipeline layer can hand in Beam's FileSystems (gs:// and friends) while plain
-library users get local files."""
+"""A small filesystem protocol.
+
+The library reads and writes through it, so the pipeline layer can hand in an
+adapter on Beam's FileSystems (gs:// and friends) while plain library users get
+local files. Every function that touches files takes ``fs=None`` and falls back
+to `LocalFS`.
+
+Semantics an implementation must keep:
+
+- ``match(pattern)`` is a glob and returns a sorted list. Local globs may return
+  directories too; object stores return objects only (they have no directories).
+- ``rename(src, dst)`` replaces ``dst`` if it exists. Writers rely on it to move a
+  finished temporary file into place, so a partial file never has the final name.
+- ``open_write`` truncates; parent "directories" are created as needed.
+"""
 from __future__ import annotations
 
 import glob
 import os
-from typing import BinaryIO, Protocol
+import posixpath
+from typing import BinaryIO, Protocol, runtime_checkable
 
 
+@runtime_checkable
 class FS(Protocol):
     def open_read(self, path: str) -> BinaryIO: ...
     def open_write(self, path: str) -> BinaryIO: ...
@@ -22,39 +36,76 @@ class FS(Protocol):
 
 
 class LocalFS:
-    def open_read(self, path):
+    """`FS` on the local disk (``os`` and ``glob``). Stateless and picklable."""
+
+    def open_read(self, path: str) -> BinaryIO:
         return open(path, "rb")
 
-    def open_write(self, path):
+    def open_write(self, path: str) -> BinaryIO:
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, exist_ok=True)
         return open(path, "wb")
 
-    def rename(self, src, dst):
-        os.replace(src, dst)
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)   # atomic on POSIX, replaces dst
 
-    def exists(self, path):
+    def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
-    def delete(self, path):
+    def delete(self, path: str) -> None:
         os.remove(path)
 
-    def match(self, pattern):
+    def match(self, pattern: str) -> list[str]:
+        # `**` crosses directories; hidden names (".x") only match a pattern that says so.
         return sorted(glob.glob(pattern, recursive=True))
 
-    def isdir(self, path):
+    def isdir(self, path: str) -> bool:
         return os.path.isdir(path)
 
-    def listdir(self, path):
+    def listdir(self, path: str) -> list[str]:
         return sorted(os.listdir(path))
 
-    def join(self, a, *parts):
+    def join(self, a: str, *parts: str) -> str:
         return os.path.join(a, *parts)
 
-    def makedirs(self, path):
+    def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
+    def __eq__(self, other):
+        return type(other) is LocalFS
 
-def default_fs(fs=None):
+    def __hash__(self):
+        return hash(LocalFS)
+
+    def __repr__(self):
+        return "LocalFS()"
+
+
+def default_fs(fs: FS | None = None) -> FS:
     return fs if fs is not None else LocalFS()
+
+
+def is_remote(path: str) -> bool:
+    """True for URLs such as gs://bucket/x (but not file://), False for local paths."""
+    return "://" in path and not path.startswith("file://")
+
+
+def dirname(path: str) -> str:
+    """Parent of a local path or of a URL (``gs://b/x/y`` -> ``gs://b/x``)."""
+    if "://" in path:
+        return posixpath.dirname(path.rstrip("/"))
+    return os.path.dirname(path)
+
+
+def basename(path: str) -> str:
+    if "://" in path:
+        return posixpath.basename(path.rstrip("/"))
+    return os.path.basename(path.rstrip(os.sep)) if path != os.sep else path
+
+
+def normpath(path: str) -> str:
+    """Local paths are normalised (``./a//b/`` -> ``a/b``); URLs lose only a trailing slash."""
+    if "://" in path:
+        return path.rstrip("/") if not path.endswith("://") else path
+    return os.path.normpath(path)

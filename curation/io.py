@@ -1,51 +1,107 @@
-"""Reading documents (JSONL plain/.gz/.zst, Parquet, Hugging Face `datasets`
-directories) with every bad record turned into a `Rejected` with its cause, and
-writing deterministic, atomically renamed shards."""
+"""Reading and writing documents.
+
+Reading: JSON Lines (plain, .gz, .zst), Parquet, and Hugging Face `datasets`
+directories written by ``save_to_disk`` (read as Arrow IPC streams; `datasets` is
+not imported). Every record becomes a `Document` or a `Rejected` naming file, line
+and cause; nothing is dropped silently and nothing malformed crashes the reader.
+A file that stops being readable part-way (truncated .gz/.zst, corrupt Parquet)
+yields what was read, then one ``unreadable_file`` rejection at the line where
+reading stopped.
+
+Writing: deterministic bytes (gzip with mtime 0 and no name, Parquet with zstd and
+a fixed schema) and atomic (written under a hidden temporary name in the target
+directory, then renamed into place).
+
+Everything streams: a reader holds one line (at most ``max_doc_bytes``) or one
+small slice of Arrow rows at a time; writers hold one row group.
+"""
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime as _dt
+import decimal
 import gzip
 import io
 import json
-import posixpath
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+import math
+import os
+import uuid
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import zstandard
 
 from curation.config import DEFAULT_MAX_DOC_BYTES
 from curation.documents import Document, InputError, Rejected, make_ordinal
-from curation.fs import default_fs
+from curation.fs import FS, basename, default_fs, dirname, is_remote, normpath
+
+__all__ = [
+    "DEFAULT_MAX_DOC_BYTES", "DOCUMENT_SCHEMA", "REJECTED_SCHEMA", "OUTPUT_FORMATS",
+    "InputFile", "FieldMap", "ReadStats", "DocumentReader",
+    "input_format", "expand_inputs", "read_documents",
+    "shard_name", "document_row", "document_from_row", "rejected_row",
+    "write_documents", "write_rows", "iter_rows", "read_rows",
+]
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
-COMPRESSIONS = ("", ".gz", ".zst")
-RAW_PREFIX_BYTES = 200
+COMPRESSIONS = {"": "", ".gz": "gz", ".zst": "zst"}
+RAW_PREFIX_CHARS = 200          # Rejected.raw_prefix holds at most this many characters
+_PREFIX_BYTES = 4 * RAW_PREFIX_CHARS
+_ARROW_SLICE_ROWS = 256         # Arrow rows turned into Python objects at a time
+_HF_META = ("state.json", "dataset_info.json", "dataset_dict.json")
+_SUPPORTED = ".jsonl/.json/.ndjson (optionally .gz or .zst), .parquet, .arrow, or a datasets save_to_disk directory"
 
+# Errors that mean "the bytes of this file cannot be read any further".
+_READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError, pa.ArrowException)
+
+
+# ---------------------------------------------------------------- inputs
 
 @dataclass(frozen=True)
 class InputFile:
+    """One input file of a run. `index` is its position in the sorted input list and
+    the high bits of every ordinal read from it; `name` is short and unique within
+    the run and makes ids (``name:line``) for records without one."""
+
     index: int
     path: str
-    format: str          # "jsonl" | "parquet" | "arrow"
-    compression: str     # "" | "gz" | "zst"
-    name: str            # short unique name, used for ids of records without one
+    format: str              # "jsonl" | "parquet" | "arrow"
+    compression: str = ""    # "" | "gz" | "zst" (jsonl only)
+    name: str = ""
 
 
 @dataclass(frozen=True)
 class FieldMap:
+    """Where a record keeps its text, id and domain. Dotted paths ("meta.content")
+    reach into nested objects (a top-level key that itself contains the dot wins).
+    `domain`, when set, is the domain of every document (CLI ``--domain``)."""
+
     text_field: str = "text"
     id_field: str = "id"
     domain_field: str = "domain"
     domain: str | None = None
 
+    def __post_init__(self):
+        for name in ("text_field", "id_field", "domain_field"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or any(not p for p in value.split(".")):
+                raise ValueError(f"FieldMap.{name} must be a non-empty field name or dotted path, got {value!r}")
 
-def _format_of(path: str) -> tuple[str, str] | None:
+
+def input_format(path: str) -> tuple[str, str] | None:
+    """``(format, compression)`` from the file name, or None if unsupported."""
     low = path.lower()
-    for comp in COMPRESSIONS:
-        for suf in JSONL_SUFFIXES:
-            if low.endswith(suf + comp):
-                return "jsonl", comp.lstrip(".")
+    for suffix, comp in COMPRESSIONS.items():
+        for base in JSONL_SUFFIXES:
+            if low.endswith(base + suffix):
+                return "jsonl", comp
     if low.endswith(".parquet"):
         return "parquet", ""
     if low.endswith(".arrow"):
@@ -53,268 +109,709 @@ def _format_of(path: str) -> tuple[str, str] | None:
     return None
 
 
-def _hf_files(fs, path: str) -> list[str] | None:
-    """Arrow files of a `save_to_disk` directory (Dataset or DatasetDict), or None."""
-    state = fs.join(path, "state.json")
+def _has_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def _read_json(fs: FS, path: str) -> Any:
+    with fs.open_read(path) as f:
+        data = f.read()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError:
+        return None
+
+
+def _hf_files(fs: FS, d: str) -> list[tuple[str, tuple[int, ...]]] | None:
+    """Arrow files of a ``save_to_disk`` directory in the order its state.json lists
+    them (a DatasetDict: splits in dataset_dict.json order), each with its position;
+    None if `d` is not such a directory."""
+    state = fs.join(d, "state.json")
     if fs.exists(state):
-        with fs.open_read(state) as f:
-            meta = json.loads(f.read().decode("utf-8"))
-        return [fs.join(path, d["filename"]) for d in meta.get("_data_files", [])]
-    dd = fs.join(path, "dataset_dict.json")
+        meta = _read_json(fs, state)
+        if isinstance(meta, dict) and isinstance(meta.get("_data_files"), list):
+            names = [x.get("filename") if isinstance(x, dict) else None for x in meta["_data_files"]]
+            if not names or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"{state}: _data_files lists no usable file names")
+            out = [(normpath(fs.join(d, n)), (i,)) for i, n in enumerate(names)]
+            for p, _ in out:
+                if not fs.exists(p):
+                    raise ValueError(f"{state} lists {p!r}, which does not exist")
+            return out
+    dd = fs.join(d, "dataset_dict.json")
     if fs.exists(dd):
-        with fs.open_read(dd) as f:
-            splits = json.loads(f.read().decode("utf-8")).get("splits", [])
-        out = []
-        for s in splits:
-            out.extend(_hf_files(fs, fs.join(path, s)) or [])
-        return out
+        meta = _read_json(fs, dd)
+        if isinstance(meta, dict) and isinstance(meta.get("splits"), list):
+            out = []
+            for si, split in enumerate(meta["splits"]):
+                sub = _hf_files(fs, fs.join(d, str(split)))
+                if sub is None:
+                    raise ValueError(f"{dd} names split {split!r}, but {fs.join(d, str(split))!r} "
+                                     f"is not a saved dataset")
+                out.extend((p, (si,) + k) for p, k in sub)
+            return out
     return None
 
 
-def _dir_files(fs, path: str) -> list[str]:
-    hf = _hf_files(fs, path)
+def _is_hf_metadata(fs: FS, path: str) -> bool:
+    name = basename(path)
+    if name not in _HF_META:
+        return False
+    parent = dirname(path)
+    if name == "dataset_dict.json":
+        meta = _read_json(fs, path)
+        return isinstance(meta, dict) and "splits" in meta
+    state = fs.join(parent, "state.json") if parent else "state.json"
+    if not fs.exists(state):
+        return False
+    meta = _read_json(fs, state)
+    return isinstance(meta, dict) and "_data_files" in meta
+
+
+SortKey = tuple[str, tuple[int, ...]]
+
+
+def _expand_dir(fs: FS, d: str) -> list[tuple[str, SortKey]]:
+    """Supported files under directory `d` (recursively; hidden names skipped).
+    Saved `datasets` directories, at `d` or below it, expand to their Arrow files."""
+    hf = _hf_files(fs, d)
     if hf is not None:
-        return hf
-    found = [p for p in fs.match(fs.join(path, "**", "*")) if _format_of(p) and not fs.isdir(p)]
-    return sorted(found)
-
-
-def expand_inputs(patterns: Iterable[str], fs=None) -> list[InputFile]:
-    """Paths, globs and directories -> the sorted, de-duplicated list of input files."""
-    fs = default_fs(fs)
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    paths: list[str] = []
-    for pat in patterns:
-        if any(ch in pat for ch in "*?["):
-            matches = fs.match(pat)
-            if not matches:
-                raise ValueError(f"input pattern {pat!r} matches no files")
-        elif fs.isdir(pat):
-            matches = [pat]
-        elif fs.exists(pat):
-            matches = [pat]
+        return [(p, (d, k)) for p, k in hf]
+    prefix = d.rstrip("/") + "/"
+    rels = []
+    for p in fs.match(fs.join(d, "**")):
+        for form in (p, normpath(p)):
+            if form.startswith(prefix):
+                rel = form[len(prefix):].rstrip("/")
+                break
         else:
-            raise ValueError(f"input {pat!r} does not exist")
-        for m in matches:
-            if fs.isdir(m):
-                inner = _dir_files(fs, m)
-                if not inner:
-                    raise ValueError(f"input directory {m!r} holds no supported files "
-                                     f"(.jsonl/.json/.ndjson[.gz|.zst], .parquet, datasets save_to_disk)")
-                paths.extend(inner)
-            elif _format_of(m):
-                paths.append(m)
-            elif any(ch in pat for ch in "*?["):
-                raise ValueError(f"input {m!r} (from {pat!r}) is not a supported format "
-                                 f"(.jsonl/.json/.ndjson[.gz|.zst], .parquet, .arrow)")
-            else:
-                raise ValueError(f"input {m!r} is not a supported format "
-                                 f"(.jsonl/.json/.ndjson[.gz|.zst], .parquet, .arrow)")
-    seen, ordered = set(), []
-    for p in sorted(paths) if not any(_is_hf_arrow(p) for p in paths) else _stable_sorted(paths):
-        if p not in seen:
-            seen.add(p)
-            ordered.append(p)
-    names = _unique_names(ordered)
-    out = []
-    for i, p in enumerate(ordered):
-        fmt, comp = _format_of(p)
-        out.append(InputFile(index=i, path=p, format=fmt, compression=comp, name=names[i]))
+            continue
+        if rel and not any(part.startswith(".") for part in rel.split("/")):
+            rels.append(rel)
+    rels = sorted(set(rels))
+    # saved datasets inside d: the topmost directory holding state.json / dataset_dict.json
+    roots: list[str] = []
+    candidates = sorted({r.rsplit("/", 1)[0] if "/" in r else "" for r in rels
+                         if basename(r) in ("state.json", "dataset_dict.json")})
+    for r in candidates:
+        if r and not any(r.startswith(t + "/") for t in roots) and _hf_files(fs, prefix + r) is not None:
+            roots.append(r)
+    out: list[tuple[str, SortKey]] = []
+    for r in roots:
+        root = normpath(prefix + r)
+        out.extend((p, (root, k)) for p, k in _hf_files(fs, root))
+    for rel in rels:
+        if any(rel.startswith(r + "/") for r in roots) or input_format(rel) is None:
+            continue
+        p = normpath(prefix + rel)
+        if not is_remote(p) and fs.isdir(p):   # object stores list objects only
+            continue
+        if p.lower().endswith(".json") and not _first_line_is_json(fs, p):
+            continue                           # a pretty-printed manifest.json & co.
+        out.append((p, (p, ())))
     return out
 
 
-def _is_hf_arrow(p: str) -> bool:
-    return p.endswith(".arrow")
+def _first_line_is_json(fs: FS, path: str) -> bool:
+    """Whether a .json file found in a directory is JSON Lines: its first non-blank
+    line is a whole JSON value (a pretty-printed document's first line is not)."""
+    try:
+        with fs.open_read(path) as f:
+            for _ in range(100):
+                line = f.readline(1 << 20)
+                if not line:
+                    return True
+                if line.strip():
+                    orjson.loads(line)
+                    return True
+    except (orjson.JSONDecodeError, *_READ_ERRORS):
+        return False
+    return True
 
 
-def _stable_sorted(paths: list[str]) -> list[str]:
-    # Arrow shards keep the order state.json gives them within their directory.
-    by_dir: dict[str, list[str]] = {}
-    for p in paths:
-        by_dir.setdefault(posixpath.dirname(p), []).append(p)
-    return [p for d in sorted(by_dir) for p in by_dir[d]]
+def _common_dir(paths: list[str]) -> list[str]:
+    dirs = [p.split("/")[:-1] for p in paths]
+    common = dirs[0]
+    for d in dirs[1:]:
+        n = 0
+        while n < min(len(common), len(d)) and common[n] == d[n]:
+            n += 1
+        common = common[:n]
+    return common
 
 
 def _unique_names(paths: list[str]) -> list[str]:
-    base = [posixpath.basename(p.replace("\\", "/")) for p in paths]
-    if len(set(base)) == len(base):
-        return base
-    prefix = posixpath.commonpath([posixpath.dirname(p.replace("\\", "/")) or "." for p in paths]) \
-        if "://" not in paths[0] else posixpath.dirname(posixpath.commonprefix(paths))
-    return [p.replace("\\", "/")[len(prefix):].lstrip("/") or b for p, b in zip(paths, base)]
+    """Basenames, except where two files share one: those get their path relative
+    to the inputs' common parent directory."""
+    bases = [basename(p) for p in paths]
+    counts = Counter(bases)
+    if all(c == 1 for c in counts.values()):
+        return bases
+    n = len(_common_dir(paths))
+    return [b if counts[b] == 1 else "/".join(p.split("/")[n:]) for p, b in zip(paths, bases)]
+
+
+def expand_inputs(patterns: Iterable[str] | str, fs: FS | None = None) -> list[InputFile]:
+    """Paths, globs and directories -> the run's input files.
+
+    The result is sorted by path (the files of a saved `datasets` directory stay in
+    the order its state.json lists them, at the directory's place), de-duplicated,
+    and numbered: ``index`` = position. A pattern that matches nothing, names a
+    missing path, or names / matches an unsupported file raises ValueError naming it.
+    Directories are searched recursively for supported files; other files in them,
+    hidden names, and ``.json`` files that are not JSON Lines (a pretty-printed
+    manifest.json) are skipped. Paths and globs are taken as given.
+    """
+    fs = default_fs(fs)
+    if isinstance(patterns, (str, os.PathLike)):
+        patterns = [patterns]
+    keys: dict[str, SortKey] = {}
+
+    def add(path: str, key: SortKey):
+        keys[path] = min(keys[path], key) if path in keys else key
+
+    for pattern in patterns:
+        pat = normpath(os.fspath(pattern))
+        if _has_glob(pat):
+            matches = [normpath(m) for m in fs.match(pat)]
+            if not matches:
+                raise ValueError(f"input pattern {pattern!r} matches no files")
+            found = 0
+            for m in matches:
+                if not is_remote(m) and fs.isdir(m):
+                    inner = _expand_dir(fs, m)
+                    if not inner:
+                        raise ValueError(f"directory {m!r} (matched by {pattern!r}) holds no "
+                                         f"supported input files ({_SUPPORTED})")
+                    for p, k in inner:
+                        add(p, k)
+                    found += len(inner)
+                elif input_format(m) is not None:
+                    if _is_hf_metadata(fs, m):
+                        continue   # state.json & co. of a saved dataset are not data
+                    add(m, (m, ()))
+                    found += 1
+                else:
+                    raise ValueError(f"input {m!r} (matched by {pattern!r}) is not a supported "
+                                     f"format ({_SUPPORTED}); narrow the pattern")
+            if not found:
+                raise ValueError(f"input pattern {pattern!r} matches no supported input files")
+        elif fs.isdir(pat):
+            inner = _expand_dir(fs, pat)
+            if not inner:
+                raise ValueError(f"input directory {pattern!r} holds no supported input files "
+                                 f"({_SUPPORTED})")
+            for p, k in inner:
+                add(p, k)
+        elif fs.exists(pat):
+            if input_format(pat) is None:
+                raise ValueError(f"input {pattern!r} is not a supported format ({_SUPPORTED})")
+            add(pat, (pat, ()))
+        else:
+            raise ValueError(f"input {pattern!r} does not exist")
+    ordered = sorted(keys, key=lambda p: keys[p])
+    if not ordered:
+        raise ValueError("no input patterns given")
+    names = _unique_names(ordered)
+    out = []
+    for i, (p, name) in enumerate(zip(ordered, names)):
+        fmt, comp = input_format(p)
+        out.append(InputFile(index=i, path=p, format=fmt, compression=comp, name=name))
+    return out
 
 
 # ---------------------------------------------------------------- reading
 
-def _get(obj: Any, dotted: str) -> Any:
-    cur = obj
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return _MISSING
-        cur = cur[part]
-    return cur
+@dataclass
+class ReadStats:
+    """What one reader saw. ``documents + rejected`` is the number of records;
+    blank (whitespace-only) JSONL lines are not records and are counted apart."""
+
+    documents: int = 0
+    rejected: int = 0
+    blank_lines: int = 0
+    rejected_by_cause: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        return self.documents + self.rejected
 
 
 _MISSING = object()
 
 
+def _lookup(obj: dict, path: str) -> tuple[Any, tuple[str, ...] | None]:
+    if path in obj:
+        return obj[path], (path,)
+    if "." not in path:
+        return _MISSING, None
+    cur: Any = obj
+    parts = tuple(path.split("."))
+    for part in parts:
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING, None
+        cur = cur[part]
+    return cur, parts
+
+
+def _without(obj: dict, keys: tuple[str, ...]) -> dict:
+    """A copy of `obj` without the value at `keys`; containers left empty go too.
+    Only the dicts along the path are copied."""
+    head = keys[0]
+    if head not in obj:
+        return obj
+    out = dict(obj)
+    if len(keys) == 1:
+        del out[head]
+        return out
+    sub = out[head]
+    if not isinstance(sub, dict):
+        return obj
+    sub = _without(sub, keys[1:])
+    if sub:
+        out[head] = sub
+    else:
+        del out[head]
+    return out
+
+
+def _has_surrogate(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _prefix(raw: bytes) -> str:
-    return raw[:RAW_PREFIX_BYTES].decode("utf-8", errors="replace")
+    return raw[:_PREFIX_BYTES].decode("utf-8", errors="replace")[:RAW_PREFIX_CHARS]
 
 
-class _Reader:
-    def __init__(self, file: InputFile, fields: FieldMap, max_doc_bytes: int, strict: bool):
+def _jsonable(v: Any) -> Any:
+    """Arrow's Python values -> JSON values (for meta and for measuring a row)."""
+    if v is None or isinstance(v, (str, bool, int)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        b = bytes(v)
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(b).decode("ascii")
+    if isinstance(v, (_dt.datetime, _dt.date, _dt.time)):
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal):
+        return str(v)
+    return str(v)
+
+
+class _TooLarge:
+    """An Arrow row already known to be over the limit, kept only as a prefix."""
+
+    __slots__ = ("size", "prefix")
+
+    def __init__(self, size: int, prefix: str):
+        self.size, self.prefix = size, prefix
+
+
+class _ZstdReader(io.RawIOBase):
+    """Streaming .zst decompression that notices truncation.
+
+    zstandard's ``stream_reader`` returns a clean end of file when the input stops
+    in the middle of a frame (a truncated upload reads as a shorter file), so this
+    drives ``decompressobj`` frame by frame and raises EOFError if the input ends
+    inside one. Concatenated frames are read in turn. Input is fed 16 KiB at a time,
+    which bounds the output of one step for ordinary data (a crafted
+    "decompression bomb" can still expand 16 KiB by ~30000x).
+    """
+
+    CHUNK = 1 << 14
+
+    def __init__(self, source):
+        self._src = source
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = None
+        self._pending = b""
+        self._buf = b""
+        self._pos = 0
+        self._done = False
+
+    def readable(self):
+        return True
+
+    def _fill(self) -> None:
+        data = self._pending or self._src.read(self.CHUNK)
+        self._pending = b""
+        if not data:
+            if self._obj is not None:
+                raise EOFError("zstd stream ends in the middle of a frame (truncated file)")
+            self._done = True
+            self._buf, self._pos = b"", 0
+            return
+        if self._obj is None:
+            self._obj = self._dctx.decompressobj()
+        self._buf, self._pos = self._obj.decompress(data), 0
+        if self._obj.eof:
+            self._pending = self._obj.unused_data
+            self._obj = None
+
+    def readinto(self, b) -> int:
+        while self._pos >= len(self._buf):
+            if self._done:
+                return 0
+            self._fill()
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self):
+        if not self.closed:
+            try:
+                self._src.close()
+            finally:
+                super().close()
+
+
+def _open_jsonl(fs: FS, path: str, compression: str, stack: contextlib.ExitStack):
+    raw = stack.enter_context(fs.open_read(path))
+    if compression == "gz":
+        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+    if compression == "zst":
+        return stack.enter_context(io.BufferedReader(_ZstdReader(raw), buffer_size=1 << 16))
+    return raw
+
+
+class DocumentReader:
+    """Iterator of `Document` and `Rejected` over one input file; see `read_documents`.
+
+    ``stats`` (a `ReadStats`) is filled while iterating. Use as a context manager or
+    call `close()` to release the file early."""
+
+    def __init__(self, file: InputFile, fields: FieldMap, max_doc_bytes: int, strict: bool, fs: FS):
+        if max_doc_bytes <= 0:
+            raise ValueError(f"max_doc_bytes must be positive, got {max_doc_bytes}")
         self.file, self.fields = file, fields
-        self.max_doc_bytes, self.strict = max_doc_bytes, strict
-        self.blank_lines = 0
+        self.max_doc_bytes, self.strict, self.fs = max_doc_bytes, strict, fs
+        self.stats = ReadStats()
+        self._it = self._jsonl() if file.format == "jsonl" else self._columnar()
 
-    def reject(self, line: int, cause: str, detail: str = "", raw: bytes = b"", size: int | None = None):
+    def __iter__(self) -> "DocumentReader":
+        return self
+
+    def __next__(self) -> Document | Rejected:
+        return next(self._it)
+
+    def close(self) -> None:
+        self._it.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # -- outcomes
+
+    def _reject(self, line: int, cause: str, detail: str = "", prefix: str = "", size: int = 0) -> Rejected:
         r = Rejected(file=self.file.path, line=line, cause=cause, detail=detail,
-                     raw_prefix=_prefix(raw), raw_bytes=len(raw) if size is None else size)
+                     raw_prefix=prefix, raw_bytes=size)
+        self.stats.rejected += 1
+        self.stats.rejected_by_cause[cause] = self.stats.rejected_by_cause.get(cause, 0) + 1
         if self.strict:
             raise InputError(r)
         return r
 
-    def record(self, obj: Any, line: int, raw: bytes, size: int) -> Document | Rejected:
+    def _unreadable(self, line: int, e: BaseException) -> Rejected:
+        detail = f"{type(e).__name__}: {e}"
+        return self._reject(line, "unreadable_file", detail[:1000])
+
+    def _record(self, obj: Any, meta_src: Any, line: int, raw: bytes | Callable[[], bytes],
+                size: int) -> Document | Rejected:
+        """A parsed record -> Document, or Rejected with the first problem found.
+        `obj` gives text/id/domain, `meta_src` (same keys, JSON values) the meta."""
+
+        def reject(cause, detail=""):
+            data = raw() if callable(raw) else raw
+            return self._reject(line, cause, detail, _prefix(data), size)
+
         f = self.fields
         if not isinstance(obj, dict):
-            return self.reject(line, "not_an_object", f"got {type(obj).__name__}", raw, size)
-        text = _get(obj, f.text_field)
+            return reject("not_an_object", f"a JSON {_json_kind(obj)}, not an object")
+        text, text_keys = _lookup(obj, f.text_field)
         if text is _MISSING or text is None:
-            return self.reject(line, "missing_text", f"no {f.text_field!r} field", raw, size)
-        if isinstance(text, bytes):
+            return reject("missing_text", f"no {f.text_field!r} field" if text is _MISSING
+                          else f"{f.text_field!r} is null")
+        if isinstance(text, (bytes, bytearray)):
             try:
-                text = text.decode("utf-8")
+                text = bytes(text).decode("utf-8")
             except UnicodeDecodeError as e:
-                return self.reject(line, "invalid_utf8", str(e), raw, size)
+                return reject("invalid_utf8", f"{f.text_field!r} byte {e.start}: {e.reason}")
         if not isinstance(text, str):
-            return self.reject(line, "non_string_text", f"{f.text_field!r} is {type(text).__name__}", raw, size)
+            return reject("non_string_text", f"{f.text_field!r} is a {_json_kind(text)}")
         if "\x00" in text:
-            return self.reject(line, "nul_bytes", "NUL character in the text", raw, size)
-        try:
-            nbytes = len(text.encode("utf-8"))
-        except UnicodeEncodeError as e:
-            return self.reject(line, "invalid_utf8", f"lone surrogate: {e.reason}", raw, size)
-        if nbytes > self.max_doc_bytes:
-            return self.reject(line, "too_large", f"text is {nbytes} bytes > {self.max_doc_bytes}", raw, size)
+            return reject("nul_bytes", f"NUL character in {f.text_field!r}")
         if not text.strip():
-            return self.reject(line, "empty_text", "", raw, size)
-        doc_id = _get(obj, f.id_field)
-        if doc_id is _MISSING or doc_id is None:
+            return reject("empty_text", f"{f.text_field!r} is empty or whitespace")
+        drop = [text_keys]
+
+        doc_id, id_keys = _lookup(obj, f.id_field)
+        if doc_id is _MISSING or doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
             doc_id = f"{self.file.name}:{line}"
         elif isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
-            return self.reject(line, "bad_id", f"{f.id_field!r} is {type(doc_id).__name__}", raw, size)
+            return reject("bad_id", f"{f.id_field!r} is a {_json_kind(doc_id)}, not a string or integer")
         else:
             doc_id = str(doc_id)
+        if id_keys is not None:
+            drop.append(id_keys)
+
+        value, domain_keys = _lookup(obj, f.domain_field)
         if f.domain is not None:
             domain = f.domain
+            consumed = value is None        # an overridden value stays in meta
+        elif isinstance(value, str):
+            domain = value if value.strip() else None
+            consumed = True
         else:
-            d = _get(obj, f.domain_field)
-            domain = d if isinstance(d, str) else None
-        top = {f.text_field.split(".")[0], f.id_field.split(".")[0], f.domain_field.split(".")[0]}
-        meta = {k: v for k, v in obj.items() if k not in top}
+            domain = None
+            consumed = value is None        # a non-string domain stays in meta
+        if consumed and domain_keys is not None:
+            drop.append(domain_keys)
+
+        meta = meta_src
+        for keys in drop:
+            meta = _without(meta, keys)
+        self.stats.documents += 1
         return Document(id=doc_id, text=text, domain=domain, source=self.file.path, line=line,
                         ordinal=make_ordinal(self.file.index, line), meta=meta)
 
+    # -- JSON Lines
 
-def _open_jsonl(fs, file: InputFile):
-    raw = fs.open_read(file.path)
-    if file.compression == "gz":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if file.compression == "zst":
-        import zstandard
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return raw
+    def _jsonl_lines(self) -> Iterator[tuple[int, bytes | None, int, bytes]]:
+        """(line number, line without its end or None if over the limit, size, prefix bytes)."""
+        cap = self.max_doc_bytes
+        with contextlib.ExitStack() as stack:
+            f = _open_jsonl(self.fs, self.file.path, self.file.compression, stack)
+            line_no = 0
+            while True:
+                chunk = f.readline(cap + 2)     # room for the record, "\r" and "\n"
+                if not chunk:
+                    return
+                line_no += 1
+                if chunk.endswith(b"\n") or len(chunk) < cap + 2:
+                    raw = chunk[:-1] if chunk.endswith(b"\n") else chunk
+                    if raw.endswith(b"\r"):
+                        raw = raw[:-1]
+                    if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                        raw = raw[3:]
+                    if len(raw) <= cap:
+                        yield line_no, raw, len(raw), b""
+                    else:
+                        yield line_no, None, len(raw), raw[:_PREFIX_BYTES]
+                    continue
+                # Longer than the limit: skip to the end of the line, counting bytes.
+                head, size, last = chunk[:_PREFIX_BYTES], len(chunk), chunk
+                while not last.endswith(b"\n"):
+                    more = f.readline(1 << 20)
+                    if not more:
+                        break
+                    size += len(more)
+                    last = more
+                size -= 2 if last.endswith(b"\r\n") else 1 if last.endswith(b"\n") else 0
+                yield line_no, None, size, head
 
+    def _parse(self, line: int, raw: bytes) -> Any:
+        """The JSON value of a line, or a Rejected."""
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            err = e
+        if b"\x00" in raw:
+            return self._reject(line, "nul_bytes", "raw NUL byte in the line", _prefix(raw), len(raw))
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return self._reject(line, "invalid_utf8", f"byte {e.start}: {e.reason}", _prefix(raw), len(raw))
+        # orjson refuses some JSON that Python accepts; tell those apart.
+        try:
+            obj = json.loads(text, parse_constant=_no_constants)
+        except (ValueError, RecursionError):
+            return self._reject(line, "malformed_json", str(err), _prefix(raw), len(raw))
+        if _has_surrogate(obj):
+            return self._reject(line, "invalid_utf8", "lone surrogate escape (e.g. \\ud800) in a string",
+                                _prefix(raw), len(raw))
+        return obj
 
-def _read_jsonl(r: _Reader, fs) -> Iterator[Document | Rejected]:
-    line_no = 0
-    try:
-        with _open_jsonl(fs, r.file) as f:
-            for line_no, line in enumerate(f, start=1):
-                raw = line.rstrip(b"\r\n")
-                if not raw.strip():
-                    r.blank_lines += 1
-                    continue
-                if len(raw) > r.max_doc_bytes:
-                    yield r.reject(line_no, "too_large", f"record is {len(raw)} bytes > {r.max_doc_bytes}", raw)
-                    continue
-                if b"\x00" in raw:
-                    yield r.reject(line_no, "nul_bytes", "raw NUL byte in the line", raw)
-                    continue
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield r.reject(line_no, "invalid_utf8", str(e), raw)
-                    continue
-                try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as e:
-                    try:   # orjson refuses lone surrogates that json accepts: tell them apart
-                        obj = json.loads(raw)
-                    except ValueError:
-                        yield r.reject(line_no, "malformed_json", str(e), raw)
+    def _jsonl(self) -> Iterator[Document | Rejected]:
+        lines = self._jsonl_lines()
+        last = 0
+        while True:
+            try:
+                line_no, raw, size, head = next(lines)
+            except StopIteration:
+                return
+            except _READ_ERRORS as e:
+                yield self._unreadable(last + 1, e)
+                return
+            last = line_no
+            if raw is None:
+                yield self._reject(line_no, "too_large", f"record is {size} bytes > max_doc_bytes "
+                                   f"{self.max_doc_bytes}", _prefix(head), size)
+                continue
+            if not raw.strip():
+                self.stats.blank_lines += 1
+                continue
+            obj = self._parse(line_no, raw)
+            if isinstance(obj, Rejected):
+                yield obj
+                continue
+            yield self._record(obj, obj, line_no, raw, size)
+
+    # -- Parquet and Arrow
+
+    def _batches(self, f) -> Iterator[pa.RecordBatch]:
+        if self.file.format == "parquet":
+            yield from pq.ParquetFile(f).iter_batches(batch_size=_ARROW_SLICE_ROWS * 4)
+            return
+        magic = f.read(6)
+        f.seek(0)
+        if magic == b"ARROW1":                  # IPC file format (Feather v2)
+            reader = pa.ipc.open_file(f)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+        else:                                   # IPC stream format (datasets' .arrow)
+            yield from pa.ipc.open_stream(f)
+
+    def _arrow_rows(self) -> Iterator[Any]:
+        with self.fs.open_read(self.file.path) as f:
+            for batch in self._batches(f):
+                for off in range(0, batch.num_rows, _ARROW_SLICE_ROWS):
+                    chunk = batch.slice(off, _ARROW_SLICE_ROWS)
+                    sizes = _string_bytes(chunk)
+                    if max(sizes, default=0) <= self.max_doc_bytes:
+                        yield from chunk.to_pylist()
                         continue
-                yield r.record(obj, line_no, raw, len(raw))
-    except InputError:
-        raise
-    except (OSError, EOFError, ValueError) as e:
-        yield r.reject(line_no + 1, "unreadable_file", f"{type(e).__name__}: {e}")
+                    for i, s in enumerate(sizes):
+                        if s > self.max_doc_bytes:   # never materialise the whole value
+                            yield _TooLarge(s, _prefix(orjson.dumps(_jsonable(_truncated_row(chunk, i)))))
+                        else:
+                            yield chunk.slice(i, 1).to_pylist()[0]
+
+    def _columnar(self) -> Iterator[Document | Rejected]:
+        rows = self._arrow_rows()
+        row_no = 0
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except _READ_ERRORS as e:
+                yield self._unreadable(row_no, e)
+                return
+            line, row_no = row_no, row_no + 1
+            limit = f"max_doc_bytes {self.max_doc_bytes}"
+            if isinstance(row, _TooLarge):
+                yield self._reject(line, "too_large", f"record is at least {row.size} bytes > {limit}",
+                                   row.prefix, row.size)
+                continue
+            jrow = _jsonable(row)
+            encoded = orjson.dumps(jrow)
+            if len(encoded) > self.max_doc_bytes:
+                yield self._reject(line, "too_large", f"record is {len(encoded)} bytes as JSON > {limit}",
+                                   _prefix(encoded), len(encoded))
+                continue
+            yield self._record(row, jrow, line, encoded, len(encoded))
 
 
-def _read_columnar(r: _Reader, fs) -> Iterator[Document | Rejected]:
-    row = 0
-    try:
-        with fs.open_read(r.file.path) as f:
-            if r.file.format == "parquet":
-                batches = pq.ParquetFile(f).iter_batches(batch_size=1024)
-            else:
-                data = f.read() if not hasattr(f, "seek") else f
-                try:
-                    batches = iter(pa.ipc.open_stream(data))
-                except pa.ArrowInvalid:
-                    if hasattr(data, "seek"):
-                        data.seek(0)
-                    reader = pa.ipc.open_file(data)
-                    batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-            for batch in batches:
-                for obj in batch.to_pylist():
-                    text = _get(obj, r.fields.text_field)
-                    size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else \
-                        (len(text) if isinstance(text, bytes) else 0)
-                    raw = orjson.dumps(obj, default=str)[:RAW_PREFIX_BYTES] if size <= r.max_doc_bytes else b""
-                    meta_safe = {k: _jsonable(v) for k, v in obj.items()}
-                    yield r.record(meta_safe, row, raw, size)
-                    row += 1
-    except InputError:
-        raise
-    except (OSError, EOFError, ValueError, pa.ArrowException) as e:
-        yield r.reject(row, "unreadable_file", f"{type(e).__name__}: {e}")
-
-
-def _jsonable(v):
-    if isinstance(v, (str, int, float, bool, type(None), bytes)):
-        return v
+def _json_kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
     if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return str(v)
+        return "object"
+    if v is None:
+        return "null"
+    return type(v).__name__
 
 
-def read_documents(file: InputFile, fields: FieldMap = FieldMap(), *,
+def _stringish(t: pa.DataType) -> bool:
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or getattr(pa.types, "is_string_view", lambda _: False)(t)
+            or getattr(pa.types, "is_binary_view", lambda _: False)(t))
+
+
+def _string_bytes(chunk: pa.RecordBatch) -> list[int]:
+    """Per row, the bytes in its top-level string and binary columns: a lower bound
+    on the row's size as JSON, known without building Python strings."""
+    total = [0] * chunk.num_rows
+    for col in chunk.columns:
+        if not _stringish(col.type):
+            continue
+        try:
+            lengths = pc.binary_length(col).fill_null(0).to_pylist()
+        except pa.ArrowNotImplementedError:
+            continue
+        total = [a + b for a, b in zip(total, lengths)]
+    return total
+
+
+def _truncated_row(chunk: pa.RecordBatch, i: int) -> dict:
+    row = {}
+    for name, col in zip(chunk.schema.names, chunk.columns):
+        v = col.slice(i, 1)
+        if _stringish(v.type):
+            head = pc.binary_slice(v.cast(pa.large_binary()), 0, _PREFIX_BYTES)[0].as_py()
+            row[name] = None if head is None else head.decode("utf-8", errors="replace")
+        else:
+            row[name] = v[0].as_py()
+    return row
+
+
+def read_documents(file: InputFile | str, fields: FieldMap = FieldMap(), *,
                    max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES, strict: bool = False,
-                   fs=None) -> Iterator[Document | Rejected]:
-    """Every record of `file` as a Document or a Rejected (strict: InputError instead).
+                   fs: FS | None = None) -> DocumentReader:
+    """Every record of `file` as a `Document` or a `Rejected`, streaming.
 
-    JSONL lines are numbered from 1 (blank lines are not records); Parquet and Arrow
-    rows from 0."""
+    JSONL ``line`` is the 1-based physical line (blank lines are skipped, counted in
+    ``reader.stats.blank_lines``); Parquet/Arrow ``line`` is the 0-based row.
+    ``ordinal = make_ordinal(file.index, line)``. Records over `max_doc_bytes` (the
+    raw line; for columnar rows, the row as compact JSON) are rejected before they
+    are parsed. With ``strict=True`` the first problem raises `InputError`.
+
+    `file` may also be a single path (then index 0, name = basename)."""
     fs = default_fs(fs)
-    r = _Reader(file, fields, max_doc_bytes, strict)
-    if file.format == "jsonl":
-        return _read_jsonl(r, fs)
-    return _read_columnar(r, fs)
+    if not isinstance(file, InputFile):
+        path = os.fspath(file)
+        fmt = input_format(path)
+        if fmt is None:
+            raise ValueError(f"input {path!r} is not a supported format ({_SUPPORTED})")
+        file = InputFile(index=0, path=path, format=fmt[0], compression=fmt[1], name=basename(path))
+    return DocumentReader(file, fields, max_doc_bytes, strict, fs)
 
 
 # ---------------------------------------------------------------- writing
@@ -325,7 +822,7 @@ DOCUMENT_SCHEMA = pa.schema([
     pa.field("domain", pa.string()),
     pa.field("source", pa.string()),
     pa.field("line", pa.int64()),
-    pa.field("meta", pa.string()),
+    pa.field("meta", pa.string()),        # JSON object, sorted keys; null when empty
 ])
 
 REJECTED_SCHEMA = pa.schema([
@@ -337,71 +834,191 @@ REJECTED_SCHEMA = pa.schema([
     pa.field("raw_bytes", pa.int64()),
 ])
 
-_EXT = {"parquet": "parquet", "jsonl.gz": "jsonl.gz"}
-_BATCH = 2048
+OUTPUT_FORMATS = ("parquet", "jsonl.gz")
+_ROW_GROUP_ROWS = 64 * 1024
+_ROW_GROUP_BYTES = 64 << 20
+_GZIP_LEVEL = 6
+_PARQUET_ZSTD_LEVEL = 3
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r} (expected one of {', '.join(OUTPUT_FORMATS)})")
 
 
 def shard_name(prefix: str, index: int, fmt: str) -> str:
-    if fmt not in _EXT:
-        raise ValueError(f"unknown output format {fmt!r} (parquet or jsonl.gz)")
-    return f"{prefix}-{index:05d}.{_EXT[fmt]}"
+    """``shard_name("part", 3, "parquet") == "part-00003.parquet"``."""
+    _check_format(fmt)
+    return f"{prefix}-{index:05d}.{fmt}"
 
 
-def _meta_json(meta: dict) -> str | None:
+def _meta_json(meta: dict | None) -> str | None:
     if not meta:
         return None
-    return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def document_row(d: Document) -> dict:
+    """A Document as a DOCUMENT_SCHEMA row (meta as sorted-key JSON)."""
     return {"id": d.id, "text": d.text, "domain": d.domain, "source": d.source,
             "line": d.line, "meta": _meta_json(d.meta)}
 
 
-def _write_stream(path: str, rows: Iterable[dict], schema: pa.Schema, fmt: str, fs) -> int:
-    fs = default_fs(fs)
-    parent = posixpath.dirname(path) if "://" in path else __import__("os").path.dirname(path)
-    if parent:
-        fs.makedirs(parent)
-    tmp = path + ".inprogress"
+def document_from_row(row: dict, ordinal: int = 0) -> Document:
+    """The inverse of `document_row` (the schema holds no ordinal; pass it if known)."""
+    meta = row.get("meta")
+    return Document(id=row["id"], text=row["text"], domain=row.get("domain"), source=row.get("source"),
+                    line=row.get("line"), ordinal=ordinal, meta=json.loads(meta) if meta else {})
+
+
+def rejected_row(r: Rejected) -> dict:
+    """A Rejected as a REJECTED_SCHEMA row."""
+    return {"file": r.file, "line": r.line, "cause": r.cause, "detail": r.detail,
+            "raw_prefix": r.raw_prefix, "raw_bytes": r.raw_bytes}
+
+
+class _Sink:
+    """A write-only view of a file object that knows its position (Parquet needs
+    tell(); not every remote writer has one) and leaves closing to its owner."""
+
+    def __init__(self, f):
+        self._f, self._pos, self.closed = f, 0, False
+
+    def write(self, data) -> int:
+        self._f.write(data)
+        n = memoryview(data).nbytes
+        self._pos += n
+        return n
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _rows_checked(rows: Iterable[dict], schema: pa.Schema) -> Iterator[dict]:
+    names = schema.names
+    allowed = set(names)
+    required = [f.name for f in schema if not f.nullable]
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"row {i} is a {type(row).__name__}, not a dict")
+        if not allowed.issuperset(row):
+            raise ValueError(f"row {i} has fields not in the schema: {sorted(set(row) - allowed)}")
+        out = {n: row.get(n) for n in names}
+        for n in required:
+            if out[n] is None:
+                raise ValueError(f"row {i}: field {n!r} is required but missing or null")
+        yield out
+
+
+def _row_bytes(row: dict) -> int:
+    return sum(len(v) for v in row.values() if isinstance(v, str)) + 8 * len(row)
+
+
+def _batched(rows: Iterator[dict]) -> Iterator[list[dict]]:
+    buf, size = [], 0
+    for row in rows:
+        buf.append(row)
+        size += _row_bytes(row)
+        if len(buf) >= _ROW_GROUP_ROWS or size >= _ROW_GROUP_BYTES:
+            yield buf
+            buf, size = [], 0
+    if buf:
+        yield buf
+
+
+def _write_parquet(f, rows: Iterator[dict], schema: pa.Schema) -> int:
     n = 0
-    with fs.open_write(tmp) as f:
-        if fmt == "parquet":
-            writer = pq.ParquetWriter(f, schema, compression="zstd")
-            batch = []
-            for row in rows:
-                batch.append(row)
-                if len(batch) >= _BATCH:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                    n += len(batch)
-                    batch = []
-            if batch or n == 0:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                n += len(batch)
-            writer.close()
-        elif fmt == "jsonl.gz":
-            with gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
-                for row in rows:
-                    gz.write(orjson.dumps(row, default=str) + b"\n")
-                    n += 1
-        else:
-            raise ValueError(f"unknown output format {fmt!r} (parquet or jsonl.gz)")
-    fs.rename(tmp, path)
+    writer = pq.ParquetWriter(pa.PythonFile(_Sink(f), mode="w"), schema, compression="zstd",
+                              compression_level=_PARQUET_ZSTD_LEVEL)
+    try:
+        for batch in _batched(rows):
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema), row_group_size=len(batch))
+            n += len(batch)
+        if n == 0:
+            writer.write_table(schema.empty_table())
+    finally:
+        writer.close()
     return n
 
 
-def write_documents(path: str, docs: Iterable[Document], fmt: str = "parquet", fs=None) -> int:
-    return _write_stream(path, (document_row(d) for d in docs), DOCUMENT_SCHEMA, fmt, fs)
+def _write_jsonl_gz(f, rows: Iterator[dict], schema: pa.Schema) -> int:
+    n = 0
+    with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0, filename="") as gz:
+        for batch in _batched(rows):
+            pa.Table.from_pylist(batch, schema=schema)    # the same type checks as Parquet
+            gz.write(b"".join(orjson.dumps(r) + b"\n" for r in batch))
+            n += len(batch)
+    return n
 
 
-def write_rows(path: str, rows: Iterable[dict], schema: pa.Schema, fmt: str = "parquet", fs=None) -> int:
-    return _write_stream(path, rows, schema, fmt, fs)
-
-
-def read_rows(path: str, fs=None) -> list[dict]:
+def _write_atomic(path: str, rows: Iterable[dict], schema: pa.Schema, fmt: str, fs: FS | None) -> int:
+    _check_format(fmt)
     fs = default_fs(fs)
-    with fs.open_read(path) as f:
-        if path.endswith(".parquet"):
-            return pq.read_table(f).to_pylist()
-        data = gzip.decompress(f.read()) if path.endswith(".gz") else f.read()
-    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+    parent = dirname(path)
+    if parent:
+        fs.makedirs(parent)
+    tmp_name = f".{basename(path)}.{uuid.uuid4().hex[:16]}.tmp"   # unique: retried workers may race
+    tmp = fs.join(parent, tmp_name) if parent else tmp_name
+    checked = _rows_checked(rows, schema)
+    try:
+        with fs.open_write(tmp) as f:
+            n = _write_parquet(f, checked, schema) if fmt == "parquet" else _write_jsonl_gz(f, checked, schema)
+        fs.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if fs.exists(tmp):
+                fs.delete(tmp)
+        raise
+    return n
+
+
+def write_rows(path: str, rows: Iterable[dict], schema: pa.Schema, fmt: str = "parquet",
+               fs: FS | None = None) -> int:
+    """Write `rows` (dicts keyed by the schema's field names; absent keys are null)
+    to `path` as Parquet (zstd) or gzip JSON Lines, atomically; returns the count.
+    A key outside the schema, or null in a non-nullable field, raises ValueError."""
+    return _write_atomic(path, rows, schema, fmt, fs)
+
+
+def write_documents(path: str, docs: Iterable[Document], fmt: str = "parquet", fs: FS | None = None) -> int:
+    """Write Documents as DOCUMENT_SCHEMA rows; returns the count. Streams."""
+    return _write_atomic(path, (document_row(d) for d in docs), DOCUMENT_SCHEMA, fmt, fs)
+
+
+def iter_rows(path: str, fs: FS | None = None) -> Iterator[dict]:
+    """The rows of a file written by `write_rows` / `write_documents` (Parquet or
+    JSON Lines, optionally .gz/.zst), one at a time."""
+    fs = default_fs(fs)
+    fmt = input_format(path)
+    if fmt is None:
+        raise ValueError(f"cannot read rows from {path!r} ({_SUPPORTED})")
+    if fmt[0] == "parquet":
+        with fs.open_read(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches():
+                yield from batch.to_pylist()
+    elif fmt[0] == "jsonl":
+        with contextlib.ExitStack() as stack:
+            for line in _open_jsonl(fs, path, fmt[1], stack):
+                if line.strip():
+                    yield orjson.loads(line)
+    else:
+        with fs.open_read(path) as f:
+            for batch in pa.ipc.open_stream(f):
+                yield from batch.to_pylist()
+
+
+def read_rows(path: str, fs: FS | None = None) -> list[dict]:
+    """All rows of `path` (see `iter_rows`)."""
+    return list(iter_rows(path, fs))

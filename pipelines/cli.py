@@ -57,7 +57,7 @@ def _dedup_parser(sub):
                     help="signature backend (default auto: CuPy on a CUDA GPU, else compiled CPU)")
     mh.add_argument("--family", choices=["minhash", "oph"],
                     help="signature family: k-permutation MinHash (default) or one-permutation "
-                         "hashing with optimal densification (faster, as accurate on our benchmark)")
+                         "hashing with optimal densification (faster, and more accurate on our benchmark)")
     mh.add_argument("--bands", type=int, help="LSH bands (default: derived from the threshold)")
     mh.add_argument("--rows", type=int, help="LSH rows per band (with --bands)")
     mh.add_argument("--verify", choices=["estimate", "exact", "none"],

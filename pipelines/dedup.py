@@ -26,7 +26,7 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from curation.components import large_star, small_star
 from curation.documents import Rejected, split_ordinal
-from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, read_documents,
+from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, read_documents, rejected_row,
                          shard_name, write_documents, write_rows)
 from curation.lsh import band_keys, bucket_min_edges, estimated_jaccard, exact_jaccard
 from curation.minhash import MinHasher
@@ -264,7 +264,7 @@ class WriteShard(beam.DoFn):
         self.max_doc_bytes, self.strict = max_doc_bytes, strict
         self.c = {name: _counter(name) for name in
                   ("input", "input_documents", "kept", "removed_exact", "removed_near",
-                   "rejected", "cluster_rows")}
+                   "rejected", "cluster_rows", "blank_lines")}
 
     def setup(self):
         self.fs = BeamFS()
@@ -279,10 +279,12 @@ class WriteShard(beam.DoFn):
         seen = 0
         rejected, clusters = [], []
 
+        reader = read_documents(file, self.fields, max_doc_bytes=self.max_doc_bytes,
+                                strict=self.strict, fs=self.fs)
+
         def kept_docs():
             nonlocal seen
-            for rec in read_documents(file, self.fields, max_doc_bytes=self.max_doc_bytes,
-                                      strict=self.strict, fs=self.fs):
+            for rec in reader:
                 self.c["input"].inc()
                 if isinstance(rec, Rejected):
                     self.c["rejected"].inc()
@@ -308,6 +310,7 @@ class WriteShard(beam.DoFn):
         join = self.fs.join
         write_documents(join(self.output, "documents", shard_name("part", index, self.fmt)),
                         kept_docs(), fmt=self.fmt, fs=self.fs)
+        self.c["blank_lines"].inc(reader.stats.blank_lines)
         if seen != len(decisions):
             raise RuntimeError(
                 f"{file.path}: {len(decisions) - seen} documents decided in the first pass were "
@@ -317,10 +320,8 @@ class WriteShard(beam.DoFn):
             write_rows(join(self.output, "clusters", shard_name("part", index, self.fmt)),
                        clusters, CLUSTER_SCHEMA, fmt=self.fmt, fs=self.fs)
         if rejected:
-            rows = [{"file": r.file, "line": r.line, "cause": r.cause, "detail": r.detail,
-                     "raw_prefix": r.raw_prefix, "raw_bytes": r.raw_bytes} for r in rejected]
             write_rows(join(self.output, "rejected", shard_name("part", index, self.fmt)),
-                       rows, REJECTED_SCHEMA, fmt=self.fmt, fs=self.fs)
+                       [rejected_row(r) for r in rejected], REJECTED_SCHEMA, fmt=self.fmt, fs=self.fs)
         yield index
 
 

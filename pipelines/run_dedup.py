@@ -96,8 +96,9 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     raw = counters(result, NS)
     counts = {k: raw.get(k, 0) for k in ("input", "input_documents", "kept", "removed_exact",
                                           "removed_near", "rejected")}
+    counts["blank_lines_skipped"] = raw.get("blank_lines", 0)   # not records: not in the balance
     counts["rejected_by_cause"] = {k[len("rejected_"):]: v for k, v in sorted(raw.items())
-                                   if k.startswith("rejected_")}
+                                   if k.startswith("rejected_") and k != "rejected"}
     balance = check_balance(counts)
     # The first pass signs every valid document; the second must have seen the same ones.
     passes_agree = raw.get("signed_documents", 0) == counts["input_documents"]
