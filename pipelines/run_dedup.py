@@ -26,8 +26,19 @@ def _parameters(cfg: DedupConfig, lsh: LSHParams, minhash_params: dict, files) -
                 "verify": cfg.verify, "verify_threshold": lsh.verify_threshold},
         "minhash": minhash_params,
         "keep_rule": "first occurrence in input order (files sorted by path, then line/row)",
-        "files": [{"index": f.index, "path": f.path, "format": f.format} for f in files],
+        # sizes and modification times: a rerun over changed inputs must not be skipped
+        "files": [{"index": f.index, "path": f.path, "format": f.format, **_stat(f.path)}
+                  for f in files],
     }
+
+
+def _stat(path: str) -> dict:
+    from apache_beam.io.filesystems import FileSystems
+    try:
+        meta = FileSystems.match([path])[0].metadata_list[0]
+    except Exception:   # noqa: BLE001 - a file we cannot stat is simply never "unchanged"
+        return {"bytes": None, "mtime": None}
+    return {"bytes": meta.size_in_bytes, "mtime": meta.last_updated_in_seconds}
 
 
 def _previous(fs: BeamFS, output: str) -> dict | None:

@@ -158,6 +158,18 @@ def test_rerun_is_byte_identical_and_resumes(corpus, tmp_path):
     before = (a / "manifest.json").read_bytes()
     run_dedup(corpus, a)
     assert (a / "manifest.json").read_bytes() == before
+    # a changed input is not mistaken for the finished run
+    import os, shutil
+    changed = tmp_path / "changed"
+    shutil.copytree(corpus, changed)
+    run_dedup(changed, a)
+    before = (a / "manifest.json").read_bytes()
+    with open(changed / "c.jsonl.gz", "ab") as f:
+        f.write(gzip.compress(b'{"text": "one more document at the end"}\n', mtime=0))
+    run_dedup(changed, a)
+    m = json.loads((a / "manifest.json").read_text())
+    assert (a / "manifest.json").read_bytes() != before
+    assert m["counts"]["kept"] == json.loads(before)["counts"]["kept"] + 1
 
 
 def test_strict_names_file_and_line(corpus, tmp_path, capsys):
