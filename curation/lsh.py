@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation.minhash.reference import fmix64
+
 _GRID = 4001  # Simpson points per integral: plenty for the smooth S-curve
 
 
@@ -93,17 +95,7 @@ class LSHParams:
         return cls(threshold, num_perm, bands, rows, verify)
 
 
-_M1 = np.uint64(0xFF51AFD7ED558CCD)
-_M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _fmix64(x: np.ndarray) -> np.ndarray:
-    x = x ^ (x >> np.uint64(33))
-    x = x * _M1
-    x = x ^ (x >> np.uint64(33))
-    x = x * _M2
-    return x ^ (x >> np.uint64(33))
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -121,7 +113,7 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         for j in range(bands):
             h = np.full(n, (j + 1) * 0x9E3779B1, dtype=np.uint64)
             for c in range(j * rows, (j + 1) * rows):
-                h = _fmix64((h * _GOLD) ^ sig[:, c])
+                h = fmix64(np, (h * _GOLD) ^ sig[:, c])
             keys[:, j] = h
     return keys
 
@@ -140,10 +132,6 @@ def bucket_min_edges(keys: np.ndarray, order_keys: np.ndarray) -> tuple[np.ndarr
     head = np.maximum.accumulate(np.where(first, np.arange(len(ks)), 0))
     rest = np.flatnonzero(~first)
     return order[rest], order[head[rest]]
-
-
-def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
-    return float(np.count_nonzero(np.asarray(sig_a) == np.asarray(sig_b))) / len(sig_a)
 
 
 def exact_jaccard(shingles_a: np.ndarray, shingles_b: np.ndarray) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 from importlib import metadata
 
 
@@ -36,7 +35,3 @@ def check_balance(counts: dict, removed_keys=("removed_exact", "removed_near")) 
 
 def dumps(manifest: dict) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
-
-
-def command_line() -> list[str]:
-    return list(sys.argv)

@@ -7,7 +7,6 @@ import argparse
 import logging
 import re
 import sys
-import time
 
 from curation.config import ConfigError, DedupConfig, load_config
 from pipelines.runner import UsageError

@@ -28,8 +28,8 @@ from curation.components import large_star, small_star
 from curation.documents import Rejected, split_ordinal
 from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, read_documents, rejected_row,
                          shard_name, write_documents, write_rows)
-from curation.lsh import band_keys, bucket_min_edges, estimated_jaccard, exact_jaccard
-from curation.minhash import MinHasher
+from curation.lsh import band_keys, bucket_min_edges, exact_jaccard
+from curation.minhash import MinHasher, estimate_jaccard
 
 import pyarrow as pa
 
@@ -177,7 +177,7 @@ class VerifyEdge(beam.DoFn):
                 j = exact_jaccard(np.frombuffer(sig_x, dtype=np.uint32),
                                   np.frombuffer(sig_root, dtype=np.uint32))
             else:
-                j = estimated_jaccard(np.frombuffer(sig_x, dtype=np.uint32),
+                j = estimate_jaccard(np.frombuffer(sig_x, dtype=np.uint32),
                                       np.frombuffer(sig_root, dtype=np.uint32))
             if j >= self.threshold:
                 self.accepted.inc()

@@ -2,10 +2,12 @@
 writes gs:// (or any Beam filesystem) on Dataflow and local paths on a laptop."""
 from __future__ import annotations
 
-import posixpath
+import os
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from curation.fs import is_remote
 
 
 class BeamFS:
@@ -32,9 +34,8 @@ class BeamFS:
 
     def isdir(self, path):
         # Object stores have no directories: a prefix with objects under it counts.
-        if "://" not in path:
-            import os
-            return os.path.isdir(path)
+        if not is_remote(path):
+            return os.path.isdir(path[len("file://"):] if path.startswith("file://") else path)
         return bool(self.match(self.join(path, "*")))
 
     def listdir(self, path):
@@ -46,17 +47,9 @@ class BeamFS:
 
     def makedirs(self, path):
         # object stores need no directories; locally, workers race to create the same one
-        if "://" not in path or path.startswith("file://"):
-            import os
+        if not is_remote(path):
             os.makedirs(path[len("file://"):] if path.startswith("file://") else path, exist_ok=True)
 
     def __reduce__(self):
         return (BeamFS, ())
 
-
-def is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def dirname(path: str) -> str:
-    return posixpath.dirname(path.rstrip("/"))

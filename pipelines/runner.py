@@ -1,6 +1,7 @@
 """Runner selection, Beam option pass-through and metric collection."""
 from __future__ import annotations
 
+import functools
 import os
 
 import apache_beam as beam
@@ -12,7 +13,8 @@ class UsageError(ValueError):
     pass
 
 
-def _known_beam_flags() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _known_beam_flags() -> frozenset[str]:
     import argparse
     parser = argparse.ArgumentParser(add_help=False)
     for cls in PipelineOptions.__subclasses__():
@@ -21,7 +23,7 @@ def _known_beam_flags() -> set[str]:
     for action in parser._actions:
         for s in action.option_strings:
             names.add(s.lstrip("-"))
-    return names
+    return frozenset(names)
 
 
 def _add(cls, parser):

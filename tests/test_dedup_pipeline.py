@@ -13,8 +13,8 @@ from curation.components import connected_components
 from curation.demo import demo_files
 from curation.documents import Document
 from curation.io import FieldMap, expand_inputs, read_documents, read_rows
-from curation.lsh import LSHParams, band_keys, bucket_min_edges, estimated_jaccard
-from curation.minhash import MinHasher
+from curation.lsh import LSHParams, band_keys, bucket_min_edges
+from curation.minhash import MinHasher, estimate_jaccard
 from pipelines.cli import main
 
 FAST = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -99,7 +99,7 @@ def reference_decisions(corpus, threshold=0.8, num_perm=128):
     for j in range(lsh.bands):
         for x, m in zip(*bucket_min_edges(keys[live, j], ords)):
             ix, im = live[x], live[m]
-            if estimated_jaccard(b.signatures[ix], b.signatures[im]) >= lsh.verify_threshold:
+            if estimate_jaccard(b.signatures[ix], b.signatures[im]) >= lsh.verify_threshold:
                 edges.append((node[ix], node[im]))
     labels, _ = connected_components(edges)
     return {n[1]: (root[1], n == root, None if n == root else
