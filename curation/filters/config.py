@@ -1,0 +1,149 @@
+"""Filter chains from presets and YAML.
+
+A chain file::
+
+    description: what this chain is for          # optional
+    preset: fineweb                              # start from a preset's filters, or
+    filters:                                     # list them (one of the two)
+      - language: {languages: [en], min_confidence: 0.65}
+      - gopher_repetition                        # a bare name takes the defaults
+      - user: {path: "mypkg.filters:NoTables", name: no_tables}
+    overrides:                                   # optional: thresholds on top
+      gopher_quality: {min_doc_words: 30}
+
+Errors name the place: ``filters[2].gopher_quality.min_doc_words: ...``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curation.config import ConfigError
+from curation.filters.base import Filter, FilterChain, FilterParamError
+from curation.filters.basic import LengthFilter, UserFilter
+from curation.filters.c4 import C4Quality
+from curation.filters.fineweb import FineWebQuality
+from curation.filters.gopher import GopherQuality, GopherRepetition
+
+PRESETS = ("gopher", "c4", "fineweb", "minimal")
+DEFAULT_PRESET = "fineweb"
+_TOP_KEYS = {"description", "preset", "filters", "overrides"}
+
+
+def registry() -> dict[str, type[Filter]]:
+    from curation.filters.language import LanguageFilter   # its model loads lazily
+    return {cls.name: cls for cls in (GopherQuality, GopherRepetition, C4Quality,
+                                      FineWebQuality, LanguageFilter, LengthFilter, UserFilter)}
+
+
+def presets_dir() -> Path:
+    """configs/filters in a source checkout; the copy packaged as curation.filters.presets."""
+    here = Path(__file__).resolve().parents[2] / "configs" / "filters"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent / "presets"
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown filter preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return presets_dir() / f"{name}.yaml"
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"filter config not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _entries(filters: Any, where: str) -> list[tuple[str, dict]]:
+    if not isinstance(filters, list) or not filters:
+        raise ConfigError(f"{where}.filters: expected a non-empty list of filters")
+    out = []
+    for i, item in enumerate(filters):
+        at = f"{where}.filters[{i}]"
+        if isinstance(item, str):
+            out.append((item, {}))
+        elif isinstance(item, dict) and len(item) == 1:
+            (name, params), = item.items()
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"{at}.{name}: parameters must be a mapping, got {type(params).__name__}")
+            out.append((str(name), dict(params)))
+        else:
+            raise ConfigError(f"{at}: expected a filter name or a one-key mapping "
+                              "{name: {parameters}}, got " + repr(item)[:80])
+    return out
+
+
+def chain_spec(data: dict, where: str = "config") -> list[tuple[str, dict]]:
+    """The (filter name, parameters) list a chain mapping describes, presets resolved."""
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; "
+                          f"expected some of {sorted(_TOP_KEYS)}")
+    has_preset, has_filters = "preset" in data, "filters" in data
+    if has_preset == has_filters:
+        raise ConfigError(f"{where}: give either 'preset' or 'filters'")
+    if has_preset:
+        name = data["preset"]
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.preset: expected a preset name, got {name!r}")
+        path = preset_path(name)
+        entries = chain_spec(_read_yaml(path), where=f"preset {name}")
+    else:
+        entries = _entries(data["filters"], where)
+    overrides = data.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}.overrides: expected a mapping of filter name to parameters")
+    names = [n for n, _ in entries]
+    for fname, params in overrides.items():
+        if fname not in names:
+            raise ConfigError(f"{where}.overrides.{fname}: no such filter in the chain "
+                              f"(it has {', '.join(names)})")
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}.overrides.{fname}: parameters must be a mapping")
+        i = names.index(fname)
+        entries[i] = (fname, {**entries[i][1], **params})
+    return entries
+
+
+def build_chain(entries: list[tuple[str, dict]], where: str = "config") -> FilterChain:
+    reg = registry()
+    filters = []
+    for i, (name, params) in enumerate(entries):
+        cls = reg.get(name)
+        if cls is None:
+            raise ConfigError(f"{where}.filters[{i}]: unknown filter {name!r}; "
+                              f"known: {', '.join(sorted(reg))}")
+        try:
+            filters.append(cls(**params))
+        except FilterParamError as e:
+            raise ConfigError(f"{where}.filters[{i}]: {e}") from None
+    try:
+        return FilterChain(filters)
+    except FilterParamError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_chain(preset: str | None = None, config: str | Path | dict | None = None) -> FilterChain:
+    """A chain from a preset name, a YAML file or a mapping (default: the fineweb preset)."""
+    if preset is not None and config is not None:
+        raise ConfigError("give a preset or a config, not both")
+    if config is None:
+        return build_chain(chain_spec({"preset": preset or DEFAULT_PRESET}, "preset"), "preset")
+    if isinstance(config, dict):
+        return build_chain(chain_spec(config, "config"), "config")
+    path = Path(config)
+    return build_chain(chain_spec(_read_yaml(path), str(path)), str(path))
