@@ -56,6 +56,23 @@ class DedupConfig(InputConfig):
         return self
 
 
+class FilterRunConfig(InputConfig):
+    """Settings of `curate filter`. The filters themselves come from a preset or a
+    filter YAML (`filters_config`), read by `curation.filters.load_chain`."""
+
+    output: str | None = None
+    output_format: Literal["parquet", "jsonl.gz"] = "parquet"
+    preset: str | None = None
+    filters_config: str | None = None
+    removed_sample: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_chain_source(self):
+        if self.preset is not None and self.filters_config is not None:
+            raise ValueError("give a preset or a filters config, not both")
+        return self
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():

@@ -423,6 +423,26 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _own_row_meta(row: dict, meta: dict) -> dict:
+    """A row in our own DOCUMENT_SCHEMA (a stage's output read by the next stage)
+    carries its meta as a JSON string: read it back as the object it was, not nested
+    as a string. The row's source and line (where the document was read before)
+    stay in meta as provenance, unless the unpacked meta already has those keys, so
+    the first stage's origin survives a chain of stages."""
+    packed = meta["meta"]
+    if not set(row) <= set(DOCUMENT_SCHEMA.names) or not (packed is None or isinstance(packed, str)):
+        return meta
+    try:
+        unpacked = {} if packed is None else orjson.loads(packed)
+    except orjson.JSONDecodeError:
+        return meta
+    if not isinstance(unpacked, dict):
+        return meta
+    out = {k: v for k, v in meta.items() if k != "meta" and v is not None}
+    out.update(unpacked)
+    return out
+
+
 class _TooLarge:
     """An Arrow row already known to be over the limit, kept only as a prefix."""
 
@@ -600,6 +620,8 @@ class DocumentReader:
         meta = meta_src
         for keys in drop:
             meta = _without(meta, keys)
+        if isinstance(meta, dict) and "meta" in meta:
+            meta = _own_row_meta(obj, meta)
         self.stats.documents += 1
         return Document(id=doc_id, text=text, domain=domain, source=self.file.path, line=line,
                         ordinal=make_ordinal(self.file.index, line), meta=meta)

@@ -8,7 +8,7 @@ import logging
 import re
 import sys
 
-from curation.config import ConfigError, DedupConfig, load_config
+from curation.config import ConfigError, DedupConfig, FilterRunConfig, load_config
 from pipelines.runner import UsageError
 
 DESCRIPTION = "curate: deduplicate, filter and mix pre-training corpora on Apache Beam."
@@ -21,12 +21,7 @@ Without --runner the job runs on Beam's local FnApiRunner with no network.
 """
 
 
-def _dedup_parser(sub):
-    p = sub.add_parser(
-        "dedup", help="remove exact and near-duplicate documents",
-        description="Remove exact duplicates (same normalised text) and near duplicates "
-                    "(MinHash LSH, Jaccard of word n-grams) from a corpus.",
-        epilog=DEDUP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _input_output_args(p, *, config_help: str | None, strict_help: str):
     io = p.add_argument_group("input and output")
     io.add_argument("--input", action="append", dest="inputs", metavar="PATTERN",
                     help="JSONL (.gz/.zst), Parquet, a Hugging Face datasets directory, "
@@ -34,17 +29,28 @@ def _dedup_parser(sub):
     io.add_argument("--demo", action="store_true",
                     help="use the demo corpus that ships inside the package as input")
     io.add_argument("--output", help="output directory (local path or gs://...)")
-    io.add_argument("--config", help="YAML file with these settings; flags override it")
+    if config_help:
+        io.add_argument("--config", help=config_help)
     io.add_argument("--output-format", choices=["parquet", "jsonl.gz"], default=None,
                     help="shard format (default parquet)")
     io.add_argument("--text-field", help="field holding the text (default text; dotted paths reach nested fields)")
     io.add_argument("--id-field", help="field holding the id (default id; missing ids become FILE:LINE)")
     io.add_argument("--domain", help="domain label for every input document (default: the record's domain field)")
     io.add_argument("--max-doc-bytes", type=int, help="reject records larger than this (default 8 MiB)")
-    io.add_argument("--strict", action="store_true", default=None,
-                    help="stop at the first bad record, naming file and line, instead of rejecting it")
+    io.add_argument("--strict", action="store_true", default=None, help=strict_help)
     io.add_argument("--overwrite", action="store_true",
                     help="rerun even when OUTPUT already holds a complete run with the same settings")
+    return io
+
+
+def _dedup_parser(sub):
+    p = sub.add_parser(
+        "dedup", help="remove exact and near-duplicate documents",
+        description="Remove exact duplicates (same normalised text) and near duplicates "
+                    "(MinHash LSH, Jaccard of word n-grams) from a corpus.",
+        epilog=DEDUP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _input_output_args(p, config_help="YAML file with these settings; flags override it",
+                       strict_help="stop at the first bad record, naming file and line, instead of rejecting it")
     mh = p.add_argument_group("near duplicates")
     mh.add_argument("--threshold", type=float, help="Jaccard threshold for near duplicates (default 0.8)")
     mh.add_argument("--num-perm", type=int, help="MinHash permutations (default 128)")
@@ -76,15 +82,50 @@ def _dedup_parser(sub):
     return p
 
 
+FILTER_EPILOG = """\
+OUTPUT then holds documents/ (kept, with edited text where a line-level rule
+changed it), removed/ (each removed document with its reason and signals),
+rejected/ (malformed records and filter errors) and manifest.json.
+
+""" + DEDUP_EPILOG
+
+
+def _filter_parser(sub):
+    from curation.filters import PRESETS
+    p = sub.add_parser(
+        "filter", help="remove documents by heuristic rules (Gopher, C4, FineWeb, language id)",
+        description="Check every document with a chain of heuristic filters; keep it, or remove "
+                    "it with the reason (\"<filter>:<rule>\") and the measured signals.",
+        epilog=FILTER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _input_output_args(p, config_help=None,
+                       strict_help="stop at the first bad record or filter error, naming file "
+                                   "and line, instead of rejecting it")
+    fl = p.add_argument_group("filters")
+    which = fl.add_mutually_exclusive_group()
+    which.add_argument("--preset", choices=list(PRESETS),
+                       help="a built-in filter chain (default fineweb)")
+    which.add_argument("--config", dest="filters_config", metavar="FILE",
+                       help="a filter YAML (the filters, in order, and their parameters) "
+                            "instead of a preset")
+    fl.add_argument("--removed-sample", type=int, metavar="N",
+                    help="write at most N removed documents per rule to removed/: the first N in "
+                         "input order (files sorted by path, then line); default: all")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=DESCRIPTION)
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _dedup_parser(sub)
+    _filter_parser(sub)
     return parser
 
 
+_INPUT_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "domain",
+               "max_doc_bytes", "strict")
+_FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample")
 _CONFIG_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "domain",
                 "max_doc_bytes", "strict", "threshold", "num_perm", "ngram", "char_ngrams",
                 "seed", "backend", "family", "bands", "rows", "verify", "verify_tolerance", "cc_max_rounds",
@@ -124,6 +165,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dedup: {c['input']} in, {c['kept']} kept, {c['removed_exact']} exact and "
                   f"{c['removed_near']} near duplicates removed, {c['rejected']} rejected "
                   f"-> {cfg.output}", file=sys.stderr)
+            return 0
+        if args.command == "filter":
+            from curation.demo import demo_glob
+            overrides = {k: getattr(args, k) for k in _FILTER_KEYS}
+            if args.demo:
+                overrides["inputs"] = [demo_glob()] + list(args.inputs or [])
+            cfg = load_config(FilterRunConfig, None, overrides)
+            if not cfg.inputs:
+                parser.error("filter needs --input (or --demo)")
+            if not cfg.output:
+                parser.error("filter needs --output")
+            from pipelines.run_filter import run_filter
+            manifest = run_filter(cfg, beam_args, overwrite=args.overwrite)
+            if manifest["status"] == "dry_run":
+                print(f"filter: dry run on {manifest['runner']}: job built, nothing submitted",
+                      file=sys.stderr)
+                return 0
+            c = manifest["counts"]
+            print(f"filter: {c['input']} in, {c['kept']} kept ({c['edited']} edited), "
+                  f"{c['removed']} removed, {c['rejected']} rejected -> {cfg.output}",
+                  file=sys.stderr)
             return 0
     except (ConfigError, UsageError) as e:
         print(f"curate: error: {e}", file=sys.stderr)

@@ -1,7 +1,6 @@
 """Driver of `curate dedup`: plan, run the Beam pipeline, write the manifest."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -9,11 +8,12 @@ from datetime import datetime, timezone
 from curation.config import DedupConfig
 from curation.io import FieldMap, expand_inputs
 from curation.lsh import LSHParams
-from curation.manifest import BalanceError, check_balance, dumps, package_versions
+from curation.manifest import BalanceError, check_balance, package_versions
 from curation.minhash import MinHasher
 from pipelines.dedup import NS, build_dedup
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
+from pipelines.runs import clear_outputs, input_files, is_dry_run, previous_manifest, write_manifest
 
 OUTPUT_DIRS = ("documents", "clusters", "rejected")
 
@@ -26,39 +26,8 @@ def _parameters(cfg: DedupConfig, lsh: LSHParams, minhash_params: dict, files) -
                 "verify": cfg.verify, "verify_threshold": lsh.verify_threshold},
         "minhash": minhash_params,
         "keep_rule": "first occurrence in input order (files sorted by path, then line/row)",
-        # sizes and modification times: a rerun over changed inputs must not be skipped
-        "files": [{"index": f.index, "path": f.path, "format": f.format, **_stat(f.path)}
-                  for f in files],
+        "files": input_files(files),
     }
-
-
-def _stat(path: str) -> dict:
-    from apache_beam.io.filesystems import FileSystems
-    try:
-        meta = FileSystems.match([path])[0].metadata_list[0]
-    except Exception:   # noqa: BLE001 - a file we cannot stat is simply never "unchanged"
-        return {"bytes": None, "mtime": None}
-    return {"bytes": meta.size_in_bytes, "mtime": meta.last_updated_in_seconds}
-
-
-def _previous(fs: BeamFS, output: str) -> dict | None:
-    path = fs.join(output, "manifest.json")
-    if not fs.exists(path):
-        return None
-    with fs.open_read(path) as f:
-        try:
-            return json.loads(f.read().decode("utf-8"))
-        except ValueError:
-            return None
-
-
-def _clear(fs: BeamFS, output: str) -> None:
-    for sub in OUTPUT_DIRS:
-        for path in fs.match(fs.join(output, sub, "*")):
-            fs.delete(path)
-    manifest = fs.join(output, "manifest.json")
-    if fs.exists(manifest):
-        fs.delete(manifest)
 
 
 def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False) -> dict:
@@ -76,14 +45,14 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
         raise UsageError(str(e)) from None
     params = _parameters(cfg, lsh, minhash_params, files)
 
-    dry_run = any(a.replace(" ", "=") in ("--dry_run=True", "--dry_run=true") for a in beam_args)
-    prev = None if dry_run else _previous(fs, cfg.output)
+    dry_run = is_dry_run(beam_args)
+    prev = None if dry_run else previous_manifest(fs, cfg.output)
     if prev and not overwrite and prev.get("status") == "complete" and prev.get("parameters") == params:
         print(f"dedup: {cfg.output} already holds a complete run with these settings; "
               f"skipping (--overwrite reruns it)", file=sys.stderr)
         return prev
     if not dry_run:
-        _clear(fs, cfg.output)
+        clear_outputs(fs, cfg.output, OUTPUT_DIRS)
         fs.makedirs(cfg.output)
 
     fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
@@ -143,11 +112,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
             "near_candidate_edges", "near_edges_verified", "near_edges_below_threshold")},
         "counters": dict(sorted(raw.items())),
     }
-    path = fs.join(cfg.output, "manifest.json")
-    tmp = path + ".tmp"
-    with fs.open_write(tmp) as f:
-        f.write(dumps(manifest).encode("utf-8"))
-    fs.rename(tmp, path)
+    path = write_manifest(fs, cfg.output, manifest)
     if not balance["ok"]:
         raise BalanceError(f"counts do not balance: {balance} (see {path})")
     if not passes_agree:

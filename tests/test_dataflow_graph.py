@@ -52,3 +52,37 @@ def test_dataflow_job_graph_offline(wheel, tmp_path):
     # the job's options carry the pass-through flags unchanged
     opts = res["job"].options.get_all_options()
     assert opts["project"] == "my-project-123" and opts["region"] == "us-central1"
+
+
+def _staged(proto) -> list[str]:
+    return [beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(dep.role_payload).staged_name
+            for env in proto.components.environments.values() for dep in env.dependencies]
+
+
+@pytest.mark.parametrize("sample", [None, 100])
+def test_filter_dataflow_job_graph_offline(wheel, sample):
+    from curation.config import FilterRunConfig
+    from pipelines.run_filter import run_filter
+    cfg = FilterRunConfig(inputs=[demo_glob()], output="gs://my-bucket-123/runs/filter",
+                          preset="fineweb", removed_sample=sample)
+    beam_args = ["--runner", "DataflowRunner", "--project", "my-project-123",
+                 "--region", "us-central1", "--temp_location", "gs://my-bucket-123/tmp",
+                 "--extra_package", str(wheel), "--no_save_main_session", "--dry_run=True"]
+    res = run_filter(cfg, beam_args)
+    assert res["status"] == "dry_run" and res["runner"] == "DataflowRunner"
+    proto = res["job"].proto_pipeline
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    steps = ["Files", "SpreadFiles", "FilterFiles", "AllCounts", "SumCounts", "WriteCounts"]
+    sample_steps = ["FirstNPerRule", "WriteSample"]
+    for step in steps + (sample_steps if sample else []):
+        assert step in names, step
+    if not sample:
+        assert not any(n.startswith(tuple(sample_steps)) for n in names)
+    # one read-filter-write step per file: no GroupByKey carries documents unless sampling
+    gbks = [t.unique_name for t in proto.components.transforms.values()
+            if t.spec.urn == "beam:transform:group_by_key:v1"]
+    assert all(g.startswith(("Files/", "SpreadFiles/", "SumCounts/", "FirstNPerRule/")) for g in gbks), gbks
+    assert any(g.startswith("FirstNPerRule/") for g in gbks) == bool(sample)
+    assert wheel.name in _staged(proto)
+    opts = res["job"].options.get_all_options()
+    assert opts["project"] == "my-project-123" and opts["save_main_session"] is False

@@ -63,6 +63,34 @@ def test_documents_round_trip_and_rewrite_byte_identically(tmp_path, fmt):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+def test_own_output_reads_back_with_its_domain_and_meta(tmp_path, fmt):
+    """A stage's documents/ is the next stage's input: meta comes back as the object
+    it was (not a JSON string), and the earlier source/line stay in it as provenance."""
+    docs = sample_docs(6) + [Document(id="s", text="has its own source", domain="code",
+                                      source="in.jsonl", line=99, meta={"source": "github"})]
+    path = tmp_path / shard_name("part", 0, fmt)
+    write_documents(str(path), docs, fmt=fmt)
+    back = list(read_documents(str(path)))
+    assert [(d.id, d.text, d.domain) for d in back] == [(d.id, d.text, d.domain) for d in docs]
+    assert back[1].meta == {"k": 1, "b": {"z": 1, "a": [1]}, "source": "in.jsonl", "line": 2}
+    assert back[0].meta == {"source": "in.jsonl", "line": 1}
+    assert back[-1].meta == {"source": "github", "line": 99}       # the document's own key wins
+    assert back[0].source == str(path) and back[0].line == (0 if fmt == "parquet" else 1)
+    # read again after a second write: nothing nests, the first origin survives
+    again = tmp_path / "again" / shard_name("part", 0, fmt)
+    write_documents(str(again), back, fmt=fmt)
+    assert [d.meta for d in read_documents(str(again))] == [d.meta for d in back]
+
+
+def test_a_foreign_meta_string_is_left_alone(tmp_path):
+    # a column set that is not DOCUMENT_SCHEMA: its "meta" string is user data
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps({"text": "t", "meta": '{"a": 1}', "url": "u"}) + "\n"
+                    + json.dumps({"text": "t", "meta": "[1]"}) + "\n")
+    assert [d.meta for d in read_documents(str(path))] == [{"meta": '{"a": 1}', "url": "u"}, {"meta": "[1]"}]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path, fmt):
     path = tmp_path / "out" / shard_name("part", 0, fmt)
     write_documents(str(path), sample_docs(10), fmt=fmt)
