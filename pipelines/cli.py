@@ -105,7 +105,7 @@ def _filter_parser(sub):
     which.add_argument("--preset", choices=list(PRESETS),
                        help="a built-in filter chain (default fineweb)")
     which.add_argument("--config", dest="filters_config", metavar="FILE",
-                       help="a filter YAML (the filters, in order, and their parameters) "
+                       help="a filter YAML (the filters, in order, and their parameters; see docs/filters.md) "
                             "instead of a preset")
     fl.add_argument("--removed-sample", type=int, metavar="N",
                     help="write at most N removed documents per rule to removed/: the first N in "

@@ -13,7 +13,8 @@ from curation.minhash import MinHasher
 from pipelines.dedup import NS, build_dedup
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import clear_outputs, input_files, is_dry_run, previous_manifest, write_manifest
+from pipelines.runs import (check_output_outside_inputs, input_files, is_dry_run, reuse_or_clear,
+                           write_manifest)
 
 OUTPUT_DIRS = ("documents", "clusters", "rejected")
 
@@ -43,17 +44,14 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
         minhash_params = MinHasher(**minhash).params()
     except (ValueError, RuntimeError) as e:   # bad patterns, no GPU for backend=cupy, ...
         raise UsageError(str(e)) from None
+    check_output_outside_inputs(files, cfg.output, cfg.inputs, fs)
     params = _parameters(cfg, lsh, minhash_params, files)
 
     dry_run = is_dry_run(beam_args)
-    prev = None if dry_run else previous_manifest(fs, cfg.output)
-    if prev and not overwrite and prev.get("status") == "complete" and prev.get("parameters") == params:
-        print(f"dedup: {cfg.output} already holds a complete run with these settings; "
-              f"skipping (--overwrite reruns it)", file=sys.stderr)
+    prev = reuse_or_clear("dedup", fs, cfg.output, params, dry_run=dry_run, overwrite=overwrite,
+                          dirs=OUTPUT_DIRS)
+    if prev is not None:
         return prev
-    if not dry_run:
-        clear_outputs(fs, cfg.output, OUTPUT_DIRS)
-        fs.makedirs(cfg.output)
 
     fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
                       domain_field=cfg.domain_field, domain=cfg.domain)

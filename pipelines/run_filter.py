@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -10,13 +9,13 @@ from datetime import datetime, timezone
 import yaml
 
 from curation.config import ConfigError, FilterRunConfig
-from curation.fs import normpath
 from curation.io import FieldMap, expand_inputs
 from curation.manifest import BalanceError, check_balance, package_versions
 from pipelines.filter import COUNTS_FILE, NO_DOMAIN, NS, build_filter, sample_name
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import clear_outputs, input_files, is_dry_run, previous_manifest, write_manifest
+from pipelines.runs import (check_output_outside_inputs, input_files, is_dry_run, reuse_or_clear,
+                           write_manifest)
 
 OUTPUT_DIRS = ("documents", "removed", "rejected")
 
@@ -50,19 +49,6 @@ def _parameters(cfg: FilterRunConfig, chain, files) -> dict:
         f"(files sorted by path, then line/row)",
         "files": input_files(files),
     }
-
-
-def _absolute(path: str) -> str:
-    return normpath(path) if "://" in path else os.path.abspath(path)
-
-
-def _check_output(files, output: str) -> None:
-    # clearing OUT before the run would delete inputs that live under it
-    root = _absolute(output).rstrip("/") + "/"
-    inside = [f.path for f in files if _absolute(f.path).startswith(root)]
-    if inside:
-        raise UsageError(f"--output {output} holds input files ({inside[0]}, ...); "
-                         f"choose an output directory outside the inputs")
 
 
 def _read_counts(fs: BeamFS, output: str) -> dict:
@@ -102,7 +88,7 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
         files = expand_inputs(cfg.inputs, fs=fs)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    _check_output(files, cfg.output)
+    check_output_outside_inputs(files, cfg.output, cfg.inputs, fs)
     chain, chain_spec = load_run_chain(cfg, fs)
     names = [sample_name(r, cfg.output_format) for r in chain.reasons]
     if len(set(names)) != len(names):
@@ -110,14 +96,10 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
     params = _parameters(cfg, chain, files)
 
     dry_run = is_dry_run(beam_args)
-    prev = None if dry_run else previous_manifest(fs, cfg.output)
-    if prev and not overwrite and prev.get("status") == "complete" and prev.get("parameters") == params:
-        print(f"filter: {cfg.output} already holds a complete run with these settings; "
-              f"skipping (--overwrite reruns it)", file=sys.stderr)
+    prev = reuse_or_clear("filter", fs, cfg.output, params, dry_run=dry_run, overwrite=overwrite,
+                          dirs=OUTPUT_DIRS, files=(COUNTS_FILE,))
+    if prev is not None:
         return prev
-    if not dry_run:
-        clear_outputs(fs, cfg.output, OUTPUT_DIRS, files=(COUNTS_FILE,))
-        fs.makedirs(cfg.output)
 
     fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
                       domain_field=cfg.domain_field, domain=cfg.domain)

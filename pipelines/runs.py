@@ -3,10 +3,14 @@ rerun check, find a previous run, clear partial outputs, write the manifest."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 
+from curation.fs import normpath
 from curation.io import InputFile
 from curation.manifest import dumps
 from pipelines.fs import BeamFS
+from pipelines.runner import UsageError
 
 
 def file_stat(path: str) -> dict:
@@ -51,6 +55,22 @@ def clear_outputs(fs: BeamFS, output: str, dirs: tuple[str, ...], files: tuple[s
             fs.delete(path)
 
 
+def reuse_or_clear(command: str, fs: BeamFS, output: str, params: dict, *, dry_run: bool,
+                   overwrite: bool, dirs: tuple[str, ...], files: tuple[str, ...] = ()) -> dict | None:
+    """The previous manifest when OUTPUT holds a complete run with these parameters
+    (and no --overwrite); otherwise None, after clearing OUTPUT for the new run."""
+    if dry_run:
+        return None
+    prev = previous_manifest(fs, output)
+    if prev and not overwrite and prev.get("status") == "complete" and prev.get("parameters") == params:
+        print(f"{command}: {output} already holds a complete run with these settings; "
+              f"skipping (--overwrite reruns it)", file=sys.stderr)
+        return prev
+    clear_outputs(fs, output, dirs, files)
+    fs.makedirs(output)
+    return None
+
+
 def write_manifest(fs: BeamFS, output: str, manifest: dict) -> str:
     path = fs.join(output, "manifest.json")
     tmp = path + ".tmp"
@@ -58,3 +78,27 @@ def write_manifest(fs: BeamFS, output: str, manifest: dict) -> str:
         f.write(dumps(manifest).encode("utf-8"))
     fs.rename(tmp, path)
     return path
+
+
+def _absolute(path: str) -> str:
+    return normpath(path) if "://" in path else os.path.abspath(path)
+
+
+def _input_dirs(patterns, fs: BeamFS) -> list[str]:
+    """The directories the input patterns name (a glob's matches are files)."""
+    pats = [normpath(os.fspath(p)) for p in patterns]
+    return [p for p in pats if not any(ch in p for ch in "*?[") and fs.isdir(p)]
+
+
+def check_output_outside_inputs(files, output: str, patterns=(), fs: BeamFS | None = None) -> None:
+    # clearing OUT before the run would delete inputs that live under it
+    root = _absolute(output).rstrip("/") + "/"
+    inside = [f.path for f in files if _absolute(f.path).startswith(root)]
+    if inside:
+        raise UsageError(f"--output {output} holds input files ({inside[0]}, ...); "
+                         f"choose an output directory outside the inputs")
+    # OUT inside an input directory: its shards would be read as inputs by the next run
+    for d in _input_dirs(patterns, fs or BeamFS()):
+        if root.startswith(_absolute(d).rstrip("/") + "/"):
+            raise UsageError(f"--output {output} is inside the input directory {d}; "
+                             f"choose an output directory outside the inputs")

@@ -196,3 +196,13 @@ def test_bad_usage_is_clear(tmp_path, capsys):
     assert "--thresold" in capsys.readouterr().err
     assert main(["dedup", "--demo", "--output", str(tmp_path / "o"), "--threshold", "1.5"]) == 2
     assert "threshold" in capsys.readouterr().err
+
+
+def test_output_inside_the_inputs_is_refused(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jsonl").write_text('{"id": "1", "text": "one two three four five six"}\n')
+    for out in (src / "out", src):
+        assert main(["dedup", "--input", str(src), "--output", str(out)]) == 2
+        assert "outside the inputs" in capsys.readouterr().err
+    assert sorted(p.name for p in src.iterdir()) == ["a.jsonl"]

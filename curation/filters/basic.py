@@ -119,6 +119,10 @@ class UserFilter(Filter):
         self.name = validated.name or str(default_name)
         self.rules = tuple(dict.fromkeys(validated.rules + declared + ("rejected",)))
 
+    def config(self) -> dict:
+        # the name the reasons carry, not the (possibly unset) parameter
+        return {**self.params.model_dump(mode="json"), "name": self.name}
+
     def check(self, text: str) -> Verdict:
         inner = self._inner
         out = inner.check(text) if isinstance(inner, Filter) else inner(text)

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from curation.filters.base import Filter, Params, Verdict
-from curation.filters.text import count_sentences, words
+from curation.filters.tokens import count_sentences, tokens
 
 CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -48,7 +48,8 @@ class C4Quality(Filter):
     the text as it is and only decides: the same page rules, plus, when
     ``max_removed_lines_ratio`` is set, removal of documents whose line rules would
     drop more than that share of lines. Sentences are counted with a rule-based
-    splitter over the tokens of :func:`curation.filters.text.words`.
+    splitter over the tokens of :func:`curation.filters.text.words`
+    (computed by :mod:`curation.filters.tokens`).
     """
 
     name = "c4_quality"
@@ -89,7 +90,7 @@ class C4Quality(Filter):
                 dropped["policy"] += 1
                 continue
             if need is not None and sentences < need:
-                sentences += count_sentences(words(line), stop_at=need - sentences)
+                sentences += count_sentences(tokens(line).flags, need - sentences)
             kept.append(line)
         sig = self._signals(n_lines, kept, dropped, sentences)
         if need is not None and sentences < need:

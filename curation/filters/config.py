@@ -89,6 +89,11 @@ def _entries(filters: Any, where: str) -> list[tuple[str, dict]]:
 
 def chain_spec(data: dict, where: str = "config") -> list[tuple[str, dict]]:
     """The (filter name, parameters) list a chain mapping describes, presets resolved."""
+    return [(name, params) for name, params, _ in _spec(data, where)]
+
+
+def _spec(data: dict, where: str) -> list[tuple[str, dict, str]]:
+    """(name, parameters, where an error in them should point) per filter."""
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; "
@@ -100,14 +105,18 @@ def chain_spec(data: dict, where: str = "config") -> list[tuple[str, dict]]:
         name = data["preset"]
         if not isinstance(name, str):
             raise ConfigError(f"{where}.preset: expected a preset name, got {name!r}")
-        path = preset_path(name)
-        entries = chain_spec(_read_yaml(path), where=f"preset {name}")
+        try:
+            path = preset_path(name)
+        except ConfigError as e:
+            raise ConfigError(f"{where}.preset: {e}") from None
+        entries = _spec(_read_yaml(path), where=f"preset {name}")
     else:
-        entries = _entries(data["filters"], where)
+        entries = [(n, p, f"{where}.filters[{i}]: ")
+                   for i, (n, p) in enumerate(_entries(data["filters"], where))]
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}.overrides: expected a mapping of filter name to parameters")
-    names = [n for n, _ in entries]
+    names = [n for n, _, _ in entries]
     for fname, params in overrides.items():
         if fname not in names:
             raise ConfigError(f"{where}.overrides.{fname}: no such filter in the chain "
@@ -115,22 +124,23 @@ def chain_spec(data: dict, where: str = "config") -> list[tuple[str, dict]]:
         if not isinstance(params, dict):
             raise ConfigError(f"{where}.overrides.{fname}: parameters must be a mapping")
         i = names.index(fname)
-        entries[i] = (fname, {**entries[i][1], **params})
+        entries[i] = (fname, {**entries[i][1], **params}, f"{where}.overrides.")
     return entries
 
 
-def build_chain(entries: list[tuple[str, dict]], where: str = "config") -> FilterChain:
+def build_chain(entries: list[tuple], where: str = "config") -> FilterChain:
+    """A chain from (name, parameters) entries; a third item, if any, prefixes errors."""
     reg = registry()
     filters = []
-    for i, (name, params) in enumerate(entries):
+    for i, (name, params, *at) in enumerate(entries):
+        at = at[0] if at else f"{where}.filters[{i}]: "
         cls = reg.get(name)
         if cls is None:
-            raise ConfigError(f"{where}.filters[{i}]: unknown filter {name!r}; "
-                              f"known: {', '.join(sorted(reg))}")
+            raise ConfigError(f"{at}unknown filter {name!r}; known: {', '.join(sorted(reg))}")
         try:
             filters.append(cls(**params))
         except FilterParamError as e:
-            raise ConfigError(f"{where}.filters[{i}]: {e}") from None
+            raise ConfigError(f"{at}{e}") from None
     try:
         return FilterChain(filters)
     except FilterParamError as e:
@@ -142,8 +152,8 @@ def load_chain(preset: str | None = None, config: str | Path | dict | None = Non
     if preset is not None and config is not None:
         raise ConfigError("give a preset or a config, not both")
     if config is None:
-        return build_chain(chain_spec({"preset": preset or DEFAULT_PRESET}, "preset"), "preset")
+        return build_chain(_spec({"preset": preset or DEFAULT_PRESET}, "preset"), "preset")
     if isinstance(config, dict):
-        return build_chain(chain_spec(config, "config"), "config")
+        return build_chain(_spec(config, "config"), "config")
     path = Path(config)
-    return build_chain(chain_spec(_read_yaml(path), str(path)), str(path))
+    return build_chain(_spec(_read_yaml(path), str(path)), str(path))

@@ -11,7 +11,8 @@ from pydantic import Field
 
 from curation.filters.base import Filter, Params, Verdict
 from curation.filters.gopher import _duplicates
-from curation.filters.text import TERMINAL_TUPLE, TOKENS
+from curation.filters.text import TERMINAL_TUPLE
+from curation.filters.tokens import TOKENS
 
 
 class FineWebParams(Params):
@@ -57,7 +58,7 @@ class FineWebQuality(Filter):
         sig["char_dup_ratio"] = r = _duplicates(lines)[1] / chars if chars else 0.0
         if r > self.char_duplicates_ratio:
             return self.remove("char_dup_ratio", sig)
-        n_words = max(len(TOKENS.words(text)), 1)   # a non-blank line holds a word
+        n_words = max(len(TOKENS.tokens(text)), 1)   # a non-blank line holds a word
         sig["new_line_ratio"] = r = text.count("\n") / n_words
         if r > self.new_line_ratio:
             return self.remove("list_ratio", sig)

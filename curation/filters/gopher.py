@@ -10,14 +10,12 @@ docs/benchmarks.md measures the agreement.
 from __future__ import annotations
 
 import re
-from collections import Counter
-
 import numpy as np
 from numba import njit
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from curation.filters.base import Filter, Params, Verdict
-from curation.filters.text import TOKENS, has_alpha, is_symbol_word
+from curation.filters.base import Filter, FilterParamError, Params, Verdict
+from curation.filters.tokens import T_ALPHA, T_WORD, TOKENS, token_hash
 
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
@@ -34,6 +32,35 @@ class GopherQualityParams(Params):
     min_stop_words: int | None = Field(2, ge=0)
     stop_words: tuple[str, ...] = GOPHER_STOP_WORDS
     bullets: tuple[str, ...] = ("•", "-")
+
+    @model_validator(mode="after")
+    def _order(self):
+        for lo, hi in (("min_doc_words", "max_doc_words"), ("min_avg_word_length", "max_avg_word_length")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo} ({a}) is larger than {hi} ({b})")
+        return self
+
+
+@njit(cache=True, nogil=True)
+def _quality_counts(length, flags, hashes, stop):
+    """(words, their characters, tokens with a letter, distinct stop words present)."""
+    n_words = 0
+    chars = 0
+    n_alpha = 0
+    seen = np.zeros(stop.shape[0], np.bool_)
+    for i in range(flags.shape[0]):
+        f = flags[i]
+        if f & T_WORD:
+            n_words += 1
+            chars += length[i]
+        if f & T_ALPHA:
+            n_alpha += 1
+        h = hashes[i]
+        for j in range(stop.shape[0]):
+            if stop[j] == h:
+                seen[j] = True
+    return n_words, chars, n_alpha, int(seen.sum())
 
 
 class GopherQuality(Filter):
@@ -58,22 +85,18 @@ class GopherQuality(Filter):
     Params = GopherQualityParams
 
     def _setup(self) -> None:
-        self._stop = frozenset(self.stop_words)
+        try:
+            stop = {token_hash(w) for w in self.stop_words}
+        except ValueError as e:
+            raise FilterParamError(f"{self.name}.stop_words: each must be one word token: {e}") from None
+        self._stop = np.array(sorted(stop), dtype=np.uint64)
         self._bullets = tuple(self.bullets)
 
     def check(self, text: str) -> Verdict:
-        tokens = TOKENS.words(text)
-        n_tokens = len(tokens)
-        counts = Counter(tokens)
-        n_words = 0
-        word_chars = 0
-        n_alpha = 0
-        for tok, c in counts.items():
-            if not is_symbol_word(tok):
-                n_words += c
-                word_chars += c * len(tok)
-            if has_alpha(tok):
-                n_alpha += c
+        tk = TOKENS.tokens(text)
+        n_tokens = len(tk)
+        n_words, word_chars, n_alpha, n_stop = _quality_counts(tk.length, tk.flags, tk.hash,
+                                                               self._stop)
         sig: dict = {"words": n_words}
         if self.min_doc_words is not None and n_words < self.min_doc_words:
             return self.remove("word_count", sig)
@@ -108,7 +131,7 @@ class GopherQuality(Filter):
         if self.min_alpha_words_ratio is not None and alpha < self.min_alpha_words_ratio:
             return self.remove("alpha_words", sig)
         if self.min_stop_words is not None:
-            sig["stop_words"] = found = sum(1 for w in self._stop if w in counts)
+            sig["stop_words"] = found = n_stop
             if found < self.min_stop_words:
                 return self.remove("stop_words", sig)
         return Verdict(True, None, sig)
@@ -126,6 +149,16 @@ class GopherRepetitionParams(Params):
     top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.20), (3, 0.18), (4, 0.16))
     dup_n_grams: tuple[tuple[int, float], ...] = (
         (5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+
+    @field_validator("top_n_grams", "dup_n_grams")
+    @classmethod
+    def _sizes(cls, v):
+        for n, frac in v:
+            if n < 1 or not 0 <= frac <= 1:
+                raise ValueError(f"each entry is (n >= 1, fraction in [0, 1]); got ({n}, {frac})")
+        if len({n for n, _ in v}) != len(v):
+            raise ValueError(f"each n-gram size at most once; got {[n for n, _ in v]}")
+        return v
 
 
 _PARAGRAPH = re.compile(r"\n{2,}")
@@ -147,14 +180,14 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
 
 @njit(cache=True, nogil=True)
 def _ngram_keys(ids: np.ndarray, n: int) -> np.ndarray:
-    """64-bit polynomial hash of each n-gram of token ids (collisions ~2^-64 per pair)."""
+    """64-bit hash of each n-gram of token hashes (collisions ~2^-64 per pair)."""
     m = ids.shape[0] - n + 1
     out = np.empty(max(m, 0), dtype=np.uint64)
     mult = np.uint64(0x9E3779B97F4A7C15)
     for i in range(m):
         h = np.uint64(0xCBF29CE484222325)
         for j in range(n):
-            h = (h ^ np.uint64(ids[i + j] + 1)) * mult
+            h = (h ^ ids[i + j]) * mult
         out[i] = h
     return out
 
@@ -241,14 +274,12 @@ class GopherRepetition(Filter):
             return self.remove("duplicate_line_chars", sig)
         if not self.top_n_grams and not self.dup_n_grams:
             return Verdict(True, None, sig)
-        tokens = TOKENS.words(text)
-        vocab: dict[str, int] = {}
-        ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens),
-                          dtype=np.int64, count=len(tokens))
-        lens = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-        cum = np.concatenate(([0], np.cumsum(lens)))
+        tk = TOKENS.tokens(text)
+        n_tokens = len(tk)
+        ids = tk.hash
+        cum = np.concatenate(([0], np.cumsum(tk.length)))
         for n, frac in self.top_n_grams:
-            if len(tokens) < n:
+            if n_tokens < n:
                 continue
             keys = _ngram_keys(ids, n)
             uniq, first, counts = np.unique(keys, return_index=True, return_counts=True)
@@ -259,7 +290,7 @@ class GopherRepetition(Filter):
             if f > frac:
                 return self.remove(f"top_{n}_gram", sig)
         for n, frac in self.dup_n_grams:
-            if len(tokens) < n:
+            if n_tokens < n:
                 sig[f"dup_{n}_gram_frac"] = 0.0
                 continue
             keys = _ngram_keys(ids, n)

@@ -13,6 +13,10 @@ peeled one at a time, then infixes, with URL and special-case checks) without
 spaCy: plain Python over ``str.split`` chunks, with a fast path for chunks that
 are all letters or all digits. Every step is bounded per character, so a 20 MB
 document or a million-character "word" costs time in proportion to its length.
+The filters reach these tokens through :mod:`curation.filters.tokens`, which
+tokenises each distinct chunk here once and does the rest compiled; the
+predicates below (:func:`is_symbol_word`, :func:`has_alpha`, :func:`is_punct`,
+:func:`count_sentences`) are the reference its flags are tested against.
 The benchmark (benchmarks/bench_filters.py) measures how often the decisions agree
 with datatrove's; docs/benchmarks.md lists the differences.
 """
@@ -51,14 +55,17 @@ _EMOTICONS = frozenset("""
 :| :-| :/ :-/ =/ :> :-> :* :-* :'( :') :'-( :'-) :’( :’) =) =( (= =] =[ [= ]= =| :D :-D ;D
 ;-D 8) 8-) 8D 8-D :P :-P :p :-p :o :-o :O :-O :x :-x :X :-X :0 :-0 :3 :-3 =3 =D :o) >:( >:o
 :1 <3 <33 </3 ^_^ ^__^ -_- -__- >.< >.> <.< o.O O.o o_O O_o o.o O.O o_o O_O v.v V.V @_@ xD XD
-'' ’’ and/or w/o C++ 'Cause 'cause 'Cos 'cos 'coz 'cuz c'mon C'mon ol' goin' doin'
-nothin' somethin' lovin' havin' o'clock O'clock ma'am Ma'am
+'' ’’ and/or w/o C++ 'Cause 'cause 'Cos 'cos 'coz 'cuz c'mon C'mon o'clock O'clock ma'am Ma'am
 """.split())
 
 
 def _specials() -> dict[str, tuple[str, ...]]:
     """Chunks with a fixed split: clitics, abbreviations that keep their period, emoticons."""
     sp: dict[str, tuple[str, ...]] = {e: (e,) for e in _EMOTICONS}
+    # dropped final g, in lower and title case: "goin'" stays one token
+    for stem in ("doin", "goin", "nothin", "nuthin", "ol", "somethin", "lovin", "havin"):
+        for st in (stem, stem.title()):
+            sp[st + "'"] = (st + "'",)
     abbrevs = (
         "Mr. Mrs. Ms. Dr. St. Jr. Prof. Rev. Gen. Gov. Sen. Rep. Adm. Mt. Messrs. "
         "Inc. Ltd. Co. co. Corp. Bros. vs. v.s. e.g. E.g. E.G. i.e. I.e. I.E. a.m. p.m. "
@@ -282,20 +289,27 @@ def _split_chunk(s: str, out: list[str]) -> None:
         _merge_specials(out, k0)
 
 
-def words(text: str) -> list[str]:
-    """Word tokens of ``text`` (punctuation split off as its own tokens)."""
-    out: list[str] = []
-    append = out.append
-    for chunk in text.split():
-        if chunk.isalpha():
-            if len(chunk) <= _MAX_SPECIAL and chunk in SPECIALS:
-                out.extend(SPECIALS[chunk])
-            else:
-                append(chunk)
-        elif chunk.isdigit():
-            append(chunk)
+def chunk_words(chunk: str, out: list[str]) -> None:
+    """Append the tokens of one whitespace-free chunk; they concatenate back to it."""
+    if chunk.isalpha():
+        if len(chunk) <= _MAX_SPECIAL and chunk in SPECIALS:
+            out.extend(SPECIALS[chunk])
         else:
-            _split_chunk(chunk, out)
+            out.append(chunk)
+    elif chunk.isdigit():
+        out.append(chunk)
+    else:
+        _split_chunk(chunk, out)
+
+
+def words(text: str) -> list[str]:
+    """Word tokens of ``text`` (punctuation split off as its own tokens).
+
+    The reference the filters' compiled path (curation.filters.tokens) reproduces.
+    """
+    out: list[str] = []
+    for chunk in text.split():
+        chunk_words(chunk, out)
     return out
 
 
@@ -353,28 +367,3 @@ def count_sentences(tokens: list[str], stop_at: int | None = None) -> int:
             if stop_at is not None and n >= stop_at:
                 return n
     return n
-
-
-class TokenCache:
-    """The words of the last text seen, shared by the filters of one chain.
-
-    One (text, words) tuple swapped atomically, so threads sharing it never pair
-    one text with another's words; identity (``is``) keeps the check O(1).
-    """
-
-    __slots__ = ("_last",)
-
-    def __init__(self):
-        self._last: tuple[str | None, list[str]] = (None, [])
-
-    def words(self, text: str) -> list[str]:
-        last = self._last
-        if last[0] is text:
-            return last[1]
-        toks = words(text)
-        self._last = (text, toks)
-        return toks
-
-
-TOKENS = TokenCache()
-
