@@ -87,7 +87,17 @@ def test_cache_reset_and_uncached_long_chunks(monkeypatch):
             + "short words, again. " * 20)
     for _ in range(5):
         check_same(text)
-    assert K._cache().n_pool < 200
+    assert K._cache().state[1] < 200
+
+
+def test_a_full_table_starts_over(monkeypatch):
+    monkeypatch.setattr(K, "_TABLE_BITS", 4)         # 8 chunks fill it
+    monkeypatch.setattr(K._LOCAL, "cache", None)
+    text = " ".join(f"w{i}, x{i}." for i in range(50))
+    for _ in range(3):
+        check_same(text)
+        assert K._cache().state[2] <= 8
+    monkeypatch.setattr(K._LOCAL, "cache", None)
 
 
 def test_threads_agree_with_sequential():

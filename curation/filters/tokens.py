@@ -38,8 +38,8 @@ C_SPACE, C_SYMBOL, C_ALPHA, C_PUNCT, C_TERM = 1, 2, 4, 8, 16
 T_WORD, T_ALPHA, T_PUNCT, T_TERM = 1, 2, 4, 8
 
 _CACHE_CHUNK = 48          # longer chunks rarely repeat: tokenised, not stored
-_TABLE_BITS = 20           # 1M slots per thread, half of them used at most
-_RESET_POOL = 1 << 24      # token lengths kept before the cache starts over
+_TABLE_BITS = 19           # 512k slots (12 MB) per thread, half of them used at most
+_RESET_POOL = 1 << 23      # token lengths kept before the cache starts over
 
 
 @lru_cache(maxsize=1)
@@ -131,14 +131,34 @@ def _chunks(codes, cls, keys1, keys2, slot_ent):
 
 
 @njit(cache=True, nogil=True)
-def _insert(keys1, keys2, slot_ent, h1, h2, e):
+def _add(keys1, keys2, slot_ent, ent_off, ent_n, pool, state, h1, h2, cacheable, counts, lens):
+    """Append one entry per new chunk (its token lengths); store the cacheable ones in
+    the table while it has room. state = [entries, pool used, stored]. Returns ids."""
     mask = np.uint64(slot_ent.shape[0] - 1)
-    slot = h1 & mask
-    while slot_ent[slot] >= 0:
-        slot = (slot + np.uint64(1)) & mask
-    keys1[slot] = h1
-    keys2[slot] = h2
-    slot_ent[slot] = e
+    limit = slot_ent.shape[0] // 2
+    ids = np.empty(counts.shape[0], np.int64)
+    q = 0
+    for j in range(counts.shape[0]):
+        e = state[0]
+        p = state[1]
+        c = counts[j]
+        ent_off[e] = p
+        ent_n[e] = c
+        for k in range(c):
+            pool[p + k] = lens[q + k]
+        q += c
+        state[0] = e + 1
+        state[1] = p + c
+        if cacheable[j] and state[2] < limit:
+            slot = h1[j] & mask
+            while slot_ent[slot] >= 0:
+                slot = (slot + np.uint64(1)) & mask
+            keys1[slot] = h1[j]
+            keys2[slot] = h2[j]
+            slot_ent[slot] = e
+            state[2] += 1
+        ids[j] = e
+    return ids
 
 
 @njit(cache=True, nogil=True)
@@ -205,7 +225,8 @@ class Tokens(NamedTuple):
 
 
 class _Cache:
-    """One thread's chunk -> token lengths table."""
+    """One thread's chunk -> token lengths table. Cleared when full: frequent chunks
+    come back after a few documents, and memory stays bounded per thread."""
 
     def __init__(self):
         size = 1 << _TABLE_BITS
@@ -215,28 +236,23 @@ class _Cache:
         self.ent_off = np.zeros(1 << 16, np.int64)
         self.ent_n = np.zeros(1 << 16, np.int64)
         self.pool = np.zeros(1 << 18, np.int64)
-        self.n_ent = 0
-        self.n_pool = 0
-        self.stored = 0
+        self.state = np.zeros(3, np.int64)      # entries, pool used, chunks stored
 
     def reset(self) -> None:
         self.slot_ent.fill(-1)
-        self.n_ent = self.n_pool = self.stored = 0
+        self.state[:] = 0
 
-    def add(self, lengths: list[int]) -> int:
-        e = self.n_ent
-        if e >= self.ent_off.shape[0]:
-            self.ent_off = np.resize(self.ent_off, 2 * e)
-            self.ent_n = np.resize(self.ent_n, 2 * e)
-        need = self.n_pool + len(lengths)
+    def full(self) -> bool:
+        return self.state[2] >= self.slot_ent.shape[0] // 2 or self.state[1] > _RESET_POOL
+
+    def reserve(self, entries: int, lengths: int) -> None:
+        need = self.state[0] + entries
+        if need > self.ent_off.shape[0]:
+            self.ent_off = np.resize(self.ent_off, max(need, 2 * self.ent_off.shape[0]))
+            self.ent_n = np.resize(self.ent_n, self.ent_off.shape[0])
+        need = self.state[1] + lengths
         if need > self.pool.shape[0]:
             self.pool = np.resize(self.pool, max(need, 2 * self.pool.shape[0]))
-        self.pool[self.n_pool:need] = lengths
-        self.ent_off[e] = self.n_pool
-        self.ent_n[e] = len(lengths)
-        self.n_pool = need
-        self.n_ent = e + 1
-        return e
 
 
 _LOCAL = threading.local()
@@ -253,30 +269,44 @@ def codes_of(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
 
 
+def reset_cache() -> None:
+    """Forget this thread's chunk table (benchmarks start cold with it)."""
+    _cache().reset()
+
+
 def tokens(text: str) -> Tokens:
     """The tokens of ``words(text)``, as arrays."""
     cache = _cache()
-    if cache.n_pool > _RESET_POOL:
+    if cache.full():
         cache.reset()
     cls = char_classes()
     codes = codes_of(text)
     starts, ends, h1, h2, ent = _chunks(codes, cls, cache.keys1, cache.keys2, cache.slot_ent)
     misses = np.flatnonzero(ent < 0)
     if misses.shape[0]:
-        limit = cache.slot_ent.shape[0] // 2
-        fresh: dict[tuple[int, int], int] = {}
-        for i, s, e, a, b in zip(misses.tolist(), starts[misses].tolist(), ends[misses].tolist(),
-                                 h1[misses].tolist(), h2[misses].tolist()):
-            key = (a, b)
-            got = fresh.get(key)
+        # each distinct new chunk once, by the Python reference; the rest compiled
+        local: dict[tuple[int, int], int] = {}
+        which = np.empty(misses.shape[0], np.int64)
+        first: list[int] = []
+        counts: list[int] = []
+        lens: list[int] = []
+        for j, (s, e, a, b) in enumerate(zip(starts[misses].tolist(), ends[misses].tolist(),
+                                             h1[misses].tolist(), h2[misses].tolist())):
+            got = local.get((a, b))
             if got is None:
                 out: list[str] = []
                 chunk_words(text[s:e], out)
-                got = fresh[key] = cache.add([len(t) for t in out])
-                if e - s <= _CACHE_CHUNK and cache.stored < limit:
-                    _insert(cache.keys1, cache.keys2, cache.slot_ent, np.uint64(a), np.uint64(b), got)
-                    cache.stored += 1
-            ent[i] = got
+                got = local[(a, b)] = len(counts)
+                first.append(j)
+                counts.append(len(out))
+                lens.extend(map(len, out))
+            which[j] = got
+        new = misses[first]
+        cache.reserve(len(counts), len(lens))
+        ids = _add(cache.keys1, cache.keys2, cache.slot_ent, cache.ent_off, cache.ent_n, cache.pool,
+                   cache.state, h1[new], h2[new], (ends[new] - starts[new]) <= _CACHE_CHUNK,
+                   np.array(counts, np.int64), np.array(lens, np.int64))
+        ent[misses] = ids[which]
     return Tokens(*_assemble(codes, cls, starts, ent, cache.ent_off, cache.ent_n, cache.pool))
 
 
