@@ -125,6 +125,15 @@ def test_sentences_equal_the_reference():
             assert K.count_sentences(flags, 3) == T.count_sentences(T.words(line), stop_at=3)
 
 
+def test_simple_chunks_skip_the_python_rules():
+    K.reset_cache()
+    text = "Plain words, and more; then digits 12345 or Ends. (done) Mr. don't dont, x"
+    check_same(text)
+    # only "(done)", "Mr." (an abbreviation), "don't" and "dont," needed the rules
+    assert K._cache().state[0] == 4
+    K.reset_cache()
+
+
 def test_token_hash():
     assert K.token_hash("the") == K.tokens("so the end").hash[1]
     with pytest.raises(ValueError, match="one token"):

@@ -162,7 +162,14 @@ class GopherRepetitionParams(Params):
 
 
 _PARAGRAPH = re.compile(r"\n{2,}")
-_LINES = re.compile(r"\n+")
+
+
+def _line_runs(text: str) -> list[str]:
+    """re.split(r"\n+", text) without the regex: the pieces between runs of newlines."""
+    parts = text.split("\n")
+    if len(parts) < 3:
+        return parts
+    return [parts[0], *filter(None, parts[1:-1]), parts[-1]]
 
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
@@ -190,6 +197,34 @@ def _ngram_keys(ids: np.ndarray, n: int) -> np.ndarray:
             h = (h ^ ids[i + j]) * mult
         out[i] = h
     return out
+
+
+@njit(cache=True, nogil=True)
+def _most_frequent(keys: np.ndarray) -> tuple[int, int]:
+    """(count of the most frequent key, first position of it); ties go to the key
+    seen first. One pass over an open-addressing table."""
+    m = keys.shape[0]
+    cap = 16
+    while cap < 2 * m + 2:
+        cap *= 2
+    table = np.zeros(cap, dtype=np.uint64)
+    count = np.zeros(cap, dtype=np.int64)     # 0: empty slot
+    first = np.zeros(cap, dtype=np.int64)
+    mask = np.uint64(cap - 1)
+    best, best_pos = 0, 0
+    for i in range(m):
+        k = keys[i]
+        slot = (k ^ (k >> np.uint64(29))) & mask
+        while count[slot] and table[slot] != k:
+            slot = (slot + np.uint64(1)) & mask
+        if count[slot] == 0:
+            table[slot] = k
+            first[slot] = i
+        c = count[slot] + 1
+        count[slot] = c
+        if c > best or (c == best and first[slot] < best_pos):
+            best, best_pos = c, first[slot]
+    return best, best_pos
 
 
 @njit(cache=True, nogil=True)
@@ -264,7 +299,7 @@ class GopherRepetition(Filter):
         sig["dup_para_char_frac"] = f = chars / size
         if self.dup_para_char_frac is not None and f > self.dup_para_char_frac:
             return self.remove("duplicate_paragraph_chars", sig)
-        lines = _LINES.split(text)
+        lines = _line_runs(text)
         n, chars = _duplicates(lines)
         sig["dup_line_frac"] = f = n / len(lines)
         if self.dup_line_frac is not None and f > self.dup_line_frac:
@@ -282,9 +317,7 @@ class GopherRepetition(Filter):
             if n_tokens < n:
                 continue
             keys = _ngram_keys(ids, n)
-            uniq, first, counts = np.unique(keys, return_index=True, return_counts=True)
-            top = counts.max()
-            pos = first[counts == top].min()   # ties: the n-gram seen first
+            top, pos = _most_frequent(keys)
             span = int(cum[pos + n] - cum[pos]) + n - 1
             sig[f"top_{n}_gram_frac"] = f = span * int(top) / size
             if f > frac:

@@ -180,6 +180,9 @@ def _suffix_len(s: str, lo: int, hi: int) -> int:
 
 def _infix_split(core: str, out: list[str]) -> None:
     """Split at infixes: ellipses, icons, hyphens between letters, "," "." ":" "/" inside words."""
+    if core.isalnum():   # every infix needs punctuation or a symbol
+        out.append(core)
+        return
     n = len(core)
     start = 0
     i = 1   # an infix at position 0 never splits

@@ -6,7 +6,9 @@ made word-based rules slow (spaCy in datatrove, or a pure-Python tokenizer), so:
 
 1. A Numba pass splits the text (as UTF-32 code points) on whitespace exactly as
    ``str.split()`` does and hashes each chunk twice (two independent 64-bit hashes).
-2. Each chunk's split into tokens (only their lengths: tokens always concatenate
+2. Chunks of letters or digits, alone or followed by one punctuation mark ("word,"),
+   are split right there (unless they are special cases such as "dont" or "Mr.").
+   Any other chunk's split into tokens (only their lengths: tokens always concatenate
    back to their chunk) is looked up in a per-thread table keyed by both hashes.
    A miss is tokenised by the Python reference, ``text.chunk_words``, and stored.
    Natural text repeats its chunks ("the", "said,", "it's"), so after a few
@@ -30,10 +32,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from curation.filters.text import TERMINAL_PUNCTUATION, chunk_words
+from curation.filters.text import _MERGE, SPECIALS, TERMINAL_PUNCTUATION, chunk_words
 
 # per code point
-C_SPACE, C_SYMBOL, C_ALPHA, C_PUNCT, C_TERM = 1, 2, 4, 8, 16
+C_SPACE, C_SYMBOL, C_ALPHA, C_PUNCT, C_TERM, C_LOWER, C_DIGIT = 1, 2, 4, 8, 16, 32, 64
 # per token
 T_WORD, T_ALPHA, T_PUNCT, T_TERM = 1, 2, 4, 8
 
@@ -57,6 +59,8 @@ def char_classes() -> np.ndarray:
         flags = np.where(np.isin(cat, np.frombuffer(b"PSC", np.uint8)), C_SYMBOL, 0).astype(np.uint8)
         flags |= np.where(cat == ord("P"), C_PUNCT, 0).astype(np.uint8)
         flags |= np.fromiter(map(str.isalpha, chars), bool, len(chars)).astype(np.uint8) * C_ALPHA
+        flags |= np.fromiter(map(str.islower, chars), bool, len(chars)).astype(np.uint8) * C_LOWER
+        flags |= np.fromiter(map(str.isdigit, chars), bool, len(chars)).astype(np.uint8) * C_DIGIT
         table[lo:hi] = flags
     for c in range(0x110000):
         if c <= 0x3000 and chr(c).isspace():   # no space character lies above U+3000
@@ -76,9 +80,29 @@ def _fmix(h):
     return h
 
 
+# Chunks whose split the compiled pass knows without the Python rules: all letters
+# or all digits (one token), letters then one of these (two tokens, e.g. "word,";
+# "." only after a lower-case letter), unless the chunk or its letters are a special
+# case (a clitic, an abbreviation, an emoticon): those go to the rules.
+_ONE, _TWO = -2, -3
+_SUFFIX_ONE = np.array(sorted(map(ord, ',;:!?)"')), np.uint32)
+
+
 @njit(cache=True, nogil=True)
-def _chunks(codes, cls, keys1, keys2, slot_ent):
-    """Whitespace-separated chunks: starts, ends, both hashes, cached entry (-1: miss)."""
+def _is_special(special, h1, h2):
+    mask = np.uint64(special.shape[0] - 1)
+    slot = h1 & mask
+    while special[slot, 0] != 0 or special[slot, 1] != 0:
+        if special[slot, 0] == h1 and special[slot, 1] == h2:
+            return True
+        slot = (slot + np.uint64(1)) & mask
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _chunks(codes, cls, keys1, keys2, slot_ent, special, suffix_one):
+    """Whitespace-separated chunks: starts, ends, both hashes, and per chunk its cached
+    entry, _ONE or _TWO for the simple shapes, or -1 (a miss for the Python rules)."""
     n = codes.shape[0]
     count = 0
     i = 0
@@ -105,13 +129,25 @@ def _chunks(codes, cls, keys1, keys2, slot_ent):
         s = i
         h1 = np.uint64(0xCBF29CE484222325)
         h2 = np.uint64(0x84222325CBF29CE4)
+        p1 = h1
+        p2 = h2
+        alpha = 0           # letters from the start
+        digits = 0
         while i < n and not cls[codes[i]] & 1:
             c = np.uint64(codes[i])
+            f = cls[codes[i]]
+            if alpha == i - s and f & 4:
+                alpha += 1
+            if digits == i - s and f & 64:
+                digits += 1
+            p1 = h1
+            p2 = h2
             h1 = (h1 ^ c) * np.uint64(0x100000001B3)
             h2 = (h2 + c + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
             h2 ^= h2 >> np.uint64(29)
             i += 1
-        length = np.uint64(i - s)
+        size = i - s
+        length = np.uint64(size)
         h1 = _fmix(h1 ^ length)
         h2 = _fmix(h2 + length * np.uint64(0x9E3779B97F4A7C15))
         starts[k] = s
@@ -119,12 +155,29 @@ def _chunks(codes, cls, keys1, keys2, slot_ent):
         h1s[k] = h1
         h2s[k] = h2
         e = -1
-        slot = h1 & mask
-        while slot_ent[slot] >= 0:
-            if keys1[slot] == h1 and keys2[slot] == h2:
-                e = slot_ent[slot]
-                break
-            slot = (slot + np.uint64(1)) & mask
+        if alpha == size or digits == size:
+            if digits == size or not _is_special(special, h1, h2):
+                e = _ONE
+        elif alpha == size - 1 and size >= 2:
+            last = codes[i - 1]
+            ok = False
+            for q in range(suffix_one.shape[0]):
+                if suffix_one[q] == last:
+                    ok = True
+            if last == 46 and cls[codes[i - 2]] & 32:      # "." after a lower-case letter
+                ok = True
+            if ok and not _is_special(special, h1, h2):
+                core = np.uint64(size - 1)
+                if not _is_special(special, _fmix(p1 ^ core),
+                                   _fmix(p2 + core * np.uint64(0x9E3779B97F4A7C15))):
+                    e = _TWO
+        if e == -1:
+            slot = h1 & mask
+            while slot_ent[slot] >= 0:
+                if keys1[slot] == h1 and keys2[slot] == h2:
+                    e = slot_ent[slot]
+                    break
+                slot = (slot + np.uint64(1)) & mask
         ent[k] = e
         k += 1
     return starts, ends, h1s, h2s, ent
@@ -162,10 +215,11 @@ def _add(keys1, keys2, slot_ent, ent_off, ent_n, pool, state, h1, h2, cacheable,
 
 
 @njit(cache=True, nogil=True)
-def _assemble(codes, cls, starts, ent, ent_off, ent_n, pool):
+def _assemble(codes, cls, starts, ends, ent, ent_off, ent_n, pool):
     total = 0
     for k in range(starts.shape[0]):
-        total += ent_n[ent[k]]
+        e = ent[k]
+        total += 1 if e == _ONE else 2 if e == _TWO else ent_n[e]
     tstart = np.empty(total, np.int64)
     tlen = np.empty(total, np.int64)
     thash = np.empty(total, np.uint64)
@@ -174,9 +228,15 @@ def _assemble(codes, cls, starts, ent, ent_off, ent_n, pool):
     for k in range(starts.shape[0]):
         e = ent[k]
         pos = starts[k]
-        off = ent_off[e]
-        for j in range(ent_n[e]):
-            ln = pool[off + j]
+        size = ends[k] - pos
+        count = 1 if e == _ONE else 2 if e == _TWO else ent_n[e]
+        for j in range(count):
+            if e == _ONE:
+                ln = size
+            elif e == _TWO:
+                ln = size - 1 if j == 0 else 1
+            else:
+                ln = pool[ent_off[e] + j]
             h = np.uint64(0xCBF29CE484222325)
             word = False
             alpha = False
@@ -265,6 +325,27 @@ def _cache() -> _Cache:
     return c
 
 
+@lru_cache(maxsize=1)
+def special_table() -> np.ndarray:
+    """Both hashes of every special-case chunk (and emoticon a split could re-join),
+    in an open-addressing table: such chunks always go to the Python rules."""
+    keys = sorted(set(SPECIALS) | set(_MERGE))
+    size = 1 << (len(keys) * 4).bit_length()
+    table = np.zeros((size, 2), np.uint64)
+    empty = (np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.full(1, -1, np.int64))
+    for key in keys:
+        codes = codes_of(key)
+        _, _, h1, h2, _ = _chunks(codes, char_classes(), *empty, np.zeros((1, 2), np.uint64),
+                                  _SUFFIX_ONE)
+        if h1.shape[0] != 1:
+            continue                      # not one chunk: str.split never yields it
+        slot = int(h1[0]) & (size - 1)
+        while table[slot].any():
+            slot = (slot + 1) & (size - 1)
+        table[slot] = (h1[0], h2[0])
+    return table
+
+
 def codes_of(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
 
@@ -281,8 +362,9 @@ def tokens(text: str) -> Tokens:
         cache.reset()
     cls = char_classes()
     codes = codes_of(text)
-    starts, ends, h1, h2, ent = _chunks(codes, cls, cache.keys1, cache.keys2, cache.slot_ent)
-    misses = np.flatnonzero(ent < 0)
+    starts, ends, h1, h2, ent = _chunks(codes, cls, cache.keys1, cache.keys2, cache.slot_ent,
+                                        special_table(), _SUFFIX_ONE)
+    misses = np.flatnonzero(ent == -1)
     if misses.shape[0]:
         # each distinct new chunk once, by the Python reference; the rest compiled
         local: dict[tuple[int, int], int] = {}
@@ -307,7 +389,7 @@ def tokens(text: str) -> Tokens:
                    cache.state, h1[new], h2[new], (ends[new] - starts[new]) <= _CACHE_CHUNK,
                    np.array(counts, np.int64), np.array(lens, np.int64))
         ent[misses] = ids[which]
-    return Tokens(*_assemble(codes, cls, starts, ent, cache.ent_off, cache.ent_n, cache.pool))
+    return Tokens(*_assemble(codes, cls, starts, ends, ent, cache.ent_off, cache.ent_n, cache.pool))
 
 
 def token_hash(token: str) -> int:
