@@ -1214,6 +1214,8 @@ def test_20_mb_document(scale_filters):
     text = "\n\n".join(parts)
     assert len(text) >= 20_000_000
     lang, rep, qual, c4, fw, c4_lines, qual_all = _run_all(scale_filters, text)
+    # the preset's language filter reads a prefix: long English stays English
+    assert lang.keep and lang.signals["language"] == "en"
     # the whole text was read: the counts are the text's, not a prefix's
     assert qual.reason == "gopher_quality:word_count" and qual.signals["words"] > 3_000_000
     assert qual_all.keep and qual_all.signals["words"] == qual.signals["words"]
