@@ -23,3 +23,11 @@ def read_jsonl_gz(path: Path, limit: int | None = None) -> list[dict]:
             if limit is not None and len(rows) >= limit:
                 break
     return rows
+
+
+@pytest.fixture
+def fake_anthropic():
+    """A running local server that speaks Anthropic's API (tests/fake_anthropic.py)."""
+    from tests.fake_anthropic import FakeAnthropic
+    with FakeAnthropic() as server:
+        yield server
