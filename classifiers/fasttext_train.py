@@ -407,16 +407,22 @@ def train_classifier(
         if not ok:
             raise ValueError("every hyperparameter candidate failed to train "
                              f"({candidates[0]['failed']}); lower lr or raise dim")
-        best = max(ok, key=lambda i: (candidates[i]["valid_f1"], -i))
-        chosen = {k: candidates_grid[best][k] for k in ("epoch", "lr", "wordNgrams")}
-
-        try:
-            model, final_seed = _train(fasttext, fit_path, epoch=chosen["epoch"],
-                                       lr=chosen["lr"], word_ngrams=chosen["wordNgrams"],
-                                       **common)
-        except RuntimeError as exc:
-            raise ValueError(f"the final model ({chosen}) failed to train ({exc}); "
-                             "lower lr or raise dim") from exc
+        # highest F1 first; if the retrain on train + validation diverges (fastText
+        # aborts on NaN at a high lr), the next best candidate is trained instead
+        ranked = sorted(ok, key=lambda i: (-candidates[i]["valid_f1"], i))
+        failures = []
+        for best in ranked:
+            chosen = {k: candidates_grid[best][k] for k in ("epoch", "lr", "wordNgrams")}
+            try:
+                model, final_seed = _train(fasttext, fit_path, epoch=chosen["epoch"],
+                                           lr=chosen["lr"], word_ngrams=chosen["wordNgrams"],
+                                           **common)
+                break
+            except RuntimeError as exc:
+                failures.append(f"{chosen}: {exc}")
+        else:
+            raise ValueError(f"every final model failed to train ({'; '.join(failures)}); "
+                             "lower lr or raise dim")
         if quantize:
             model.quantize(input=str(fit_path), retrain=False, cutoff=int(cutoff), qnorm=False)
         model_name = MODEL_FTZ if quantize else MODEL_BIN
@@ -466,6 +472,7 @@ def train_classifier(
             "cutoff": int(cutoff) if quantize else None,
         },
         "selection": {"metric": "valid_f1", "candidates": candidates,
+                      "final_retrain_failures": failures,
                       "fixed_by_caller": {k: v for k, v in (("epoch", epoch), ("lr", lr),
                                                            ("wordNgrams", word_ngrams))
                                           if v is not None}},
