@@ -1,0 +1,183 @@
+"""Grading documents with Claude through the official SDK: concurrent Messages calls.
+
+Every result lands in the label store (classifiers.store) before the next decision,
+so an interrupted run resumes without paying twice. Faults are handled here, not by
+the SDK (it is built with ``max_retries=0``): the SDK honours any ``retry-after``,
+however long, and we want a cap and a count.
+
+- 429 (rate limit): wait ``retry-after`` (capped at ``max_wait_s``), then retry;
+- 529 (overloaded), 5xx, timeouts, connection errors: exponential backoff, retry;
+- a reply that is not a valid grade (no tool call, out of range, refusal) or a
+  body that is not JSON: retried once, then stored as a failure with its reason;
+- other 4xx (bad request, authentication): stored as a failure, not retried.
+
+The API key is read by the SDK from ``ANTHROPIC_API_KEY``; it is never passed
+around, logged or stored here.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from classifiers.grading import AnswerError, cost_usd, parse_answer, request_params
+from classifiers.rubrics import Rubric
+from classifiers.store import Label, LabelStore
+
+
+class NoApiKey(RuntimeError):
+    """ANTHROPIC_API_KEY is not set."""
+
+
+class BudgetExceeded(RuntimeError):
+    """The next call could take the run past --max-usd."""
+
+
+@dataclass
+class Settings:
+    model: str
+    max_doc_chars: int = 8000
+    max_tokens: int = 300
+    concurrency: int = 8
+    max_attempts: int = 6          # transport faults (429/529/5xx/timeouts)
+    answer_retries: int = 1        # invalid answers are retried this many times
+    backoff_s: float = 1.0
+    max_wait_s: float = 60.0
+    timeout_s: float = 60.0
+    max_usd: float | None = None
+    prices: dict | None = None
+
+
+@dataclass
+class RunStats:
+    sent: int = 0
+    labelled: int = 0
+    failed: int = 0
+    cached: int = 0
+    retries: dict = field(default_factory=dict)
+    cost_usd: float = 0.0
+
+
+def make_client(settings: Settings, base_url: str | None = None):
+    import anthropic
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        raise NoApiKey("ANTHROPIC_API_KEY is not set: set it to grade with Claude, or use "
+                       "--labeler heuristic or --labels-from-field FIELD")
+    return anthropic.Anthropic(max_retries=0, timeout=settings.timeout_s,
+                               **({"base_url": base_url} if base_url else {}))
+
+
+class MessagesGrader:
+    """Grades (content_key, text) pairs with concurrent Messages calls."""
+
+    def __init__(self, client, rubric: Rubric, store: LabelStore, settings: Settings,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.client, self.rubric, self.store, self.s = client, rubric, store, settings
+        self.sleep = sleep
+        self.stats = RunStats()
+        self._lock = threading.Lock()
+        self._spent = store.spent_usd(rubric.key, settings.model)
+
+    def grade(self, items: Iterable[tuple[str, str]]) -> RunStats:
+        items = list(dict(items).items())        # one call per distinct content
+        todo = set(self.store.pending([k for k, _ in items], self.rubric.key, self.s.model))
+        self.stats.cached = len(items) - len(todo)
+        work = [(k, t) for k, t in items if k in todo]
+        with ThreadPoolExecutor(max(1, self.s.concurrency)) as pool:
+            for _ in pool.map(lambda kt: self._one(*kt), work):
+                pass
+        return self.stats
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.stats.retries[what] = self.stats.retries.get(what, 0) + 1
+
+    def _check_budget(self) -> None:
+        if self.s.max_usd is not None:
+            with self._lock:
+                if self._spent >= self.s.max_usd:
+                    raise BudgetExceeded(f"spent ${self._spent:.4f} of --max-usd {self.s.max_usd}")
+
+    def _one(self, key: str, text: str) -> None:
+        import anthropic
+        params = request_params(self.rubric, text, model=self.s.model,
+                                max_doc_chars=self.s.max_doc_chars, max_tokens=self.s.max_tokens)
+        transport = answers = 0
+        tokens = [0, 0, 0, 0]
+        cost = 0.0
+        while True:
+            self._check_budget()
+            try:
+                with self._lock:
+                    self.stats.sent += 1
+                msg = self.client.messages.create(**params)
+            except anthropic.RateLimitError as e:
+                transport += 1
+                self._count("rate_limit")
+                if transport >= self.s.max_attempts:
+                    return self._fail(key, f"rate limited {transport} times", tokens, cost)
+                self.sleep(min(_retry_after(e) or self.s.backoff_s, self.s.max_wait_s))
+                continue
+            except (anthropic.InternalServerError, anthropic.APITimeoutError,
+                    anthropic.APIConnectionError) as e:
+                transport += 1
+                self._count(type(e).__name__)
+                if transport >= self.s.max_attempts:
+                    return self._fail(key, f"{type(e).__name__} after {transport} attempts", tokens, cost)
+                self.sleep(min(self.s.backoff_s * 2 ** (transport - 1), self.s.max_wait_s))
+                continue
+            except anthropic.APIStatusError as e:
+                return self._fail(key, f"{type(e).__name__} ({e.status_code}): {_short(e)}", tokens, cost)
+            except ValueError as e:           # a 200 whose body is not JSON
+                answers += 1
+                self._count("bad_body")
+                if answers > self.s.answer_retries:
+                    return self._fail(key, f"unreadable reply: {e}", tokens, cost)
+                continue
+            u = msg.usage
+            tokens = [tokens[0] + (u.input_tokens or 0), tokens[1] + (u.output_tokens or 0),
+                      tokens[2] + (getattr(u, "cache_read_input_tokens", 0) or 0),
+                      tokens[3] + (getattr(u, "cache_creation_input_tokens", 0) or 0)]
+            call = cost_usd(self.s.model, u, batch=False, prices=self.s.prices)
+            cost += call
+            with self._lock:
+                self._spent += call
+                self.stats.cost_usd += call
+            try:
+                grade = parse_answer(msg, self.rubric)
+            except AnswerError as e:
+                answers += 1
+                self._count("invalid_answer")
+                if answers > self.s.answer_retries:
+                    return self._fail(key, str(e), tokens, cost)
+                continue
+            self.store.put(Label(key, self.rubric.key, self.s.model, score=grade.score,
+                                 reasoning=grade.reasoning, input_tokens=tokens[0],
+                                 output_tokens=tokens[1], cache_read_tokens=tokens[2],
+                                 cache_write_tokens=tokens[3], cost_usd=cost,
+                                 attempts=transport + answers + 1, mode="messages"))
+            with self._lock:
+                self.stats.labelled += 1
+            return None
+
+    def _fail(self, key: str, why: str, tokens: list[int], cost: float) -> None:
+        self.store.put(Label(key, self.rubric.key, self.s.model, error=why, input_tokens=tokens[0],
+                             output_tokens=tokens[1], cache_read_tokens=tokens[2],
+                             cache_write_tokens=tokens[3], cost_usd=cost, mode="messages"))
+        with self._lock:
+            self.stats.failed += 1
+
+
+def _retry_after(e) -> float | None:
+    value = getattr(e, "response", None) and e.response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _short(e) -> str:
+    return str(getattr(e, "message", e))[:200]
