@@ -181,3 +181,89 @@ def _retry_after(e) -> float | None:
 
 def _short(e) -> str:
     return str(getattr(e, "message", e))[:200]
+
+
+class BatchGrader:
+    """Grades with the Message Batches API (half price): submit, poll, collect.
+
+    Each submitted batch is recorded in the store before polling, so a run killed
+    while waiting collects the same batch when restarted instead of paying for its
+    documents again. Entries that errored, expired, were canceled or did not hold a
+    valid grade go into the next round once; after that they are stored as failures.
+    """
+
+    def __init__(self, client, rubric: Rubric, store: LabelStore, settings: Settings, *,
+                 batch_size: int = 10_000, poll_s: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.client, self.rubric, self.store, self.s = client, rubric, store, settings
+        self.batch_size, self.poll_s, self.sleep = batch_size, poll_s, sleep
+        self.stats = RunStats()
+        self._why: dict[str, str] = {}
+
+    def grade(self, items: Iterable[tuple[str, str]]) -> RunStats:
+        texts = dict(items)
+        # batches a previous run submitted and did not collect
+        for batch_id, keys in self.store.open_batches(self.rubric.key, self.s.model).items():
+            self._collect(batch_id, keys)
+        todo = self.store.pending(list(texts), self.rubric.key, self.s.model)
+        self.stats.cached = len(texts) - len(todo)
+        for _ in range(1 + self.s.answer_retries):
+            if not todo:
+                break
+            for i in range(0, len(todo), self.batch_size):
+                self._submit_and_collect(todo[i:i + self.batch_size], texts)
+            todo = self.store.pending(todo, self.rubric.key, self.s.model)
+        stored = self.store.get(todo, self.rubric.key, self.s.model)
+        for key in todo:        # still no label after the last round: say why
+            if key not in stored:   # (an invalid answer is stored already, with its cost)
+                self.store.put(Label(key, self.rubric.key, self.s.model,
+                                     error=self._why.get(key, "no result"), mode="batch"))
+            self.stats.failed += 1
+        return self.stats
+
+    def _submit_and_collect(self, keys: list[str], texts: dict[str, str]) -> None:
+        if self.s.max_usd is not None and self.store.spent_usd() >= self.s.max_usd:
+            raise BudgetExceeded(f"spent ${self.store.spent_usd():.4f} of --max-usd {self.s.max_usd}")
+        requests = [{"custom_id": f"d{i}", "params": request_params(
+            self.rubric, texts[k], model=self.s.model, max_doc_chars=self.s.max_doc_chars,
+            max_tokens=self.s.max_tokens)} for i, k in enumerate(keys)]
+        batch = self.client.messages.batches.create(requests=requests)
+        self.stats.sent += len(requests)
+        self.store.add_batch(batch.id, self.rubric.key, self.s.model, keys)
+        self._collect(batch.id, keys)
+
+    def _collect(self, batch_id: str, keys: list[str]) -> None:
+        while True:
+            batch = self.client.messages.batches.retrieve(batch_id)
+            if batch.processing_status == "ended":
+                break
+            self.sleep(self.poll_s)
+        for entry in self.client.messages.batches.results(batch_id):
+            key = keys[int(entry.custom_id[1:])]
+            result = entry.result
+            if result.type != "succeeded":
+                detail = getattr(getattr(getattr(result, "error", None), "error", None), "message", "")
+                self._why[key] = f"batch entry {result.type}" + (f": {detail}" if detail else "")
+                self.stats.retries[result.type] = self.stats.retries.get(result.type, 0) + 1
+                continue
+            msg = result.message
+            cost = cost_usd(self.s.model, msg.usage, batch=True, prices=self.s.prices)
+            self.stats.cost_usd += cost
+            try:
+                grade = parse_answer(msg, self.rubric)
+            except AnswerError as e:
+                self._why[key] = str(e)
+                self.stats.retries["invalid_answer"] = self.stats.retries.get("invalid_answer", 0) + 1
+                # the tokens were paid for: keep the cost on record with the failure
+                self.store.put(Label(key, self.rubric.key, self.s.model, error=str(e),
+                                     cost_usd=cost, mode="batch"))
+                continue
+            u = msg.usage
+            self.store.put(Label(key, self.rubric.key, self.s.model, score=grade.score,
+                                 reasoning=grade.reasoning, input_tokens=u.input_tokens or 0,
+                                 output_tokens=u.output_tokens or 0,
+                                 cache_read_tokens=getattr(u, "cache_read_input_tokens", 0) or 0,
+                                 cache_write_tokens=getattr(u, "cache_creation_input_tokens", 0) or 0,
+                                 cost_usd=cost, mode="batch"))
+            self.stats.labelled += 1
+        self.store.close_batch(batch_id)

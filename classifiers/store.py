@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
+# what a retry adds to rather than replaces: every call was paid for
+_SUMMED = {"attempts", "input_tokens", "output_tokens", "cache_read_tokens",
+           "cache_write_tokens", "cost_usd"}
+
+
 @dataclass(frozen=True)
 class Label:
     content_key: str
@@ -113,7 +118,8 @@ class LabelStore:
         return [k for k in keys if k not in have or (retry_failed and not have[k].ok)]
 
     def put(self, label: Label) -> None:
-        """Store a result. A stored success is never replaced by a later failure."""
+        """Store a result. A stored success is never replaced by a later failure; a
+        retry's tokens, cost and attempts add to those already stored."""
         row = asdict(label)
         cols = list(row)
         with self._lock:
@@ -121,8 +127,9 @@ class LabelStore:
                 f"INSERT INTO labels ({', '.join(cols)}, updated_at) VALUES "
                 f"({', '.join('?' * len(cols))}, ?) "
                 "ON CONFLICT (content_key, rubric, model) DO UPDATE SET "
-                + ", ".join(f"{c} = excluded.{c}" for c in cols[3:] if c != "attempts")
-                + ", updated_at = excluded.updated_at, attempts = labels.attempts + excluded.attempts "
+                + ", ".join(f"{c} = labels.{c} + excluded.{c}" if c in _SUMMED else f"{c} = excluded.{c}"
+                            for c in cols[3:])
+                + ", updated_at = excluded.updated_at "
                 "WHERE labels.score IS NULL OR labels.error IS NOT NULL",
                 (*row.values(), time.time()))
 

@@ -25,12 +25,13 @@ def test_round_trip_and_pending(tmp_path):
 
 def test_a_success_is_never_overwritten(tmp_path):
     with LabelStore(tmp_path / "s.sqlite") as st:
-        st.put(Label("k", "r", "m", error="overloaded"))
-        st.put(Label("k", "r", "m", score=2, reasoning="ok", cost_usd=0.5))
+        st.put(Label("k", "r", "m", error="overloaded", cost_usd=0.25, input_tokens=10))
+        st.put(Label("k", "r", "m", score=2, reasoning="ok", cost_usd=0.5, input_tokens=20))
         st.put(Label("k", "r", "m", error="late failure"))
         st.put(Label("k", "r", "m", score=5, reasoning="again"))
         lab = st.get(["k"], "r", "m")["k"]
         assert (lab.score, lab.reasoning, lab.error, lab.attempts) == (2, "ok", None, 2)
+        assert (lab.cost_usd, lab.input_tokens) == (0.75, 30)     # both calls were paid
 
 
 def test_batches_in_flight(tmp_path):

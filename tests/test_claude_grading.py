@@ -1,10 +1,10 @@
-"""classifiers.claude: Messages-mode grading through the real SDK against the local
-fake API server, with faults injected."""
+"""classifiers.claude: grading through the real SDK against the local fake API server (Messages and Message Batches), with faults injected."""
 from __future__ import annotations
 
 import pytest
 
 from classifiers.claude import BudgetExceeded, MessagesGrader, NoApiKey, Settings, make_client
+from classifiers.grading import cost_usd
 from classifiers.rubrics import load_rubric
 from classifiers.store import LabelStore
 from tests.fake_anthropic import Fault
@@ -113,3 +113,60 @@ def test_no_key_says_so(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(NoApiKey, match="--labeler heuristic"):
         make_client(Settings(model=MODEL))
+
+
+# --- Message Batches ------------------------------------------------------------------
+
+def batch_grader(client, store, **kw):
+    from classifiers.claude import BatchGrader
+    waits = []
+    settings = Settings(**{"model": MODEL, "timeout_s": 2, **kw})
+    return BatchGrader(client, RUBRIC, store, settings, poll_s=0.5, sleep=waits.append), waits
+
+
+def test_batch_grades_everything_at_half_price(fake_anthropic, client, tmp_path):
+    with LabelStore(tmp_path / "b.sqlite") as store:
+        g, waits = batch_grader(client, store)
+        stats = g.grade(DOCS)
+        assert (stats.labelled, stats.failed) == (12, 0) and waits == [0.5]    # polled once
+        labels = store.get([k for k, _ in DOCS], RUBRIC.key, MODEL)
+        assert all(lab.ok and lab.mode == "batch" for lab in labels.values())
+        for lab in labels.values():      # half of what the same tokens cost as Messages calls
+            usage = {"input_tokens": lab.input_tokens, "output_tokens": lab.output_tokens,
+                     "cache_read_input_tokens": lab.cache_read_tokens,
+                     "cache_creation_input_tokens": lab.cache_write_tokens}
+            assert lab.cost_usd == pytest.approx(cost_usd(MODEL, usage, batch=False) / 2)
+        assert not store.open_batches(RUBRIC.key, MODEL)
+
+
+def test_batch_entries_that_fail_get_one_more_round(fake_anthropic, client, tmp_path):
+    from tests.fake_anthropic import BatchOutcome
+    # custom ids are d<index> within each batch, and the forced outcomes hold for every
+    # batch: the three failing documents are resubmitted once (as d0..d2), fail again and
+    # are recorded with their reasons
+    fake_anthropic.batch_result("d0", BatchOutcome.errored("api_error", "boom"))
+    fake_anthropic.batch_result("d1", BatchOutcome.expired())
+    fake_anthropic.batch_result("d2", BatchOutcome.succeeded_with(Fault.refusal()))
+    with LabelStore(tmp_path / "b.sqlite") as store:
+        stats = batch_grader(client, store)[0].grade(DOCS[:5])
+        got = store.get([k for k, _ in DOCS[:5]], RUBRIC.key, MODEL)
+        assert len(fake_anthropic.requests_to("/v1/messages/batches", method="POST")) == 2
+        assert (stats.labelled, stats.failed) == (2, 3) and got["k3"].ok and got["k4"].ok
+        assert got["k0"].error == "batch entry errored: boom"
+        assert got["k1"].error == "batch entry expired"
+        assert got["k2"].error.startswith("refusal") and got["k2"].cost_usd > 0
+        assert stats.retries == {"errored": 2, "expired": 2, "invalid_answer": 2}
+
+
+def test_a_killed_run_collects_its_batch_instead_of_paying_again(fake_anthropic, client, tmp_path):
+    from classifiers.grading import request_params
+    with LabelStore(tmp_path / "b.sqlite") as store:
+        keys = [k for k, _ in DOCS[:4]]
+        # the first run submitted and recorded a batch, then died before collecting it
+        batch = client.messages.batches.create(requests=[
+            {"custom_id": f"d{i}", "params": request_params(RUBRIC, t, model=MODEL)}
+            for i, (_, t) in enumerate(DOCS[:4])])
+        store.add_batch(batch.id, RUBRIC.key, MODEL, keys)
+        stats = batch_grader(client, store)[0].grade(DOCS[:4])
+        assert stats.labelled == 4 and stats.sent == 0
+        assert len(fake_anthropic.requests_to("/v1/messages/batches", method="POST")) == 1
