@@ -1,4 +1,5 @@
-"""classifiers.claude: grading through the real SDK against the local fake API server (Messages and Message Batches), with faults injected."""
+"""classifiers.claude: grading through the real SDK against the local fake API server
+(Messages and Message Batches), with faults injected."""
 from __future__ import annotations
 
 import pytest
