@@ -3,7 +3,6 @@ expansion is deterministic; all formats give the same documents."""
 import gzip
 import json
 import os
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -130,9 +129,7 @@ def test_too_large_is_rejected_before_parsing(tmp_path):
                  lambda p, m: gzip.open(p, m, compresslevel=1))
     f = one(path)
     assert DEFAULT_MAX_DOC_BYTES == 8 * 1024 * 1024
-    t = time.perf_counter()
     docs, rej = split(read_documents(f))
-    assert time.perf_counter() - t < 5
     assert [(r.line, r.cause) for r in rej] == [(2, "too_large")]
     assert rej[0].raw_bytes == len(big) and rej[0].raw_prefix.startswith('{"id": "big", "text": "éé')
     assert len(rej[0].raw_prefix) == 200
