@@ -1,5 +1,6 @@
 """Quality classifiers: Claude seed labelling and fastText training and scoring.
 
-The labelling and classifier stages land with their own issue; this package is
-declared now so the distribution's layout is fixed from the start.
+Built so far: rubrics, the labelling sample, the grading request and its clients
+(Messages and Message Batches), the label store, and fastText training. The
+`curate label`, `train-classifier` and `score` commands are still to come.
 """

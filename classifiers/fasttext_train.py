@@ -42,6 +42,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from curation.documents import NO_DOMAIN
+
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
 MODEL_BIN = "model.bin"
@@ -182,28 +184,25 @@ def _write_lines(path: Path, rows: list["_Row"]) -> None:
             f.write(f"{POSITIVE if r.positive else NEGATIVE} {r.line}\n")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_save_model(model, path: Path) -> None:
+def _atomic(path: Path, write) -> None:
+    """write(tmp_path) beside `path`, then rename: a partial file never has the final name."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        model.save_model(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline="\n"))
+
+
+def _atomic_save_model(model, path: Path) -> None:
+    _atomic(path, model.save_model)
 
 
 # --------------------------------------------------------------------------- training
@@ -487,7 +486,7 @@ def train_classifier(
 def _domain_counts(rows: list[_Row]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for r in rows:
-        d = out.setdefault(str(r.domain) if r.domain is not None else "(none)",
+        d = out.setdefault(str(r.domain) if r.domain is not None else NO_DOMAIN,
                            {POSITIVE: 0, NEGATIVE: 0})
         d[POSITIVE if r.positive else NEGATIVE] += 1
     return dict(sorted(out.items()))

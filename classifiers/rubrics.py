@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from curation.config import ConfigError
+from curation.config import ConfigError, read_yaml_mapping
 
 BUILTIN = ("educational", "web_quality")
 
@@ -75,12 +74,7 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
         if not path.exists():
             raise ConfigError(f"rubric {str(name_or_path)!r} is neither a built-in "
                               f"({', '.join(BUILTIN)}) nor an existing file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a rubric is a mapping with name, scale, threshold and text")
+    data = read_yaml_mapping(path, "rubric")
     try:
         return Rubric(**data)
     except ValidationError as e:

@@ -22,11 +22,9 @@ from typing import Literal
 
 import xxhash
 
-from curation.documents import Document
+from curation.documents import NO_DOMAIN, Document
 from curation.minhash import exact_key
 from curation.minhash.text import normalize
-
-NO_DOMAIN = "(none)"
 
 
 @dataclass

@@ -38,6 +38,8 @@ class Document:
 
 
 # Causes a record can be rejected for; the manifest counts each one.
+NO_DOMAIN = "(none)"   # how counts and samples name documents without a domain
+
 REJECT_CAUSES = (
     "malformed_json",   # the line is not valid JSON
     "not_an_object",    # valid JSON but not an object

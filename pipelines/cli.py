@@ -113,6 +113,28 @@ def _filter_parser(sub):
     return p
 
 
+def _run_stage(parser, args, beam_args, config_cls, keys, run, summary, *, has_config: bool) -> int:
+    """Config from flags (and --config), inputs and output checked, the stage run, one
+    line of counts on stderr."""
+    from curation.demo import demo_glob
+    overrides = {k: getattr(args, k) for k in keys}
+    if args.demo:
+        overrides["inputs"] = [demo_glob()] + list(args.inputs or [])
+    cfg = load_config(config_cls, args.config if has_config else None, overrides)
+    if not cfg.inputs:
+        parser.error(f"{args.command} needs --input (or --demo"
+                     + (", or inputs: in --config)" if has_config else ")"))
+    if not cfg.output:
+        parser.error(f"{args.command} needs --output" + (" (or output: in --config)" if has_config else ""))
+    manifest = run(cfg, beam_args, overwrite=args.overwrite)
+    if manifest["status"] == "dry_run":
+        print(f"{args.command}: dry run on {manifest['runner']}: job built, nothing submitted",
+              file=sys.stderr)
+        return 0
+    print(f"{args.command}: {summary(manifest['counts'])} -> {cfg.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=DESCRIPTION)
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
@@ -126,10 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 _INPUT_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "domain",
                "max_doc_bytes", "strict")
 _FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample")
-_CONFIG_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "domain",
-                "max_doc_bytes", "strict", "threshold", "num_perm", "ngram", "char_ngrams",
-                "seed", "backend", "family", "bands", "rows", "verify", "verify_tolerance", "cc_max_rounds",
-                "lsh_partitions", "batch_size")
+_CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
+                              "family", "bands", "rows", "verify", "verify_tolerance", "cc_max_rounds",
+                              "lsh_partitions", "batch_size")
 
 
 def _strict_message(exc: BaseException) -> str | None:
@@ -146,47 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     try:
         if args.command == "dedup":
-            from curation.demo import demo_glob
-            overrides = {k: getattr(args, k) for k in _CONFIG_KEYS}
-            if args.demo:
-                overrides["inputs"] = [demo_glob()] + list(args.inputs or [])
-            cfg = load_config(DedupConfig, args.config, overrides)
-            if not cfg.inputs:
-                parser.error("dedup needs --input (or --demo, or inputs: in --config)")
-            if not cfg.output:
-                parser.error("dedup needs --output (or output: in --config)")
             from pipelines.run_dedup import run_dedup
-            manifest = run_dedup(cfg, beam_args, overwrite=args.overwrite)
-            if manifest["status"] == "dry_run":
-                print(f"dedup: dry run on {manifest['runner']}: job built, nothing submitted",
-                      file=sys.stderr)
-                return 0
-            c = manifest["counts"]
-            print(f"dedup: {c['input']} in, {c['kept']} kept, {c['removed_exact']} exact and "
-                  f"{c['removed_near']} near duplicates removed, {c['rejected']} rejected "
-                  f"-> {cfg.output}", file=sys.stderr)
-            return 0
+            return _run_stage(parser, args, beam_args, DedupConfig, _CONFIG_KEYS, run_dedup,
+                              lambda c: f"{c['input']} in, {c['kept']} kept, {c['removed_exact']} exact "
+                                        f"and {c['removed_near']} near duplicates removed, "
+                                        f"{c['rejected']} rejected", has_config=True)
         if args.command == "filter":
-            from curation.demo import demo_glob
-            overrides = {k: getattr(args, k) for k in _FILTER_KEYS}
-            if args.demo:
-                overrides["inputs"] = [demo_glob()] + list(args.inputs or [])
-            cfg = load_config(FilterRunConfig, None, overrides)
-            if not cfg.inputs:
-                parser.error("filter needs --input (or --demo)")
-            if not cfg.output:
-                parser.error("filter needs --output")
             from pipelines.run_filter import run_filter
-            manifest = run_filter(cfg, beam_args, overwrite=args.overwrite)
-            if manifest["status"] == "dry_run":
-                print(f"filter: dry run on {manifest['runner']}: job built, nothing submitted",
-                      file=sys.stderr)
-                return 0
-            c = manifest["counts"]
-            print(f"filter: {c['input']} in, {c['kept']} kept ({c['edited']} edited), "
-                  f"{c['removed']} removed, {c['rejected']} rejected -> {cfg.output}",
-                  file=sys.stderr)
-            return 0
+            return _run_stage(parser, args, beam_args, FilterRunConfig, _FILTER_KEYS, run_filter,
+                              lambda c: f"{c['input']} in, {c['kept']} kept ({c['edited']} edited), "
+                                        f"{c['removed']} removed, {c['rejected']} rejected",
+                              has_config=False)
     except (ConfigError, UsageError) as e:
         print(f"curate: error: {e}", file=sys.stderr)
         return 2

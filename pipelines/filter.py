@@ -28,14 +28,13 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from curation.documents import Document, InputError, Rejected
+from curation.documents import NO_DOMAIN, Document, InputError, Rejected
 from curation.io import (DOCUMENT_SCHEMA, REJECTED_SCHEMA, FieldMap, InputFile, document_row,
                          read_documents, rejected_row, shard_name, write_documents, write_rows)
 from pipelines.fs import BeamFS
 
 NS = "curation.filter"
 COUNTS_FILE = "filter_counts.json"     # written by the pipeline, folded into manifest.json
-NO_DOMAIN = "(none)"                   # documents without a domain, and unparsable records
 
 REMOVED_SCHEMA = pa.schema(list(DOCUMENT_SCHEMA) + [
     pa.field("reason", pa.string(), nullable=False),   # "<filter>:<rule>"

@@ -6,15 +6,15 @@ import time
 from datetime import datetime, timezone
 
 from curation.config import DedupConfig
-from curation.io import FieldMap, expand_inputs
+from curation.io import expand_inputs
 from curation.lsh import LSHParams
 from curation.manifest import BalanceError, check_balance, package_versions
 from curation.minhash import MinHasher
 from pipelines.dedup import NS, build_dedup
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, input_files, is_dry_run, reuse_or_clear,
-                           write_manifest)
+from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
+                           is_dry_run, reuse_or_clear, write_manifest)
 
 OUTPUT_DIRS = ("documents", "clusters", "rejected")
 
@@ -53,8 +53,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     if prev is not None:
         return prev
 
-    fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
-                      domain_field=cfg.domain_field, domain=cfg.domain)
+    fields = field_map(cfg)
     p, runner = make_pipeline(beam_args)
     build_dedup(p, files, output=cfg.output, fmt=cfg.output_format, fields=fields,
                 minhash=minhash, bands=lsh.bands, rows=lsh.rows,
@@ -65,9 +64,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     t_plan = time.time()
     result = p.run()
     if dry_run:
-        # Dataflow's --dry_run builds the job without submitting it: nothing ran.
-        return {"command": "dedup", "status": "dry_run", "runner": runner,
-                "parameters": params, "job": getattr(result, "job", None)}
+        return dry_run_manifest("dedup", runner, params, result)
     state = result.wait_until_finish()
     t_run = time.time()
 

@@ -9,13 +9,14 @@ from datetime import datetime, timezone
 import yaml
 
 from curation.config import ConfigError, FilterRunConfig
-from curation.io import FieldMap, expand_inputs
+from curation.documents import NO_DOMAIN
+from curation.io import expand_inputs
 from curation.manifest import BalanceError, check_balance, package_versions
-from pipelines.filter import COUNTS_FILE, NO_DOMAIN, NS, build_filter, sample_name
+from pipelines.filter import COUNTS_FILE, NS, build_filter, sample_name
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, input_files, is_dry_run, reuse_or_clear,
-                           write_manifest)
+from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
+                           is_dry_run, reuse_or_clear, write_manifest)
 
 OUTPUT_DIRS = ("documents", "removed", "rejected")
 
@@ -101,8 +102,7 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
     if prev is not None:
         return prev
 
-    fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
-                      domain_field=cfg.domain_field, domain=cfg.domain)
+    fields = field_map(cfg)
     p, runner = make_pipeline(beam_args)
     build_filter(p, files, output=cfg.output, fmt=cfg.output_format, fields=fields,
                  chain_spec=chain_spec, removed_sample=cfg.removed_sample,
@@ -110,9 +110,7 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
     t_plan = time.time()
     result = p.run()
     if dry_run:
-        # Dataflow's --dry_run builds the job without submitting it: nothing ran.
-        return {"command": "filter", "status": "dry_run", "runner": runner,
-                "parameters": params, "job": getattr(result, "job", None)}
+        return dry_run_manifest("filter", runner, params, result)
     state = result.wait_until_finish()
     t_run = time.time()
 

@@ -7,7 +7,7 @@ import os
 import sys
 
 from curation.fs import normpath
-from curation.io import InputFile
+from curation.io import FieldMap, InputFile
 from curation.manifest import dumps
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError
@@ -26,6 +26,18 @@ def input_files(files: list[InputFile]) -> list[dict]:
     # sizes and modification times: a rerun over changed inputs must not be skipped
     return [{"index": f.index, "path": f.path, "format": f.format, **file_stat(f.path)}
             for f in files]
+
+
+def field_map(cfg) -> FieldMap:
+    """How a stage's input config names the text, id and domain of a record."""
+    return FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
+                    domain_field=cfg.domain_field, domain=cfg.domain)
+
+
+def dry_run_manifest(command: str, runner: str, params: dict, result) -> dict:
+    # Dataflow's --dry_run builds the job without submitting it: nothing ran.
+    return {"command": command, "status": "dry_run", "runner": runner,
+            "parameters": params, "job": getattr(result, "job", None)}
 
 
 def is_dry_run(beam_args: list[str]) -> bool:

@@ -71,6 +71,14 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def check_order(params: BaseModel, *pairs: tuple[str, str]) -> None:
+    """Raise if a set minimum is above its set maximum (a filter that removes everything)."""
+    for lo, hi in pairs:
+        a, b = getattr(params, lo), getattr(params, hi)
+        if a is not None and b is not None and a > b:
+            raise ValueError(f"{lo} ({a}) is larger than {hi} ({b})")
+
+
 def format_validation_error(err: ValidationError, where: str) -> str:
     parts = []
     for e in err.errors():

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from curation.filters.base import Filter, FilterParamError, Params, Verdict, format_validation_error
+from curation.filters.base import (Filter, FilterParamError, Params, Verdict, check_order,
+                                   format_validation_error)
 
 
 class LengthParams(Params):
@@ -17,10 +18,7 @@ class LengthParams(Params):
 
     @model_validator(mode="after")
     def _order(self):
-        for lo, hi in (("min_chars", "max_chars"), ("min_words", "max_words")):
-            a, b = getattr(self, lo), getattr(self, hi)
-            if a is not None and b is not None and a > b:
-                raise ValueError(f"{lo} ({a}) is larger than {hi} ({b})")
+        check_order(self, ("min_chars", "max_chars"), ("min_words", "max_words"))
         return self
 
 

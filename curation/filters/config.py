@@ -18,9 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from curation.config import ConfigError
+from curation.config import ConfigError, read_yaml_mapping
 from curation.filters.base import Filter, FilterChain, FilterParamError
 from curation.filters.basic import LengthFilter, UserFilter
 from curation.filters.c4 import C4Quality
@@ -53,17 +52,7 @@ def preset_path(name: str) -> Path:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"filter config not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, "filter config")
 
 
 def _entries(filters: Any, where: str) -> list[tuple[str, dict]]:

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 from pydantic import Field, field_validator, model_validator
 
-from curation.filters.base import Filter, FilterParamError, Params, Verdict
+from curation.filters.base import Filter, FilterParamError, Params, Verdict, check_order
 from curation.filters.tokens import T_ALPHA, T_WORD, TOKENS, token_hash
 
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -35,10 +35,7 @@ class GopherQualityParams(Params):
 
     @model_validator(mode="after")
     def _order(self):
-        for lo, hi in (("min_doc_words", "max_doc_words"), ("min_avg_word_length", "max_avg_word_length")):
-            a, b = getattr(self, lo), getattr(self, hi)
-            if a is not None and b is not None and a > b:
-                raise ValueError(f"{lo} ({a}) is larger than {hi} ({b})")
+        check_order(self, ("min_doc_words", "max_doc_words"), ("min_avg_word_length", "max_avg_word_length"))
         return self
 
 
