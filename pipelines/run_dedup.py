@@ -1,20 +1,18 @@
 """Driver of `curate dedup`: plan, run the Beam pipeline, write the manifest."""
 from __future__ import annotations
 
-import sys
 import time
-from datetime import datetime, timezone
 
 from curation.config import DedupConfig
 from curation.io import expand_inputs
 from curation.lsh import LSHParams
-from curation.manifest import BalanceError, check_balance, package_versions
+from curation.manifest import BalanceError, check_balance
 from curation.minhash import MinHasher
 from pipelines.dedup import NS, build_dedup
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
 from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
-                           is_dry_run, reuse_or_clear, write_manifest)
+                           is_dry_run, manifest_head, reuse_or_clear, write_manifest)
 
 OUTPUT_DIRS = ("documents", "clusters", "rejected")
 
@@ -83,16 +81,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                        + raw.get(f"cc_round_{i:02d}_small_changed", 0))
     converged_at = next((i + 1 for i, c in enumerate(changes) if c == 0), None)
     manifest = {
-        "command": "dedup",
-        "status": "complete" if balance["ok"] and passes_agree else "failed",
-        "runner": runner,
-        "pipeline_state": str(state),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-        "parameters": params,
-        "versions": package_versions(),
-        "timings_s": {"plan": round(t_plan - t0, 3), "pipeline": round(t_run - t_plan, 3),
-                      "total": round(t_run - t0, 3)},
+        **manifest_head("dedup", balance["ok"] and passes_agree, runner, state, params, t0, t_plan, t_run),
         "counts": counts,
         "removed_by_reason": {"exact_duplicate": counts["removed_exact"],
                               "near_duplicate": counts["removed_near"]},

@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
-from datetime import datetime, timezone
 
 import yaml
 
 from curation.config import ConfigError, FilterRunConfig
 from curation.documents import NO_DOMAIN
 from curation.io import expand_inputs
-from curation.manifest import BalanceError, check_balance, package_versions
+from curation.manifest import BalanceError, check_balance
 from pipelines.filter import COUNTS_FILE, NS, build_filter, sample_name
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
 from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
-                           is_dry_run, reuse_or_clear, write_manifest)
+                           is_dry_run, manifest_head, reuse_or_clear, write_manifest)
 
 OUTPUT_DIRS = ("documents", "removed", "rejected")
 
@@ -133,16 +131,7 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
     parts["removed_written_ok"] = sample_ok
     ok = balance["ok"] and parts["ok"] and sample_ok
     manifest = {
-        "command": "filter",
-        "status": "complete" if ok else "failed",
-        "runner": runner,
-        "pipeline_state": str(state),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-        "parameters": params,
-        "versions": package_versions(),
-        "timings_s": {"plan": round(t_plan - t0, 3), "pipeline": round(t_run - t_plan, 3),
-                      "total": round(t_run - t0, 3)},
+        **manifest_head("filter", ok, runner, state, params, t0, t_plan, t_run),
         "chain": chain.config(),
         "counts": counts,
         "removed_by_reason": summary["removed_by_reason"],

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime, timezone
 
 from curation.fs import normpath
 from curation.io import FieldMap, InputFile
-from curation.manifest import dumps
+from curation.manifest import dumps, package_versions
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError
 
@@ -32,6 +33,23 @@ def field_map(cfg) -> FieldMap:
     """How a stage's input config names the text, id and domain of a record."""
     return FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
                     domain_field=cfg.domain_field, domain=cfg.domain)
+
+
+def manifest_head(command: str, ok: bool, runner: str, state, params: dict,
+                  t0: float, t_plan: float, t_run: float) -> dict:
+    """What every stage's manifest.json starts with."""
+    return {
+        "command": command,
+        "status": "complete" if ok else "failed",
+        "runner": runner,
+        "pipeline_state": str(state),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "parameters": params,
+        "versions": package_versions(),
+        "timings_s": {"plan": round(t_plan - t0, 3), "pipeline": round(t_run - t_plan, 3),
+                      "total": round(t_run - t0, 3)},
+    }
 
 
 def dry_run_manifest(command: str, runner: str, params: dict, result) -> dict:
