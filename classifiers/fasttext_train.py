@@ -20,22 +20,28 @@ defaults (``dim=100``, ``lr=0.1``, ``epoch=5``, ``minCount=1``, softmax loss), e
 ``bucket``: fastText's 2,000,000 hash buckets make a ``dim=100`` model ~800 MB, so we default
 to 2**18 and let callers pick a smaller ``dim`` and/or quantise.
 
-Determinism. fastText can only be deterministic with ``thread=1`` and a fixed ``seed`` (threads
-race on shared weights). We always train with ``thread=1`` and order the training file by the
-seeded id hash, so our inputs to fastText are identical for the same labels in any order.
-MEASURED, NOT YET SOLVED: with fasttext-numpy2 0.10.4, repeated in-process trainings of the
-same file with thread=1 and the same seed still give different models (and sporadic
-"Encountered NaN." at lr 0.1), which suggests state that the seed does not control; see the
-xfail test in tests/test_fasttext_train.py. Splits, file order and metrics code are
-deterministic; the fastText step is not, with this build.
+Determinism. fastText is only deterministic with ``thread=1`` and a fixed ``seed`` (threads
+race on shared weights), so we always train with ``thread=1`` and order the training file by
+the seeded id hash: the same labels in any order give the same inputs to fastText. One more
+thing is needed with fasttext-numpy2: its matrices are ``posix_memalign`` buffers that are
+never cleared, and ``uniform()`` with one thread fills only the first tenth of the input
+matrix (upstream fastText has the same partial fill but zero-initialised storage). The rest
+of the matrix held whatever the allocator handed back, so in-process reruns gave other
+models and sometimes "Encountered NaN.". :func:`_zeroed_allocations` has glibc fill every
+allocation with zeros while fastText trains (``mallopt(M_PERTURB)``), which gives upstream's
+starting point and byte-identical models.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import math
 import os
 import tempfile
+import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -262,31 +268,47 @@ def _grid(values, fixed, name) -> tuple:
     return vals
 
 
-SEED_RETRIES = 4
+_M_PERTURB = -6  # glibc mallopt parameter
+_TRAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _zeroed_allocations():
+    """While active, glibc fills each new allocation with zeros (M_PERTURB 0xff: the fill byte
+    is perturb ^ 0xff); see the module docstring for why fastText needs it. Yields whether
+    it is in force. Process-wide, so trainings are serialised; the previous setting (from
+    MALLOC_PERTURB_) is put back."""
+    with _TRAIN_LOCK:
+        try:
+            libc = ctypes.CDLL(None)
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):  # not glibc
+            yield False
+            return
+        try:
+            previous = int(os.environ.get("MALLOC_PERTURB_", "0") or 0) & 0xFF
+        except ValueError:
+            previous = 0
+        ok = bool(mallopt(_M_PERTURB, 0xFF))
+        try:
+            yield ok
+        finally:
+            mallopt(_M_PERTURB, previous)
 
 
 def _train(fasttext, path: Path, *, epoch, lr, word_ngrams, dim, bucket, min_count, seed):
-    """Train with thread=1; returns (model, seed_used).
-
-    Measured with fasttext-numpy2 0.10.4: thread=1 training sometimes aborts with
-    "Encountered NaN." even at lr 0.1 / epoch 5, not reproducibly per seed (training is not
-    deterministic in this build, see the module docstring). So on NaN we retry with
-    seed+1, seed+2, ... (up to SEED_RETRIES tries) and record the seed used. Real divergence (too high lr) fails every try and surfaces as RuntimeError.
-    """
-    last: RuntimeError | None = None
-    for k in range(SEED_RETRIES):
-        try:
-            model = fasttext.train_supervised(
-                input=str(path), epoch=int(epoch), lr=float(lr), wordNgrams=int(word_ngrams),
-                dim=int(dim), bucket=int(bucket), minCount=int(min_count), loss="softmax",
-                thread=1, seed=int(seed) + k, verbose=0,
-            )
-            return model, int(seed) + k
-        except RuntimeError as exc:
-            if "NaN" not in str(exc):
-                raise
-            last = exc
-    raise RuntimeError(f"{last} (seeds {seed}..{int(seed) + SEED_RETRIES - 1})")
+    """One fastText run with thread=1 from a zero-filled heap; RuntimeError("Encountered
+    NaN.") when it diverges (too high an lr for the data)."""
+    with _zeroed_allocations() as zeroed:
+        if not zeroed:
+            warnings.warn("fastText training is not reproducible on this platform: its "
+                          "input matrix is partly uninitialised and only glibc's "
+                          "M_PERTURB can clear it", RuntimeWarning, stacklevel=3)
+        return fasttext.train_supervised(
+            input=str(path), epoch=int(epoch), lr=float(lr), wordNgrams=int(word_ngrams),
+            dim=int(dim), bucket=int(bucket), minCount=int(min_count), loss="softmax",
+            thread=1, seed=int(seed), verbose=0,
+        )
 
 
 def _distribution(rows: list[_Row]) -> dict[str, Any]:
@@ -390,7 +412,7 @@ def train_classifier(
         candidates = []
         for c in candidates_grid:
             try:
-                m, used = _train(fasttext, inner_path, epoch=c["epoch"], lr=c["lr"],
+                m = _train(fasttext, inner_path, epoch=c["epoch"], lr=c["lr"],
                                  word_ngrams=c["wordNgrams"], **common)
             except RuntimeError as exc:  # fastText aborts with "Encountered NaN." when lr diverges
                 candidates.append({**c, "valid_f1": None, "valid_auc": None,
@@ -398,8 +420,7 @@ def train_classifier(
                 continue
             p = _positive_probability(m, valid_lines)
             vm = binary_metrics(valid_y, p >= 0.5)
-            candidates.append({**c, "valid_f1": vm["f1"], "valid_auc": roc_auc(valid_y, p),
-                               "seed_used": used})
+            candidates.append({**c, "valid_f1": vm["f1"], "valid_auc": roc_auc(valid_y, p)})
             del m
         # highest F1; ties go to the earlier (cheaper) candidate in grid order
         ok = [i for i, x in enumerate(candidates) if x["valid_f1"] is not None]
@@ -413,7 +434,7 @@ def train_classifier(
         for best in ranked:
             chosen = {k: candidates_grid[best][k] for k in ("epoch", "lr", "wordNgrams")}
             try:
-                model, final_seed = _train(fasttext, fit_path, epoch=chosen["epoch"],
+                model = _train(fasttext, fit_path, epoch=chosen["epoch"],
                                            lr=chosen["lr"], word_ngrams=chosen["wordNgrams"],
                                            **common)
                 break
@@ -423,7 +444,9 @@ def train_classifier(
             raise ValueError(f"every final model failed to train ({'; '.join(failures)}); "
                              "lower lr or raise dim")
         if quantize:
-            model.quantize(input=str(fit_path), retrain=False, cutoff=int(cutoff), qnorm=False)
+            with _zeroed_allocations():  # its buffers are uninitialised too
+                model.quantize(input=str(fit_path), retrain=False, cutoff=int(cutoff),
+                               qnorm=False)
         model_name = MODEL_FTZ if quantize else MODEL_BIN
         model_path = model_dir / model_name
         _atomic_save_model(model, model_path)
@@ -465,7 +488,6 @@ def train_classifier(
         "hyperparameters": {
             **chosen, "dim": dim, "bucket": bucket, "minCount": min_count,
             "loss": "softmax", "thread": 1, "seed": seed,
-            "seed_used": final_seed,
             "valid_fraction": valid_fraction, "inner_valid_fraction": inner_valid_fraction,
             "max_chars": max_chars, "quantized": bool(quantize),
             "cutoff": int(cutoff) if quantize else None,

@@ -32,8 +32,3 @@ def fake_anthropic():
     with FakeAnthropic() as server:
         yield server
 
-
-# fastText training with fasttext-numpy2 0.10.4 gives other models (and sometimes
-# aborts on NaN) depending on what native code ran before it in the process, so these
-# tests pass alone and fail after others. Out of CI until the trainer is fixed (issue 4).
-collect_ignore = ["test_fasttext_train.py"]

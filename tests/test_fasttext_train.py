@@ -166,11 +166,6 @@ def test_quality_model_scores(trained):
     assert qm.score([good.upper().replace(" ", "\n")])[0] == pytest.approx(s[0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured: fasttext-numpy2 0.10.4 with thread=1 and a fixed seed gives different models "
-    "on repeated in-process runs of the same file (validation F1 0.64/0.88/0.98 for one "
-    "candidate), so byte-identical outputs are not achievable with this build; strict so the "
-    "test flags when a fixed build makes training deterministic"))
 def test_deterministic_across_runs_and_input_order(tmp_path, labels):
     shuffled = list(labels)
     random.Random(1).shuffle(shuffled)
