@@ -36,6 +36,10 @@ class BudgetExceeded(RuntimeError):
     """The next call could take the run past --max-usd."""
 
 
+class Interrupted(RuntimeError):
+    """The stop event was set: no new calls were sent, those in flight were stored."""
+
+
 @dataclass
 class Settings:
     model: str
@@ -74,12 +78,17 @@ class MessagesGrader:
     """Grades (content_key, text) pairs with concurrent Messages calls."""
 
     def __init__(self, client, rubric: Rubric, store: LabelStore, settings: Settings,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 estimate: Callable[[str], float] | None = None,
+                 stop: threading.Event | None = None):
         self.client, self.rubric, self.store, self.s = client, rubric, store, settings
         self.sleep = sleep
+        self.stop = stop or threading.Event()
+        self.estimate = estimate or (lambda text: 0.0)
         self.stats = RunStats()
         self._lock = threading.Lock()
         self._spent = store.spent_usd(rubric.key, settings.model)
+        self._reserved = 0.0
 
     def grade(self, items: Iterable[tuple[str, str]]) -> RunStats:
         items = list(dict(items).items())        # one call per distinct content
@@ -95,11 +104,25 @@ class MessagesGrader:
         with self._lock:
             self.stats.retries[what] = self.stats.retries.get(what, 0) + 1
 
-    def _check_budget(self) -> None:
-        if self.s.max_usd is not None:
-            with self._lock:
-                if self._spent >= self.s.max_usd:
-                    raise BudgetExceeded(f"spent ${self._spent:.4f} of --max-usd {self.s.max_usd}")
+    def _reserve(self, upper: float) -> float:
+        """Hold the most a call can cost (calls run concurrently); refuse it if that
+        could take the run past the budget."""
+        if self.stop.is_set():
+            raise Interrupted("stopped on request; calls in flight were stored")
+        if self.s.max_usd is None:
+            return 0.0
+        with self._lock:
+            if self._spent >= self.s.max_usd or \
+                    self._spent + self._reserved + upper > self.s.max_usd:
+                raise BudgetExceeded(
+                    f"spent ${self._spent:.4f} of --max-usd {self.s.max_usd}; the next call "
+                    f"could cost up to ${upper:.4f}")
+            self._reserved += upper
+        return upper
+
+    def _release(self, held: float) -> None:
+        with self._lock:
+            self._reserved -= held
 
     def _one(self, key: str, text: str) -> None:
         import anthropic
@@ -108,12 +131,17 @@ class MessagesGrader:
         transport = answers = 0
         tokens = [0, 0, 0, 0]
         cost = 0.0
+        upper = self.estimate(text)
         while True:
-            self._check_budget()
+            held = self._reserve(upper)
             try:
                 with self._lock:
                     self.stats.sent += 1
-                msg = self.client.messages.create(**params)
+                try:
+                    msg = self.client.messages.create(**params)
+                except BaseException:
+                    self._release(held)   # nothing was charged
+                    raise
             except anthropic.RateLimitError as e:
                 transport += 1
                 self._count("rate_limit")
@@ -145,6 +173,7 @@ class MessagesGrader:
             cost += call
             with self._lock:
                 self._spent += call
+                self._reserved -= held
                 self.stats.cost_usd += call
             try:
                 grade = parse_answer(msg, self.rubric)
@@ -194,8 +223,12 @@ class BatchGrader:
 
     def __init__(self, client, rubric: Rubric, store: LabelStore, settings: Settings, *,
                  batch_size: int = 10_000, poll_s: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 estimate: Callable[[str], float] | None = None,
+                 stop: threading.Event | None = None):
         self.client, self.rubric, self.store, self.s = client, rubric, store, settings
+        self.stop = stop or threading.Event()
+        self.estimate = estimate or (lambda text: 0.0)
         self.batch_size, self.poll_s, self.sleep = batch_size, poll_s, sleep
         self.stats = RunStats()
         self._why: dict[str, str] = {}
@@ -222,8 +255,24 @@ class BatchGrader:
         return self.stats
 
     def _submit_and_collect(self, keys: list[str], texts: dict[str, str]) -> None:
-        if self.s.max_usd is not None and self.store.spent_usd() >= self.s.max_usd:
-            raise BudgetExceeded(f"spent ${self.store.spent_usd():.4f} of --max-usd {self.s.max_usd}")
+        if self.stop.is_set():
+            raise Interrupted("stopped on request before submitting a batch")
+        cut = None
+        if self.s.max_usd is not None:
+            # submit only what cannot take the run past the budget, even at max_tokens
+            spent = self.store.spent_usd(self.rubric.key, self.s.model)
+            room, n = self.s.max_usd - spent, 0
+            for k in keys:
+                room -= self.estimate(texts[k])
+                if room < 0:
+                    break
+                n += 1
+            if n == 0 or spent >= self.s.max_usd:
+                raise BudgetExceeded(f"spent ${spent:.4f} of --max-usd {self.s.max_usd}; the "
+                                     f"next batch entry could pass it")
+            if n < len(keys):
+                keys, cut = keys[:n], (f"spent ${spent:.4f} of --max-usd {self.s.max_usd}; "
+                                       f"submitted {n} more, {len(keys) - n} not sent")
         requests = [{"custom_id": f"d{i}", "params": request_params(
             self.rubric, texts[k], model=self.s.model, max_doc_chars=self.s.max_doc_chars,
             max_tokens=self.s.max_tokens)} for i, k in enumerate(keys)]
@@ -231,12 +280,17 @@ class BatchGrader:
         self.stats.sent += len(requests)
         self.store.add_batch(batch.id, self.rubric.key, self.s.model, keys)
         self._collect(batch.id, keys)
+        if cut:
+            raise BudgetExceeded(cut)
 
     def _collect(self, batch_id: str, keys: list[str]) -> None:
         while True:
             batch = self.client.messages.batches.retrieve(batch_id)
             if batch.processing_status == "ended":
                 break
+            if self.stop.is_set():   # the batch is recorded: a rerun collects it
+                raise Interrupted(f"stopped on request while batch {batch_id} runs; a rerun "
+                                  f"collects it")
             self.sleep(self.poll_s)
         for entry in self.client.messages.batches.results(batch_id):
             key = keys[int(entry.custom_id[1:])]

@@ -194,6 +194,9 @@ def _atomic(path: Path, write) -> None:
     """write(tmp_path) beside `path`, then rename: a partial file never has the final name."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 would hide the model from other users
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -22,11 +22,18 @@ TOOL_NAME = "record_grade"
 DOC_OPEN, DOC_CLOSE = "<document>", "</document>"
 CACHE_WRITE, CACHE_READ, BATCH_DISCOUNT = 1.25, 0.10, 0.5
 
-# USD per million tokens (input, output), as published for these models in 2025-26
+# USD per million tokens (input, output) as Anthropic published them in late 2026; check
+# the pricing page and pass your own table when they change. Retired models are left out
+# (claude-sonnet-4-5 retired 2026-11-30); claude-opus-4-5 retires 2027-01-22.
 PRICES: dict[str, tuple[float, float]] = {
-    "claude-opus-4-5": (5.0, 25.0),
-    "claude-sonnet-4-5": (3.0, 15.0),
+    "claude-opus-5-5": (4.0, 20.0),
+    "claude-sonnet-5-5": (2.0, 10.0),
+    "claude-opus-5": (5.0, 25.0),
+    "claude-sonnet-5": (2.0, 10.0),
+    "claude-opus-4-6": (5.0, 25.0),
+    "claude-sonnet-4-6": (3.0, 15.0),
     "claude-haiku-4-5": (1.0, 5.0),
+    "claude-opus-4-5": (5.0, 25.0),
 }
 
 

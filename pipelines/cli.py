@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import sys
+import threading
 
 from curation.config import ConfigError, DedupConfig, FilterRunConfig, load_config
 from pipelines.runner import UsageError
@@ -113,6 +115,185 @@ def _filter_parser(sub):
     return p
 
 
+LABEL_EPILOG = """\
+OUTPUT then holds labels.jsonl (one line per sampled document: id, domain, text,
+score, label hq/lq, reasoning, model, rubric, labeler, tokens and cost, or error),
+summary.json (counts, failures by reason, tokens, cost) and, for Claude,
+labels.sqlite: the label store that makes a rerun pay only for what is missing.
+
+Claude needs ANTHROPIC_API_KEY in the environment (ANTHROPIC_BASE_URL is honoured).
+Without it, use --labeler heuristic or --labels-from-field FIELD.
+"""
+
+
+def _label_parser(sub):
+    from classifiers.rubrics import BUILTIN
+    p = sub.add_parser(
+        "label", help="sample seed documents and grade them (Claude, heuristic, or imported)",
+        description="Draw a deterministic sample stratified by domain (exact duplicates "
+                    "skipped) and label it against a rubric: with Claude, with heuristic "
+                    "rules, or from a field the corpus already carries.",
+        epilog=LABEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = p.add_argument_group("input and output")
+    io.add_argument("--input", action="append", dest="inputs", metavar="PATTERN",
+                    help="JSONL (.gz/.zst), Parquet, a datasets directory, or a glob; repeatable")
+    io.add_argument("--demo", action="store_true", help="label the demo corpus that ships in the package")
+    io.add_argument("--output", help="output directory (local)")
+    io.add_argument("--text-field", help="field holding the text (default text)")
+    io.add_argument("--id-field", help="field holding the id (default id)")
+    io.add_argument("--domain", help="domain of every input document (default: the record's domain field)")
+    io.add_argument("--max-doc-bytes", type=int, help="skip records larger than this (default 8 MiB)")
+    io.add_argument("--strict", action="store_true", default=None,
+                    help="stop at the first bad record instead of skipping it")
+    sm = p.add_argument_group("sample")
+    sm.add_argument("--sample", type=int, metavar="N",
+                    help="documents to label (default 2000; with --labels-from-field, all)")
+    sm.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    sm.add_argument("--allocation", choices=["proportional", "equal"],
+                    help="split the sample across domains by their size (default) or equally")
+    lb = p.add_argument_group("labeler")
+    lb.add_argument("--rubric", help=f"a built-in rubric ({', '.join(BUILTIN)}; default "
+                                     f"educational) or a rubric YAML file")
+    which = lb.add_mutually_exclusive_group()
+    which.add_argument("--labeler", choices=["claude", "heuristic"],
+                       help="claude (default) or heuristic: a score on the rubric's scale from "
+                            "the share of four heuristic rule sets passed")
+    which.add_argument("--labels-from-field", dest="labels_field", metavar="FIELD",
+                       help="import the labels a corpus carries in FIELD (needs --threshold)")
+    lb.add_argument("--label-map", metavar="VALUE=SCORE,...",
+                    help="with --labels-from-field: scores for text values, e.g. ham=1,spam=0")
+    lb.add_argument("--threshold", type=float,
+                    help="score at which a document is hq (default: the rubric's threshold)")
+    cl = p.add_argument_group("Claude")
+    cl.add_argument("--model", help="model (default claude-sonnet-5-5; prices for others in classifiers.grading.PRICES)")
+    cl.add_argument("--mode", choices=["auto", "batch", "messages"],
+                    help="Message Batches (half price) or concurrent Messages calls; auto "
+                         "(default): batches from 200 documents to grade")
+    cl.add_argument("--max-usd", type=float,
+                    help="stop before a call could take the spend on this rubric and model "
+                         "in the label store past this many dollars")
+    cl.add_argument("--max-doc-chars", type=int, help="truncate documents to this many characters (default 8000)")
+    cl.add_argument("--concurrency", type=int, help="Messages calls in flight (default 8)")
+    cl.add_argument("--batch-poll-s", type=float, help="seconds between batch status checks (default 30)")
+    cl.add_argument("--prices", metavar="FILE",
+                    help="YAML mapping MODEL: [input, output] USD per million tokens, "
+                         "added to the built-in price table")
+    cl.add_argument("--store", help="label store file (default OUTPUT/labels.sqlite); share it across runs")
+    return p
+
+
+def _train_parser(sub):
+    p = sub.add_parser(
+        "train-classifier", help="train a fastText quality classifier on labels.jsonl",
+        description="Train a fastText classifier (word bigrams) on graded labels: hq when "
+                    "score >= threshold. Hyperparameters are chosen by F1 on a validation "
+                    "split unless fixed; metrics are measured on a held-out split.",
+        epilog="MODEL_DIR then holds model.bin (model.ftz with --quantize), metrics.json and "
+               "MODEL_CARD.md.")
+    p.add_argument("--labels", required=True, help="labels.jsonl from curate label")
+    p.add_argument("--output", required=True, metavar="MODEL_DIR", help="model directory")
+    p.add_argument("--threshold", type=float,
+                   help="score at which a label is hq (default: the one in summary.json beside the labels)")
+    p.add_argument("--valid-fraction", type=float, default=0.2, help="held-out test share (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    p.add_argument("--epoch", type=int, help="fix the epochs (default: chosen from 5, 25)")
+    p.add_argument("--lr", type=float, help="fix the learning rate (default: chosen from 0.1, 0.5)")
+    p.add_argument("--word-ngrams", type=int, help="fix wordNgrams (default 2)")
+    p.add_argument("--dim", type=int, default=100, help="embedding size (default 100)")
+    p.add_argument("--bucket", type=int, default=2**18, help="hash buckets (default 262144)")
+    p.add_argument("--max-chars", type=int, help="train on the first N characters of each text")
+    p.add_argument("--quantize", action="store_true", help="write a quantised model.ftz")
+    return p
+
+
+def _run_label(parser, args) -> int:
+    from classifiers.claude import Interrupted, NoApiKey
+    from classifiers.labeling import LabelConfig, parse_label_map, run_label
+    from curation.demo import demo_glob
+    keys = ("inputs", "output", "text_field", "id_field", "domain", "max_doc_bytes", "strict",
+            "sample", "seed", "allocation", "rubric", "model", "mode", "max_usd",
+            "max_doc_chars", "concurrency", "batch_poll_s", "store", "labels_field", "threshold")
+    overrides = {k: getattr(args, k) for k in keys}
+    if args.demo:
+        overrides["inputs"] = [demo_glob()] + list(args.inputs or [])
+    overrides["labeler"] = "field" if args.labels_field else args.labeler
+    overrides["label_map"] = parse_label_map(args.label_map)
+    if args.prices:
+        from curation.config import read_yaml_mapping
+        overrides["prices"] = read_yaml_mapping(args.prices, "prices file")
+    if args.labels_field and args.threshold is None:
+        parser.error("--labels-from-field needs --threshold (the score at which a label is hq)")
+    cfg = load_config(LabelConfig, None, overrides)
+    if not cfg.inputs:
+        parser.error("label needs --input (or --demo)")
+    if not cfg.output:
+        parser.error("label needs --output")
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        # first signal: finish the calls in flight and store them; a second one kills
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)
+        print("label: stopping: waiting for calls in flight (signal again to kill)",
+              file=sys.stderr)
+
+    handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        s = run_label(cfg, log=lambda m: print(m, file=sys.stderr), stop=stop)
+    except NoApiKey as e:
+        print(f"curate: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"label: interrupted ({e}); labels so far are in the store: rerun the same "
+              f"command to finish", file=sys.stderr)
+        return 130
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    c = s["counts"]
+    print(f"label: {c['sampled']} sampled, {c['labelled']} labelled ({c['hq']} hq, {c['lq']} lq), "
+          f"{c['failed']} failed, ${s['cost_usd']:.4f} -> {cfg.output}", file=sys.stderr)
+    return 4 if s.get("budget_stop") else 0
+
+
+def _run_train(args) -> int:
+    import json
+    from pathlib import Path
+
+    from classifiers.fasttext_train import train_classifier
+    from classifiers.labeling import SUMMARY_FILE
+    labels_path = Path(args.labels)
+    if not labels_path.is_file():
+        raise ConfigError(f"labels file not found: {labels_path}")
+    threshold = args.threshold
+    summary = labels_path.with_name(SUMMARY_FILE)
+    if threshold is None:
+        if not summary.is_file():
+            raise ConfigError(f"give --threshold: there is no {SUMMARY_FILE} beside {labels_path}")
+        threshold = json.loads(summary.read_text(encoding="utf-8"))["threshold"]
+    rows = []
+    with labels_path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{labels_path}:{n}: not JSON ({e.msg})") from None
+    try:
+        res = train_classifier(
+            rows, args.output, threshold=threshold, valid_fraction=args.valid_fraction,
+            seed=args.seed, epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams,
+            dim=args.dim, bucket=args.bucket, max_chars=args.max_chars, quantize=args.quantize,
+            data_description=f"Labels from {labels_path} (threshold {threshold}).")
+    except ValueError as e:
+        raise ConfigError(f"{labels_path}: {e}") from None
+    h, hp = res.metrics["held_out"], res.metrics["hyperparameters"]
+    print(f"train-classifier: held-out F1 {h['f1']:.4f}, precision {h['precision']:.4f}, "
+          f"recall {h['recall']:.4f}, ROC AUC {h['roc_auc'] if h['roc_auc'] is None else round(h['roc_auc'], 4)} "
+          f"(epoch {hp['epoch']}, lr {hp['lr']}) -> {res.model_path}", file=sys.stderr)
+    return 0
+
+
 def _run_stage(parser, args, beam_args, config_cls, keys, run, summary, *, has_config: bool) -> int:
     """Config from flags (and --config), inputs and output checked, the stage run, one
     line of counts on stderr."""
@@ -142,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _dedup_parser(sub)
     _filter_parser(sub)
+    _label_parser(sub)
+    _train_parser(sub)
     return parser
 
 
@@ -178,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                               lambda c: f"{c['input']} in, {c['kept']} kept ({c['edited']} edited), "
                                         f"{c['removed']} removed, {c['rejected']} rejected",
                               has_config=False)
+        if args.command == "label":
+            return _run_label(parser, args)
+        if args.command == "train-classifier":
+            return _run_train(args)
     except (ConfigError, UsageError) as e:
         print(f"curate: error: {e}", file=sys.stderr)
         return 2

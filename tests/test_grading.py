@@ -66,7 +66,7 @@ def test_cost():
     assert cost_usd("claude-haiku-4-5", usage, batch=True) == pytest.approx(0.75)
     cached = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 1_000_000,
               "cache_read_input_tokens": 1_000_000}
-    assert cost_usd("claude-sonnet-4-5", cached, batch=False) == pytest.approx(3 * 1.25 + 3 * 0.1)
+    assert cost_usd("claude-sonnet-4-6", cached, batch=False) == pytest.approx(3 * 1.25 + 3 * 0.1)
     with pytest.raises(KeyError, match="no price"):
         cost_usd("claude-unknown", usage, batch=False)
     assert cost_usd("m", usage, batch=False, prices={"m": (2.0, 10.0)}) == pytest.approx(3.0)
