@@ -202,7 +202,11 @@ def _train_parser(sub):
     p.add_argument("--dim", type=int, default=100, help="embedding size (default 100)")
     p.add_argument("--bucket", type=int, default=2**18, help="hash buckets (default 262144)")
     p.add_argument("--max-chars", type=int, help="train on the first N characters of each text")
+    p.add_argument("--min-count", type=int, default=1,
+                   help="drop words seen fewer times (default 1); raise it to shrink the model")
     p.add_argument("--quantize", action="store_true", help="write a quantised model.ftz")
+    p.add_argument("--cutoff", type=int, default=0,
+                   help="with --quantize, keep only this many embedding rows (default 0: all)")
     return p
 
 
@@ -283,7 +287,8 @@ def _run_train(args) -> int:
         res = train_classifier(
             rows, args.output, threshold=threshold, valid_fraction=args.valid_fraction,
             seed=args.seed, epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams,
-            dim=args.dim, bucket=args.bucket, max_chars=args.max_chars, quantize=args.quantize,
+            dim=args.dim, bucket=args.bucket, min_count=args.min_count, max_chars=args.max_chars,
+            quantize=args.quantize, cutoff=args.cutoff,
             data_description=f"Labels from {labels_path} (threshold {threshold}).")
     except ValueError as e:
         raise ConfigError(f"{labels_path}: {e}") from None
