@@ -133,7 +133,12 @@ class MessagesGrader:
         cost = 0.0
         upper = self.estimate(text)
         while True:
-            held = self._reserve(upper)
+            try:
+                held = self._reserve(upper)
+            except (BudgetExceeded, Interrupted) as e:
+                if cost or any(tokens):   # an earlier attempt was paid for: keep it on record
+                    self._fail(key, f"retry not sent ({e})", tokens, cost)
+                raise
             try:
                 with self._lock:
                     self.stats.sent += 1
@@ -152,7 +157,7 @@ class MessagesGrader:
             except (anthropic.InternalServerError, anthropic.APITimeoutError,
                     anthropic.APIConnectionError) as e:
                 transport += 1
-                self._count(type(e).__name__)
+                self._count(_RETRY_NAMES.get(type(e).__name__, type(e).__name__))
                 if transport >= self.s.max_attempts:
                     return self._fail(key, f"{type(e).__name__} after {transport} attempts", tokens, cost)
                 self.sleep(min(self.s.backoff_s * 2 ** (transport - 1), self.s.max_wait_s))
@@ -200,6 +205,10 @@ class MessagesGrader:
             self.stats.failed += 1
 
 
+_RETRY_NAMES = {"OverloadedError": "overloaded", "InternalServerError": "server_error",
+                "APITimeoutError": "timeout", "APIConnectionError": "connection_error"}
+
+
 def _retry_after(e) -> float | None:
     value = getattr(e, "response", None) and e.response.headers.get("retry-after")
     try:
@@ -235,9 +244,7 @@ class BatchGrader:
 
     def grade(self, items: Iterable[tuple[str, str]]) -> RunStats:
         texts = dict(items)
-        # batches a previous run submitted and did not collect
-        for batch_id, keys in self.store.open_batches(self.rubric.key, self.s.model).items():
-            self._collect(batch_id, keys)
+        self.collect_open()
         todo = self.store.pending(list(texts), self.rubric.key, self.s.model)
         self.stats.cached = len(texts) - len(todo)
         for _ in range(1 + self.s.answer_retries):
@@ -253,6 +260,14 @@ class BatchGrader:
                                      error=self._why.get(key, "no result"), mode="batch"))
             self.stats.failed += 1
         return self.stats
+
+    def collect_open(self) -> int:
+        """Collect the batches a previous run submitted and did not collect; returns how
+        many there were."""
+        open_ = self.store.open_batches(self.rubric.key, self.s.model)
+        for batch_id, keys in open_.items():
+            self._collect(batch_id, keys)
+        return len(open_)
 
     def _submit_and_collect(self, keys: list[str], texts: dict[str, str]) -> None:
         if self.stop.is_set():

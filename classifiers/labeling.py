@@ -321,10 +321,15 @@ def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
         })
 
     summary = _summary(cfg, rubric, rows, threshold, sample_info, extra, time.time() - t0)
-    _atomic_write(out / LABELS_FILE, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True)
-                                             + "\n" for r in rows))
+    _atomic_write(out / LABELS_FILE, "".join(_json_line(r) for r in rows))
     _atomic_write(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def _json_line(row: dict) -> str:
+    # U+2028/2029 are valid in JSON strings but end a line for str.splitlines()
+    text = json.dumps(row, ensure_ascii=False, sort_keys=True)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
 
 
 def _label_with_claude(cfg, rubric, sample, keys, out, *, log, base_url, prices, sleep, stop):
@@ -338,6 +343,13 @@ def _label_with_claude(cfg, rubric, sample, keys, out, *, log, base_url, prices,
     extra: dict[str, Any] = {"store": str(store_path)}
     with LabelStore(store_path) as store:
         texts = dict(zip(keys, (d.text for d in sample)))
+        # batches a previous run submitted are collected first, whatever the mode: their
+        # documents are paid for
+        collected = BatchGrader(client, rubric, store, settings, poll_s=cfg.batch_poll_s,
+                                sleep=sleep, stop=stop).collect_open()
+        if collected:
+            log(f"label: collected {collected} batch(es) a previous run submitted")
+        extra["collected_batches"] = collected
         todo = store.pending(list(texts), rubric.key, cfg.model)
         mode = cfg.mode if cfg.mode != "auto" else (
             "batch" if len(todo) >= BATCH_MIN_DOCS else "messages")

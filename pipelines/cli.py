@@ -11,7 +11,7 @@ import sys
 import threading
 
 from curation.config import ConfigError, DedupConfig, FilterRunConfig, load_config
-from pipelines.runner import UsageError
+from pipelines.errors import UsageError
 
 DESCRIPTION = "curate: deduplicate, filter and mix pre-training corpora on Apache Beam."
 
@@ -349,6 +349,9 @@ def _strict_message(exc: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
+    if beam_args and args.command in ("label", "train-classifier"):
+        # these run no pipeline: an unknown flag is a typo, not a Beam option
+        parser.error(f"{args.command}: unrecognized arguments: {' '.join(beam_args)}")
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s")
     # the local runner relays every worker's start-up warnings; they are noise here

@@ -9,8 +9,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 
-class UsageError(ValueError):
-    pass
+from pipelines.errors import UsageError  # noqa: F401 - re-exported for the drivers
 
 
 @functools.lru_cache(maxsize=1)

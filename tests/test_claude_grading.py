@@ -61,7 +61,7 @@ def test_transport_faults_are_retried(fake_anthropic, client, tmp_path):
         g, waits = grader(client, store)
         stats = g.grade(DOCS[:4])
         assert (stats.labelled, stats.failed) == (4, 0)
-        assert stats.retries == {"rate_limit": 1, "OverloadedError": 1, "InternalServerError": 1}
+        assert stats.retries == {"rate_limit": 1, "overloaded": 1, "server_error": 1}
         assert 3.0 in waits                       # retry-after honoured
 
 
@@ -99,7 +99,7 @@ def test_timeouts_are_retried(fake_anthropic, client, tmp_path):
     fake_anthropic.inject("messages", Fault.delay(3.0))
     with LabelStore(tmp_path / "s.sqlite") as store:
         stats = grader(client, store, concurrency=1)[0].grade(DOCS[:1])
-        assert stats.labelled == 1 and stats.retries == {"APITimeoutError": 1}
+        assert stats.labelled == 1 and stats.retries == {"timeout": 1}
 
 
 def test_budget_stops_before_overspending(fake_anthropic, client, tmp_path):

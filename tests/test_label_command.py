@@ -88,7 +88,7 @@ def test_messages_mode_labels_every_sampled_document(api, corpus, tmp_path, caps
         assert r["model"] == "claude-haiku-4-5" and r["rubric"].startswith("educational@v")
         assert r["input_tokens"] > 0 and r["output_tokens"] > 0 and r["cost_usd"] > 0
     assert summary["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows), abs=1e-5)
-    assert summary["calls"]["retries"] == {"OverloadedError": 1, "rate_limit": 2}
+    assert summary["calls"]["retries"] == {"overloaded": 1, "rate_limit": 2}
     # the estimate came from the Token Counting API, before any grading call
     paths = [r.path for r in api.requests]
     assert paths.index("/v1/messages/count_tokens") < paths.index("/v1/messages")
@@ -287,3 +287,54 @@ def test_train_classifier_cli(tmp_path, capsys):
 def test_content_key_matches_exact_duplicates():
     assert content_key("Hello world") == content_key("Hello world")
     assert content_key("Hello world") != content_key("Hello there")
+
+
+def test_a_paid_answer_is_recorded_when_its_retry_is_refused(api, corpus, tmp_path):
+    out = tmp_path / "b"
+    api.inject("messages", Fault.missing_score())
+    rc = main(["label", "--input", str(corpus), "--output", str(out), "--sample", "2",
+               "--mode", "messages", "--concurrency", "1", "--model", "claude-haiku-4-5",
+               "--max-usd", "0.0025"])
+    assert rc == 4
+    summary = json.loads((out / "summary.json").read_text())
+    rows = _labels(out)
+    paid = [r for r in rows if r["cost_usd"] > 0]
+    assert len(api.requests_to("/v1/messages", "POST")) == 1
+    assert len(paid) == 1 and paid[0]["error"].startswith("retry not sent")
+    assert summary["cost_usd"] == pytest.approx(paid[0]["cost_usd"]) and summary["cost_usd"] > 0
+
+
+def test_unknown_flags_are_refused(corpus, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["label", "--input", str(corpus), "--output", str(tmp_path / "o"),
+              "--labeler", "heuristic", "--max-usdd", "1"])
+    assert e.value.code == 2
+
+
+def test_a_batch_left_by_a_killed_run_is_collected_in_any_mode(api, corpus, tmp_path):
+    from classifiers.claude import Settings, make_client
+    from classifiers.grading import request_params
+    from classifiers.labeling import LabelConfig, read_sample
+    from classifiers.rubrics import load_rubric
+    from classifiers.store import LabelStore
+    out = tmp_path / "o"
+    cfg = LabelConfig(inputs=[str(corpus)], output=str(out), sample=6, model="claude-haiku-4-5")
+    sample, _, _ = read_sample(cfg)
+    rubric = load_rubric("educational")
+    keys = [content_key(d.text) for d in sample]
+    api.batch_polls_before_end = 3
+    # what a run killed while polling leaves: a submitted batch, recorded, not collected
+    client = make_client(Settings(model=cfg.model))
+    batch = client.messages.batches.create(requests=[
+        {"custom_id": f"d{i}", "params": request_params(rubric, d.text, model=cfg.model)}
+        for i, d in enumerate(sample)])
+    with LabelStore(out / "labels.sqlite") as store:
+        store.add_batch(batch.id, rubric.key, cfg.model, keys)
+    assert main(["label", "--input", str(corpus), "--output", str(out), "--sample", "6",
+                 "--mode", "messages", "--model", "claude-haiku-4-5",
+                 "--batch-poll-s", "0.01"]) == 0
+    assert api.requests_to("/v1/messages", "POST") == []          # nothing paid twice
+    assert len(api.requests_to("/v1/messages/batches", "POST")) == 1
+    rows = _labels(out)
+    assert len(rows) == 6 and all(r["error"] is None for r in rows)
+    assert json.loads((out / "summary.json").read_text())["collected_batches"] == 1
