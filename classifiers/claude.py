@@ -46,7 +46,8 @@ class Settings:
     max_doc_chars: int = 8000
     max_tokens: int = 300
     concurrency: int = 8
-    max_attempts: int = 6          # transport faults (429/529/5xx/timeouts)
+    max_attempts: int = 6          # 529/5xx/timeouts/connection errors
+    max_rate_limited: int = 30     # 429s: the API asks us to wait, so wait longer before giving up
     answer_retries: int = 1        # invalid answers are retried this many times
     backoff_s: float = 1.0
     max_wait_s: float = 60.0
@@ -128,7 +129,7 @@ class MessagesGrader:
         import anthropic
         params = request_params(self.rubric, text, model=self.s.model,
                                 max_doc_chars=self.s.max_doc_chars, max_tokens=self.s.max_tokens)
-        transport = answers = 0
+        transport = answers = limited = 0
         tokens = [0, 0, 0, 0]
         cost = 0.0
         upper = self.estimate(text)
@@ -148,10 +149,10 @@ class MessagesGrader:
                     self._release(held)   # nothing was charged
                     raise
             except anthropic.RateLimitError as e:
-                transport += 1
+                limited += 1
                 self._count("rate_limit")
-                if transport >= self.s.max_attempts:
-                    return self._fail(key, f"rate limited {transport} times", tokens, cost)
+                if limited >= self.s.max_rate_limited:
+                    return self._fail(key, f"rate limited {limited} times", tokens, cost)
                 self.sleep(min(_retry_after(e) or self.s.backoff_s, self.s.max_wait_s))
                 continue
             except (anthropic.InternalServerError, anthropic.APITimeoutError,
@@ -192,7 +193,8 @@ class MessagesGrader:
                                  reasoning=grade.reasoning, input_tokens=tokens[0],
                                  output_tokens=tokens[1], cache_read_tokens=tokens[2],
                                  cache_write_tokens=tokens[3], cost_usd=cost,
-                                 attempts=transport + answers + 1, mode="messages"))
+                                 attempts=transport + limited + answers + 1,
+                                 mode="messages"))
             with self._lock:
                 self.stats.labelled += 1
             return None

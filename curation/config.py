@@ -73,6 +73,30 @@ class FilterRunConfig(InputConfig):
         return self
 
 
+class ScoreRunConfig(InputConfig):
+    """Settings of `curate score`: a fastText quality model (a directory written by
+    `curate train-classifier`) scores every document. With `min_score` the documents
+    scoring at least that are kept; with `keep_top` the top fraction of the whole
+    corpus (`keep_top_by: domain`: of each domain); with neither, every document is
+    kept. Scores are P(high quality) in [0, 1]."""
+
+    output: str | None = None
+    output_format: Literal["parquet", "jsonl.gz"] = "parquet"
+    model: str = Field(min_length=1, description="model directory (local or gs://...)")
+    min_score: float | None = Field(None, ge=0.0, le=1.0)
+    keep_top: float | None = Field(None, gt=0.0, le=1.0)
+    keep_top_by: Literal["corpus", "domain"] = "corpus"
+    batch_size: int = Field(512, ge=1, le=1_000_000, description="documents per predict call")
+
+    @model_validator(mode="after")
+    def _one_selection(self):
+        if self.min_score is not None and self.keep_top is not None:
+            raise ValueError("give min_score or keep_top, not both")
+        if self.keep_top_by != "corpus" and self.keep_top is None:
+            raise ValueError("keep_top_by needs keep_top")
+        return self
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
     """A YAML file whose top level is a mapping (empty file: {}); errors name the file."""
     try:

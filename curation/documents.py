@@ -52,6 +52,7 @@ REJECT_CAUSES = (
     "bad_id",           # the id field is present but not a string or integer
     "unreadable_file",  # the file could not be opened or decompressed past this line
     "filter_error",     # a filter raised on the document (the message is in the detail)
+    "score_error",      # the quality model failed on the document (curate score)
 )
 
 

@@ -44,6 +44,7 @@ from curation.fs import FS, basename, default_fs, dirname, is_remote, normpath
 
 __all__ = [
     "DEFAULT_MAX_DOC_BYTES", "DOCUMENT_SCHEMA", "REJECTED_SCHEMA", "OUTPUT_FORMATS",
+    "SCORE_FIELD", "SCORED_DOCUMENT_SCHEMA", "scored_document_row",
     "InputFile", "FieldMap", "ReadStats", "DocumentReader",
     "input_format", "expand_inputs", "read_documents",
     "shard_name", "document_row", "document_from_row", "rejected_row",
@@ -428,9 +429,11 @@ def _own_row_meta(row: dict, meta: dict) -> dict:
     carries its meta as a JSON string: read it back as the object it was, not nested
     as a string. The row's source and line (where the document was read before)
     stay in meta as provenance, unless the unpacked meta already has those keys, so
-    the first stage's origin survives a chain of stages."""
+    the first stage's origin survives a chain of stages. A scored row's
+    `quality_score` column lands in meta too (`scored_document_row` never leaves an
+    older score in the packed meta)."""
     packed = meta["meta"]
-    if not set(row) <= set(DOCUMENT_SCHEMA.names) or not (packed is None or isinstance(packed, str)):
+    if not set(row) <= set(SCORED_DOCUMENT_SCHEMA.names) or not (packed is None or isinstance(packed, str)):
         return meta
     try:
         unpacked = {} if packed is None else orjson.loads(packed)
@@ -847,6 +850,14 @@ DOCUMENT_SCHEMA = pa.schema([
     pa.field("meta", pa.string()),        # JSON object, sorted keys; null when empty
 ])
 
+# `curate score` writes the document columns plus the classifier's P(high quality).
+# Read back (read_documents), the score is Document.meta["quality_score"], so every
+# later stage carries it in its own meta.
+SCORE_FIELD = "quality_score"
+SCORED_DOCUMENT_SCHEMA = pa.schema(list(DOCUMENT_SCHEMA) + [
+    pa.field(SCORE_FIELD, pa.float64(), nullable=False),
+])
+
 REJECTED_SCHEMA = pa.schema([
     pa.field("file", pa.string(), nullable=False),
     pa.field("line", pa.int64(), nullable=False),
@@ -887,10 +898,22 @@ def document_row(d: Document) -> dict:
 
 
 def document_from_row(row: dict, ordinal: int = 0) -> Document:
-    """The inverse of `document_row` (the schema holds no ordinal; pass it if known)."""
-    meta = row.get("meta")
+    """The inverse of `document_row` (the schema holds no ordinal; pass it if known).
+    A scored row's score goes to meta, as `read_documents` puts it."""
+    packed = row.get("meta")
+    meta = json.loads(packed) if packed else {}
+    if row.get(SCORE_FIELD) is not None:
+        meta[SCORE_FIELD] = row[SCORE_FIELD]
     return Document(id=row["id"], text=row["text"], domain=row.get("domain"), source=row.get("source"),
-                    line=row.get("line"), ordinal=ordinal, meta=json.loads(meta) if meta else {})
+                    line=row.get("line"), ordinal=ordinal, meta=meta)
+
+
+def scored_document_row(d: Document, score: float) -> dict:
+    """A Document and its score as a SCORED_DOCUMENT_SCHEMA row. A score already in
+    its meta (from an earlier scoring, read back) is dropped: a row holds one score."""
+    meta = {k: v for k, v in d.meta.items() if k != SCORE_FIELD} if SCORE_FIELD in d.meta else d.meta
+    return {"id": d.id, "text": d.text, "domain": d.domain, "source": d.source,
+            "line": d.line, "meta": _meta_json(meta), SCORE_FIELD: float(score)}
 
 
 def rejected_row(r: Rejected) -> dict:

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from curation.config import ConfigError, DedupConfig, FilterRunConfig, load_config
+from curation.config import ConfigError, DedupConfig, FilterRunConfig, ScoreRunConfig, load_config
 from pipelines.errors import UsageError
 
 DESCRIPTION = "curate: deduplicate, filter and mix pre-training corpora on Apache Beam."
@@ -210,6 +210,38 @@ def _train_parser(sub):
     return p
 
 
+SCORE_EPILOG = """\
+OUTPUT then holds documents/ (kept, each with a quality_score column), removed/
+(below the cut, with their scores), rejected/ (malformed records, and documents
+the model failed on: score_error) and manifest.json (counts, the cut asked and
+achieved, score summaries per domain).
+
+""" + DEDUP_EPILOG
+
+
+def _score_parser(sub):
+    p = sub.add_parser(
+        "score", help="score every document with a fastText quality model, keep the best",
+        description="Add quality_score = P(high quality) from a model written by "
+                    "train-classifier to every document; keep those above --min-score, or "
+                    "the top fraction of the whole corpus (--keep-top), or all.",
+        epilog=SCORE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _input_output_args(p, config_help=None,
+                       strict_help="stop at the first bad record, naming file and line, "
+                                   "instead of rejecting it")
+    sc = p.add_argument_group("scoring")
+    sc.add_argument("--model", help="model directory from curate train-classifier (local or gs://)")
+    which = sc.add_mutually_exclusive_group()
+    which.add_argument("--min-score", type=float, metavar="X", help="keep documents scoring >= X")
+    which.add_argument("--keep-top", type=float, metavar="F",
+                       help="keep the top fraction F of the whole corpus (two passes; the "
+                            "cut comes from all the scores, not from each shard)")
+    sc.add_argument("--keep-top-by", choices=["corpus", "domain"],
+                    help="with --keep-top: one cut for the corpus (default) or one per domain")
+    sc.add_argument("--batch-size", type=int, help="documents per predict call (default 512)")
+    return p
+
+
 def _run_label(parser, args) -> int:
     from classifiers.claude import Interrupted, NoApiKey
     from classifiers.labeling import LabelConfig, parse_label_map, run_label
@@ -330,12 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     _filter_parser(sub)
     _label_parser(sub)
     _train_parser(sub)
+    _score_parser(sub)
     return parser
 
 
 _INPUT_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "domain",
                "max_doc_bytes", "strict")
 _FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample")
+_SCORE_KEYS = _INPUT_KEYS + ("model", "min_score", "keep_top", "keep_top_by", "batch_size")
 _CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
                               "family", "bands", "rows", "verify", "verify_tolerance", "cc_max_rounds",
                               "lsh_partitions", "batch_size")
@@ -367,6 +401,14 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.run_filter import run_filter
             return _run_stage(parser, args, beam_args, FilterRunConfig, _FILTER_KEYS, run_filter,
                               lambda c: f"{c['input']} in, {c['kept']} kept ({c['edited']} edited), "
+                                        f"{c['removed']} removed, {c['rejected']} rejected",
+                              has_config=False)
+        if args.command == "score":
+            if not args.model:
+                parser.error("score needs --model")
+            from pipelines.run_score import run_score
+            return _run_stage(parser, args, beam_args, ScoreRunConfig, _SCORE_KEYS, run_score,
+                              lambda c: f"{c['input']} in, {c['scored']} scored, {c['kept']} kept, "
                                         f"{c['removed']} removed, {c['rejected']} rejected",
                               has_config=False)
         if args.command == "label":

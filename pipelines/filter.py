@@ -85,14 +85,19 @@ def merge_counts(a: dict, b: dict) -> dict:
 
 
 class SumCounts(beam.CombineFn):
+    """Adds up nested count dicts; `new` makes the stage's empty one."""
+
+    def __init__(self, new=None):
+        self.new = new or new_counts
+
     def create_accumulator(self):
-        return new_counts()
+        return self.new()
 
     def add_input(self, acc, counts):
         return merge_counts(acc, counts)
 
     def merge_accumulators(self, accs):
-        out = new_counts()
+        out = self.new()
         for a in accs:
             merge_counts(out, a)
         return out

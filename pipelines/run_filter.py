@@ -1,7 +1,6 @@
 """Driver of `curate filter`: plan, run the Beam pipeline, write the manifest."""
 from __future__ import annotations
 
-import json
 import time
 
 import yaml
@@ -14,7 +13,8 @@ from pipelines.filter import COUNTS_FILE, NS, build_filter, sample_name
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
 from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
-                           is_dry_run, manifest_head, reuse_or_clear, write_manifest)
+                           is_dry_run, manifest_head, read_counts, reuse_or_clear,
+                           write_manifest)
 
 OUTPUT_DIRS = ("documents", "removed", "rejected")
 
@@ -48,14 +48,6 @@ def _parameters(cfg: FilterRunConfig, chain, files) -> dict:
         f"(files sorted by path, then line/row)",
         "files": input_files(files),
     }
-
-
-def _read_counts(fs: BeamFS, output: str) -> dict:
-    path = fs.join(output, COUNTS_FILE)
-    if not fs.exists(path):
-        raise BalanceError(f"the pipeline finished without writing {path}")
-    with fs.open_read(path) as f:
-        return json.loads(f.read().decode("utf-8"))
 
 
 def _summarise(data: dict, reasons: list[str]) -> dict:
@@ -112,7 +104,7 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
     state = result.wait_until_finish()
     t_run = time.time()
 
-    data = _read_counts(fs, cfg.output)
+    data = read_counts(fs, cfg.output, COUNTS_FILE)
     summary = _summarise(data, list(chain.reasons))
     counts = summary["counts"]
     balance = check_balance(counts, removed_keys=("removed",))

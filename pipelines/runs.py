@@ -132,3 +132,13 @@ def check_output_outside_inputs(files, output: str, patterns=(), fs: BeamFS | No
         if root.startswith(_absolute(d).rstrip("/") + "/"):
             raise UsageError(f"--output {output} is inside the input directory {d}; "
                              f"choose an output directory outside the inputs")
+
+
+def read_counts(fs: BeamFS, output: str, name: str) -> dict:
+    """The counts file a pipeline writes at its end (folded into the manifest)."""
+    from curation.manifest import BalanceError
+    path = fs.join(output, name)
+    if not fs.exists(path):
+        raise BalanceError(f"the pipeline finished without writing {path}")
+    with fs.open_read(path) as f:
+        return json.loads(f.read().decode("utf-8"))

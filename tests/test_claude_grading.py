@@ -68,7 +68,7 @@ def test_transport_faults_are_retried(fake_anthropic, client, tmp_path):
 def test_retry_after_is_capped_and_attempts_are_bounded(fake_anthropic, client, tmp_path):
     fake_anthropic.inject("messages", Fault.rate_limit(retry_after=3600), times=10)
     with LabelStore(tmp_path / "s.sqlite") as store:
-        g, waits = grader(client, store, max_attempts=3, max_wait_s=5)
+        g, waits = grader(client, store, max_rate_limited=3, max_wait_s=5)
         stats = g.grade(DOCS[:1])
         assert (stats.labelled, stats.failed) == (0, 1) and waits == [5, 5]
         assert "rate limited 3 times" in store.get(["k0"], RUBRIC.key, MODEL)["k0"].error

@@ -84,8 +84,10 @@ def test_every_bad_record_is_rejected_with_file_line_and_cause(tmp_path, suffix)
     assert all(r.file == str(path) and r.cause in REJECT_CAUSES for r in rej)
     assert all(len(r.raw_prefix) <= 200 and r.raw_bytes > 0 for r in rej)
     assert rej[0].raw_prefix == "{not json" and rej[0].raw_bytes == 9
-    # every cause a reader can give (unreadable_file has its own tests; filter_error is the filter stage's)
-    assert {r.cause for r in rej} == set(REJECT_CAUSES) - {"unreadable_file", "filter_error"}
+    # every cause a reader can give (unreadable_file has its own tests; filter_error and
+    # score_error are the filter and score stages')
+    assert {r.cause for r in rej} == set(REJECT_CAUSES) - {"unreadable_file", "filter_error",
+                                                          "score_error"}
     # conservation: every physical line is a document, a rejection or a counted blank
     s = reader.stats
     assert (s.documents, s.rejected, s.blank_lines) == (2, len(BAD), 2)

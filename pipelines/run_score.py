@@ -1,0 +1,233 @@
+"""Driver of `curate score`: check the model, plan, run the Beam pipeline, write the manifest."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+from curation.config import ScoreRunConfig
+from curation.documents import NO_DOMAIN
+from curation.fs import is_remote, normpath
+from curation.io import SCORE_FIELD, expand_inputs
+from curation.manifest import BalanceError, check_balance
+from pipelines.fs import BeamFS
+from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
+from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
+                           is_dry_run, manifest_head, read_counts, reuse_or_clear,
+                           write_manifest)
+from curation.scores import BINS
+from pipelines.score import COUNTS_FILE, NS, SCORES_DIR, ModelRef, build_score, load_quality_model
+
+OUTPUT_DIRS = ("documents", "removed", "rejected", SCORES_DIR)
+
+
+def check_model(path: str, fs: BeamFS) -> tuple[ModelRef, dict, str]:
+    """The model directory, validated here before any worker starts: it holds one
+    model file and metrics.json (written last by training: a complete directory), the
+    model loads and is a quality model (labels __label__hq/__label__lq), and it
+    scores. Returns its reference (with the model file's sha256), its metrics and
+    the sha256 of metrics.json (max_chars there changes the scores too)."""
+    from classifiers.fasttext_train import METRICS_JSON, MODEL_BIN, MODEL_FTZ
+    where = normpath(path) if is_remote(path) else os.path.abspath(path.removeprefix("file://"))
+    if not is_remote(where) and not os.path.isdir(where):
+        raise UsageError(f"--model {path}: no such model directory")
+    found = [n for n in (MODEL_BIN, MODEL_FTZ) if fs.exists(fs.join(where, n))]
+    if not found:
+        raise UsageError(f"--model {path}: no {MODEL_BIN} or {MODEL_FTZ} in it "
+                         f"(a directory written by `curate train-classifier`)")
+    if len(found) > 1:
+        raise UsageError(f"--model {path}: both {MODEL_BIN} and {MODEL_FTZ} in it; keep one")
+    metrics_path = fs.join(where, METRICS_JSON)
+    if not fs.exists(metrics_path):
+        raise UsageError(f"--model {path}: no {METRICS_JSON} (training writes it last: "
+                         f"an unfinished model directory?)")
+    with fs.open_read(metrics_path) as f:
+        raw = f.read()
+        try:
+            metrics = json.loads(raw.decode("utf-8"))
+        except ValueError as e:
+            raise UsageError(f"--model {path}: {METRICS_JSON} is not JSON ({e})") from None
+    if not isinstance(metrics, dict):
+        raise UsageError(f"--model {path}: {METRICS_JSON} is not a JSON object")
+    ref = ModelRef(path=where, file=found[0])
+    try:
+        model, sha = load_quality_model(ref, fs)
+        probe = model.score(["a short probe document"])
+    except Exception as e:  # noqa: BLE001 - fastText says "wrong file format" & co. as ValueError
+        raise UsageError(f"--model {path}: cannot use it as a quality model: "
+                         f"{type(e).__name__}: {e}") from None
+    if len(probe) != 1 or not 0.0 <= float(probe[0]) <= 1.0:
+        raise UsageError(f"--model {path}: the model's score is not a probability: {probe!r}")
+    return ModelRef(path=where, file=found[0], sha256=sha), metrics, hashlib.sha256(raw).hexdigest()
+
+
+def _model_section(ref: ModelRef, metrics: dict) -> dict:
+    return {"path": ref.path, "file": ref.file, "sha256": ref.sha256,
+            "label_threshold": metrics.get("threshold"),
+            "held_out": metrics.get("held_out"),
+            "hyperparameters": metrics.get("hyperparameters"),
+            "label_counts": metrics.get("counts")}
+
+
+def _parameters(cfg: ScoreRunConfig, ref: ModelRef, metrics_sha256: str, files) -> dict:
+    rule = ("every document is kept" if cfg.min_score is None and cfg.keep_top is None else
+            f"keep iff {SCORE_FIELD} >= threshold; threshold = "
+            + (f"{cfg.min_score}" if cfg.min_score is not None else
+               f"the lower edge of the highest of {BINS} bins over [0, 1] at which the documents "
+               f"in it and above reach ceil({cfg.keep_top} * N), N = scored documents of the "
+               f"{'corpus' if cfg.keep_top_by == 'corpus' else 'domain'}"))
+    return {
+        "config": cfg.model_dump(mode="json"),
+        # the bytes, not the path: a retrained model at the same path is another run
+        "model": {"path": ref.path, "file": ref.file, "sha256": ref.sha256,
+                  "metrics_sha256": metrics_sha256},
+        "selection_rule": rule,
+        "files": input_files(files),
+    }
+
+
+def _fraction(kept: int, scored: int) -> float | None:
+    return kept / scored if scored else None
+
+
+def _selection(cfg: ScoreRunConfig, counts: dict, domains: dict, scores: dict) -> dict:
+    """What was asked and what came out: thresholds, kept fractions of the scored
+    documents, overall and per domain."""
+    out: dict = {"mode": "keep_top" if cfg.keep_top is not None else
+                 "min_score" if cfg.min_score is not None else "all",
+                 "kept_fraction": _fraction(counts["kept"], counts["scored"])}
+    per = {d: {"scored": v["scored"], "kept": v["kept"], "kept_fraction": _fraction(v["kept"], v["scored"])}
+           for d, v in domains.items()}
+    if cfg.min_score is not None:
+        out["threshold"] = cfg.min_score
+    if cfg.keep_top is not None:
+        out["asked"] = cfg.keep_top
+        out["by"] = cfg.keep_top_by
+        out["achieved"] = out["kept_fraction"]
+        if cfg.keep_top_by == "corpus":
+            out["cut"] = scores["corpus"].get("cut")
+            out["threshold"] = out["cut"]["threshold"] if out["cut"] else None
+        else:
+            for d, v in per.items():
+                cut = scores["domains"].get(d, {}).get("cut")
+                v.update({"asked": cfg.keep_top, "achieved": v["kept_fraction"], "cut": cut,
+                          "threshold": cut["threshold"] if cut else None})
+    out["domains"] = per
+    return out
+
+
+def _parts(cfg: ScoreRunConfig, files, counts: dict, domains: dict, scores: dict) -> dict:
+    """Counts that must agree with each other: every file once, domains to totals,
+    every scored document kept or removed, the histograms to the scored count, and
+    the kept counts to what the cut(s) predicted."""
+    corpus, by_domain = scores["corpus"], scores["domains"]
+    parts = {
+        "files_expected": len(files), "files_seen": counts["files"],
+        "input_sum_of_domains": sum(d["input"] for d in domains.values()),
+        "kept_plus_removed": counts["kept"] + counts["removed"], "scored": counts["scored"],
+        "histogram_count": corpus["count"],
+        "histogram_sum_of_domains": sum(s["count"] for s in by_domain.values()),
+        "domains_balance": all(d["input"] == d["kept"] + d["removed"] + d["rejected"]
+                               for d in domains.values()),
+    }
+    ok = (parts["files_seen"] == len(files)
+          and parts["input_sum_of_domains"] == counts["input"]
+          and parts["kept_plus_removed"] == counts["scored"]
+          and parts["histogram_count"] == parts["histogram_sum_of_domains"] == counts["scored"]
+          and parts["domains_balance"])
+    if cfg.keep_top is not None:
+        parts["files_scanned"] = counts["files_scanned"]
+        ok = ok and counts["files_scanned"] == len(files)
+        if cfg.keep_top_by == "corpus":
+            predicted = corpus["cut"]["kept"] if corpus.get("cut") else 0
+            parts["kept_predicted_by_cut"] = predicted
+            ok = ok and predicted == counts["kept"]
+        else:
+            wrong = {d: (v["kept"], (by_domain.get(d, {}).get("cut") or {}).get("kept", 0))
+                     for d, v in domains.items()
+                     if v["kept"] != (by_domain.get(d, {}).get("cut") or {}).get("kept", 0)}
+            parts["domains_kept_unlike_cut"] = wrong
+            ok = ok and not wrong
+    parts["ok"] = ok
+    return parts
+
+
+def _clear_scores(fs: BeamFS, output: str) -> None:
+    for path in fs.match(fs.join(output, SCORES_DIR, "*")):
+        fs.delete(path)
+    if not is_remote(output):   # object stores have no directories to remove
+        try:
+            os.rmdir(os.path.join(output.removeprefix("file://"), SCORES_DIR))
+        except OSError:
+            pass
+
+
+def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = False) -> dict:
+    t0 = time.time()
+    check_beam_args(beam_args)
+    if not cfg.output:
+        raise UsageError("score needs --output")
+    fs = BeamFS()
+    try:
+        files = expand_inputs(cfg.inputs, fs=fs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    check_output_outside_inputs(files, cfg.output, cfg.inputs, fs)
+    ref, metrics, metrics_sha256 = check_model(cfg.model, fs)
+    params = _parameters(cfg, ref, metrics_sha256, files)
+
+    dry_run = is_dry_run(beam_args)
+    p, runner = make_pipeline(beam_args)
+    if "Dataflow" in runner and not is_remote(ref.path):
+        raise UsageError(f"--model {cfg.model}: Dataflow workers cannot read a local directory; "
+                         f"copy the model directory to gs:// and pass that path")
+    prev = reuse_or_clear("score", fs, cfg.output, params, dry_run=dry_run, overwrite=overwrite,
+                          dirs=OUTPUT_DIRS, files=(COUNTS_FILE,))
+    if prev is not None:
+        return prev
+
+    build_score(p, files, output=cfg.output, fmt=cfg.output_format, fields=field_map(cfg),
+                model=ref, max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict,
+                batch_size=cfg.batch_size, min_score=cfg.min_score, keep_top=cfg.keep_top,
+                keep_top_by=cfg.keep_top_by)
+    t_plan = time.time()
+    result = p.run()
+    if dry_run:
+        return dry_run_manifest("score", runner, params, result)
+    state = result.wait_until_finish()
+    t_run = time.time()
+
+    data = read_counts(fs, cfg.output, COUNTS_FILE)
+    raw, scores = data["counts"], data["scores"]
+    counts = {k: int(raw[k]) for k in ("input", "scored", "kept", "removed", "rejected")}
+    counts["blank_lines_skipped"] = int(raw["blank_lines"])   # not records: not in the balance
+    counts["rejected_by_cause"] = dict(sorted(raw["rejected_by_cause"].items()))
+    domains = {d: {k: int(v.get(k, 0)) for k in ("input", "scored", "kept", "removed", "rejected")}
+               for d, v in sorted(raw["domains"].items())}
+    balance = check_balance(counts, removed_keys=("removed",))
+    parts = _parts(cfg, files, {**counts, "files": raw["files"], "files_scanned": raw["files_scanned"]},
+                   domains, scores)
+    ok = balance["ok"] and parts["ok"]
+    manifest = {
+        **manifest_head("score", ok, runner, state, params, t0, t_plan, t_run),
+        "model": _model_section(ref, metrics),
+        "score_field": SCORE_FIELD,
+        "selection": _selection(cfg, counts, domains, scores),
+        "counts": counts,
+        "domains": domains,
+        "domain_of_unlabelled": NO_DOMAIN,
+        "scores": {"bins": BINS, "corpus": scores["corpus"],
+                   "domains": dict(sorted(scores["domains"].items()))},
+        "balance": balance,
+        "parts_agree": parts,
+        "counters": dict(sorted(counters(result, NS).items())),
+    }
+    _clear_scores(fs, cfg.output)                  # a complete run holds no temporaries
+    fs.delete(fs.join(cfg.output, COUNTS_FILE))    # folded into the manifest
+    path = write_manifest(fs, cfg.output, manifest)
+    if not balance["ok"]:
+        raise BalanceError(f"counts do not balance: {balance} (see {path})")
+    if not ok:
+        raise BalanceError(f"the parts of the counts disagree: {parts} (see {path})")
+    return manifest

@@ -1,0 +1,498 @@
+"""`curate score`: a fastText quality classifier scores every document, as one Beam pipeline.
+
+Every document that can be scored is written with its score, P(high quality) from
+`classifiers.fasttext_train.QualityModel`, in a `quality_score` column
+(`curation.io.SCORED_DOCUMENT_SCHEMA`; read back by a later stage, it is
+`Document.meta["quality_score"]`). Selection keeps a document iff
+`quality_score >= threshold`; the others go to removed/, with their score, in the
+same schema (so removed/ can be read back as input too):
+
+  no selection     every document is kept
+  --min-score X    threshold X
+  --keep-top F     the threshold that keeps the top F of the scores of the whole
+                   corpus (--keep-top-by domain: of each domain), never of one shard
+
+Data flow without --keep-top (one pass; document text never goes through a shuffle):
+
+  files ─ SpreadFiles ─ ScoreFiles: read one file, score it in batches, write its
+          documents/, removed/ and rejected/ shards
+        ├─ one counts record per file ───────────────────── AllCounts ─ SumCounts ─ WriteCounts
+        └─ a score histogram per (file, domain) ─ HistPerDomain ─ DomainSummaries ┐ side inputs
+                                                  └─ CorpusHist ─ CorpusSummary ──┘ of WriteCounts
+
+With --keep-top F (two passes over the inputs, the model runs in the first only):
+
+  files ─ SpreadFiles ─ ScanFiles: read, score, write _scores/part-NNNNN.npy (the
+          file's scores in document order), emit its histograms and the file
+        ├─ histograms ─ HistPerDomain / CorpusHist ─ summaries with the cut(s)
+        └─ scanned files ─ SpreadScanned ─ CutFiles (the cuts as side inputs): re-read
+           the file, take its scores from _scores/, write documents/ removed/ rejected/
+
+Why the second pass re-reads the input and takes the first pass's scores instead of
+re-scoring: scoring a web-length document takes ~2.3x the time of reading it
+(benchmarks/bench_score.py, one core), the scores file is 8 bytes a document, and
+the cut is then applied to exactly the numbers the histogram counted, on any worker.
+The alternative of writing every scored document once and moving it afterwards
+costs a full extra write of the text. The driver deletes _scores/ at the end.
+
+The cut. Scores are counted in BINS = 2**20 equal bins over [0, 1] (bin of s =
+floor(s * 2**20), 1.0 in the top bin); the histograms are integer counts, so their
+sums do not depend on the order workers finish in. With N scored documents (of the
+corpus, or of a domain), the threshold is the lower edge b / 2**20 of the highest
+bin b at which the count of documents in bins >= b reaches ceil(F * N) (F as
+written: 0.1 is 1/10). `s >= b / 2**20` is exactly `bin(s) >= b`, so the kept
+count is the histogram's count: at least ceil(F * N), more only by ties inside bin b
+(scores closer than 2**-20). The manifest reports asked and achieved fractions.
+
+Documents that cannot be scored (the model raises on one, or returns no probability)
+are rejected with cause "score_error", like any malformed record.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsSingleton, TaggedOutput
+
+from curation.documents import NO_DOMAIN, Document, InputError, Rejected
+from curation.fs import is_remote
+from curation.io import (REJECTED_SCHEMA, SCORED_DOCUMENT_SCHEMA, FieldMap, InputFile,
+                         read_documents, rejected_row, scored_document_row, shard_name, write_rows)
+from curation.scores import ScoreHistogram, domain_histograms, summarise, top_cut
+from pipelines.filter import SideWriter, SumCounts
+from pipelines.fs import BeamFS
+
+NS = "curation.score"
+COUNTS_FILE = "score_counts.json"   # written by the pipeline, folded into manifest.json
+SCORES_DIR = "_scores"              # --keep-top: the first pass's scores, deleted at the end
+SCORE_ERROR = "score_error"         # rejection cause (curation.documents.REJECT_CAUSES)
+
+log = logging.getLogger(__name__)
+
+
+class HistogramFn(beam.CombineFn):
+    def create_accumulator(self):
+        return ScoreHistogram()
+
+    def add_input(self, acc, hist):
+        return acc.add(hist)
+
+    def merge_accumulators(self, accs):
+        out = ScoreHistogram()
+        for a in accs:
+            out.add(a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+# ---------------------------------------------------------------- the model
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model a run uses: its directory (local or remote), the model file in it,
+    and that file's sha256 (None before the driver has read it)."""
+
+    path: str
+    file: str
+    sha256: str | None = None
+
+
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelChanged(RuntimeError):
+    pass
+
+
+def load_quality_model(ref: ModelRef, fs=None):
+    """(QualityModel, sha256 of its file). A remote directory (gs://...) is copied to a
+    local temporary directory first (fastText reads local files only): the model file
+    and metrics.json (which holds the max_chars the model was trained with). With
+    `ref.sha256` set, a model file with other bytes is refused: every worker of a run
+    must score with the same model."""
+    from classifiers.fasttext_train import METRICS_JSON
+    fs = fs or BeamFS()
+    if not is_remote(ref.path):
+        return _load_checked(_local(ref.path), ref)
+    with tempfile.TemporaryDirectory(prefix="curation-model-") as tmp:
+        for name in (ref.file, METRICS_JSON):
+            src = fs.join(ref.path, name)
+            if fs.exists(src):
+                with fs.open_read(src) as f, open(os.path.join(tmp, name), "wb") as out:
+                    for chunk in iter(lambda: f.read(1 << 22), b""):
+                        out.write(chunk)
+        return _load_checked(tmp, ref)   # fastText holds the model in memory: tmp can go
+
+
+def _load_checked(local_dir: str, ref: ModelRef):
+    from classifiers.fasttext_train import QualityModel
+    sha = _sha256(os.path.join(local_dir, ref.file))
+    if ref.sha256 is not None and sha != ref.sha256:
+        raise ModelChanged(f"the model {ref.path}/{ref.file} changed since the run started "
+                           f"(sha256 {sha}, expected {ref.sha256}); rerun the stage")
+    return QualityModel.load(local_dir), sha
+
+
+# ---------------------------------------------------------------- counts
+
+def new_counts() -> dict:
+    return {"files": 0, "files_scanned": 0, "input": 0, "scored": 0, "kept": 0, "removed": 0,
+            "rejected": 0, "blank_lines": 0, "rejected_by_cause": {}, "domains": {}}
+
+
+def _domain_counts() -> dict:
+    return {"input": 0, "scored": 0, "kept": 0, "removed": 0, "rejected": 0}
+
+
+# ---------------------------------------------------------------- the per-file steps
+
+def _batches(docs: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for d in docs:
+        batch.append(d)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Scoring(beam.DoFn):
+    """What both passes share: the model (one per worker process, shared by its
+    threads and by both passes through `shared`), batched scoring that names the
+    documents it fails on, the score_error rejection."""
+
+    def __init__(self, model: ModelRef, shared_model, fields: FieldMap, max_doc_bytes: int,
+                 strict: bool, batch_size: int):
+        self.model_ref, self.shared_model = model, shared_model
+        self.fields, self.max_doc_bytes, self.strict = fields, max_doc_bytes, strict
+        self.batch_size = batch_size
+
+    def setup(self):
+        self.fs = BeamFS()
+        self._model = None
+        self.logged_errors = 0
+
+    def model(self):
+        if self._model is None:
+            ref = self.model_ref
+            self._model = self.shared_model.acquire(lambda: load_quality_model(ref)[0], tag=ref.sha256)
+        return self._model
+
+    def reader(self, file: InputFile):
+        return read_documents(file, self.fields, max_doc_bytes=self.max_doc_bytes,
+                              strict=self.strict, fs=self.fs)
+
+    def score(self, file: InputFile, docs: list[Document]) -> tuple[np.ndarray, dict[int, str]]:
+        """The batch's scores, NaN where scoring failed; errors: position -> detail."""
+        try:
+            s = np.asarray(self.model().score([d.text for d in docs]), dtype=np.float64)
+            if s.shape == (len(docs),) and bool(np.all((s >= 0.0) & (s <= 1.0))):
+                return s, {}
+        except Exception:  # noqa: BLE001 - retried one by one below, to name the culprit
+            pass
+        # one document at a time: the same numbers (fastText scores each line alone)
+        out, errors = np.full(len(docs), np.nan), {}
+        for i, d in enumerate(docs):
+            try:
+                v = float(self.model().score([d.text])[0])
+                if not 0.0 <= v <= 1.0:
+                    raise ValueError(f"the model returned {v!r}, not a probability")
+                out[i] = v
+            except Exception as e:  # noqa: BLE001 - one bad document must not end the run
+                errors[i] = f"{type(e).__name__}: {e}"[:1000]
+                if self.logged_errors < 3:
+                    self.logged_errors += 1
+                    log.warning("score error at %s:%s (document %s): %s", file.path, d.line, d.id,
+                                errors[i])
+        if errors and self.strict:
+            i = min(errors)
+            raise InputError(self.score_error(file, docs[i], errors[i]))
+        return out, errors
+
+    @staticmethod
+    def score_error(file: InputFile, d: Document, detail: str) -> Rejected:
+        return Rejected(file=file.path, line=d.line, cause=SCORE_ERROR, detail=detail,
+                        raw_prefix=d.text[:200],
+                        raw_bytes=len(d.text.encode("utf-8", "surrogatepass")))
+
+
+def scores_path(fs, output: str, index: int) -> str:
+    return fs.join(output, SCORES_DIR, f"part-{index:05d}.npy")
+
+
+class ScanFile(_Scoring):
+    """--keep-top, first pass: one file -> its scores in _scores/ (NaN where scoring
+    failed), its histograms per domain on "hist", a counts record on "counts", and
+    the file itself once its scores are written."""
+
+    def __init__(self, output: str, **kw):
+        super().__init__(**kw)
+        self.output = output
+
+    def setup(self):
+        super().setup()
+        self.model()                     # once per worker, not per element
+
+    def process(self, item):
+        index, file = item
+        parts, domains = [], []
+        with self.reader(file) as reader:
+            docs = (r for r in reader if isinstance(r, Document))   # rejections: second pass
+            for batch in _batches(docs, self.batch_size):
+                s, _ = self.score(file, batch)
+                parts.append(s)
+                domains.extend(d.domain or NO_DOMAIN for d in batch)
+        scores = np.concatenate(parts) if parts else np.zeros(0)
+        buf = io.BytesIO()
+        np.save(buf, scores, allow_pickle=False)
+        path = scores_path(self.fs, self.output, index)
+        tmp = path + ".tmp"
+        with self.fs.open_write(tmp) as f:
+            f.write(buf.getvalue())
+        self.fs.rename(tmp, path)        # complete or absent
+        hists = domain_histograms(scores, domains)
+        counts = new_counts()
+        counts["files_scanned"] = 1
+        for d, h in hists.items():
+            counts["domains"][d] = {"scored": h.total}
+            counts["scored"] += h.total
+            yield TaggedOutput("hist", (d, h))
+        Metrics.counter(NS, "scored").inc(counts["scored"])
+        yield TaggedOutput("counts", counts)
+        yield item
+
+
+class ScoreFile(_Scoring):
+    """One input file -> its documents/ (kept, with their score), removed/ (below the
+    threshold, with their score) and rejected/ shards, and one counts record. Without
+    --keep-top it scores the file itself and emits its histograms on "hist"; with
+    it, it takes the scores the first pass wrote and the cut(s) as side inputs."""
+
+    def __init__(self, output: str, fmt: str, mode: str, min_score: float | None = None,
+                 by: str = "corpus", **kw):
+        super().__init__(**kw)
+        self.output, self.fmt, self.mode = output, fmt, mode
+        self.min_score, self.by = min_score, by
+
+    def setup(self):
+        super().setup()
+        if self.mode != "keep_top":
+            self.model()                 # keep_top reads scores: the model only explains failures
+
+    def process(self, item, corpus=None, domains=None):
+        index, file = item
+        fs = self.fs
+        shard = lambda sub: fs.join(self.output, sub, shard_name("part", index, self.fmt))  # noqa: E731
+        pre = self._first_pass_scores(index) if self.mode == "keep_top" else None
+        rejected = SideWriter(shard("rejected"), REJECTED_SCHEMA, self.fmt, fs)
+        removed = SideWriter(shard("removed"), SCORED_DOCUMENT_SCHEMA, self.fmt, fs)
+        counts = new_counts()
+        counts["files"] = 1
+        state = {"pos": 0, "scores": [], "domains": []}
+        reader = self.reader(file)
+        try:
+            write_rows(shard("documents"),
+                       self._kept(file, reader, counts, rejected, removed, pre, state, corpus, domains),
+                       SCORED_DOCUMENT_SCHEMA, fmt=self.fmt, fs=fs)
+            rejected.close()
+            removed.close()
+        except BaseException:
+            rejected.abort()
+            removed.abort()
+            raise
+        if pre is not None and state["pos"] != len(pre):
+            raise RuntimeError(f"{file.path} has {state['pos']} documents now but had {len(pre)} "
+                               f"when it was scored: an input changed during the run")
+        counts["blank_lines"] = reader.stats.blank_lines
+        if counts["input"] != counts["kept"] + counts["removed"] + counts["rejected"]:
+            raise RuntimeError(f"{file.path}: counts do not balance: {counts}")
+        if pre is None:
+            scores = np.concatenate(state["scores"]) if state["scores"] else np.zeros(0)
+            for d, h in domain_histograms(scores, state["domains"]).items():
+                yield TaggedOutput("hist", (d, h))
+        self._count(counts)
+        yield counts
+
+    def _first_pass_scores(self, index: int) -> np.ndarray:
+        with self.fs.open_read(scores_path(self.fs, self.output, index)) as f:
+            return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+    def _threshold(self, domain: str, corpus, domains) -> float | None:
+        if self.mode == "min_score":
+            return self.min_score
+        if self.mode == "keep_top":
+            cut = corpus["cut"] if self.by == "corpus" else domains[domain]["cut"]
+            return cut["threshold"]
+        return None
+
+    def _kept(self, file, reader, counts, rejected, removed, pre, state, corpus, domains):
+        """The kept rows of `file`, in input order; removed and rejected records go to
+        their writers, everything is counted on the way."""
+        by_domain = counts["domains"]
+        docs = []
+        for rec in reader:
+            counts["input"] += 1
+            if isinstance(rec, Rejected):
+                dom = by_domain.setdefault(self.fields.domain or NO_DOMAIN, _domain_counts())
+                self._reject(rec, counts, dom, rejected)
+                continue
+            docs.append(rec)
+            if len(docs) >= self.batch_size:
+                yield from self._decide(file, docs, counts, rejected, removed, pre, state, corpus, domains)
+                docs = []
+        if docs:
+            yield from self._decide(file, docs, counts, rejected, removed, pre, state, corpus, domains)
+
+    def _decide(self, file, docs, counts, rejected, removed, pre, state, corpus, domains):
+        if pre is None:
+            scores, errors = self.score(file, docs)
+            state["scores"].append(scores)
+            state["domains"].extend(d.domain or NO_DOMAIN for d in docs)
+        else:
+            start = state["pos"]
+            scores = pre[start:start + len(docs)]
+            if len(scores) != len(docs):
+                raise RuntimeError(f"{file.path} has more documents now than when it was scored: "
+                                   f"an input changed during the run")
+            errors = {}
+            for i in np.flatnonzero(np.isnan(scores)).tolist():   # failed in the first pass
+                _, again = self.score(file, [docs[i]])
+                errors[i] = again.get(0, "scoring failed in the first pass (not on a retry)")
+        state["pos"] += len(docs)
+        by_domain = counts["domains"]
+        for i, d in enumerate(docs):
+            name = d.domain or NO_DOMAIN
+            dom = by_domain.setdefault(name, _domain_counts())
+            if i in errors:
+                self._reject(self.score_error(file, d, errors[i]), counts, dom, rejected)
+                continue
+            v = float(scores[i])
+            dom["input"] += 1
+            if pre is None:
+                counts["scored"] += 1
+                dom["scored"] += 1
+            t = self._threshold(name, corpus, domains)
+            row = scored_document_row(d, v)
+            if t is None or v >= t:
+                counts["kept"] += 1
+                dom["kept"] += 1
+                yield row
+            else:
+                counts["removed"] += 1
+                dom["removed"] += 1
+                removed.write(row)
+
+    def _reject(self, r: Rejected, counts, dom, rejected):
+        counts["rejected"] += 1
+        dom["input"] += 1
+        dom["rejected"] += 1
+        by_cause = counts["rejected_by_cause"]
+        by_cause[r.cause] = by_cause.get(r.cause, 0) + 1
+        rejected.write(rejected_row(r))
+
+    def _count(self, counts):
+        # once per file, from the same numbers the counts record carries
+        names = ("input", "kept", "removed", "rejected", "blank_lines")
+        for name in names + (("scored",) if self.mode != "keep_top" else ()):
+            Metrics.counter(NS, name).inc(counts[name])
+        for cause, n in counts["rejected_by_cause"].items():
+            Metrics.counter(NS, f"rejected_{cause}").inc(n)
+
+
+# ---------------------------------------------------------------- summaries and the counts file
+
+def _summary(hist: ScoreHistogram, keep_top: float | None) -> dict:
+    out = summarise(hist)
+    if keep_top is not None:
+        out["cut"] = top_cut(hist, keep_top)
+    return out
+
+
+def _domain_summary(kv, keep_top):
+    domain, hist = kv
+    return domain, _summary(hist, keep_top)
+
+
+class WriteCounts(beam.DoFn):
+    """The summed counts and the score summaries (with the cuts) -> COUNTS_FILE."""
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def process(self, counts, corpus, domains):
+        fs = BeamFS()
+        path = fs.join(self.output, COUNTS_FILE)
+        tmp = path + ".tmp"
+        data = {"counts": counts, "scores": {"corpus": corpus, "domains": domains}}
+        with fs.open_write(tmp) as f:
+            f.write(json.dumps(data, sort_keys=True, indent=1).encode("utf-8"))
+        fs.rename(tmp, path)
+        yield path
+
+
+def _summaries(hists, keep_top: float | None, by: str):
+    """Histograms per (file, domain) -> the corpus summary and {domain: summary}, each
+    a one-element PCollection; the cut sits in the corpus's or each domain's."""
+    per_domain = hists | "HistPerDomain" >> beam.CombinePerKey(HistogramFn())
+    domains = (per_domain
+               | "SummariseDomains" >> beam.Map(_domain_summary, keep_top if by == "domain" else None)
+               | "DomainSummaries" >> beam.combiners.ToDict())
+    corpus = (per_domain
+              | "DomainHists" >> beam.Values()
+              | "CorpusHist" >> beam.CombineGlobally(HistogramFn())
+              | "CorpusSummary" >> beam.Map(_summary, keep_top if by == "corpus" else None))
+    return corpus, domains
+
+
+def build_score(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
+                fields: FieldMap, model: ModelRef, max_doc_bytes: int, strict: bool,
+                batch_size: int, min_score: float | None, keep_top: float | None,
+                keep_top_by: str):
+    """Add the score transforms to `p`; returns the PCollection holding the path of
+    the counts file."""
+    from apache_beam.utils import shared
+    common = dict(model=model, shared_model=shared.Shared(), fields=fields,
+                  max_doc_bytes=max_doc_bytes, strict=strict, batch_size=batch_size)
+    spread = (p
+              | "Files" >> beam.Create([(f.index, f) for f in files])
+              | "SpreadFiles" >> beam.Reshuffle())
+    if keep_top is None:
+        mode = "all" if min_score is None else "min_score"
+        res = spread | "ScoreFiles" >> beam.ParDo(
+            ScoreFile(output, fmt, mode, min_score=min_score, **common)).with_outputs("hist", main="counts")
+        corpus, domains = _summaries(res.hist, None, keep_top_by)
+        parts = (res.counts,)
+    else:
+        scan = spread | "ScanFiles" >> beam.ParDo(
+            ScanFile(output, **common)).with_outputs("hist", "counts", main="files")
+        corpus, domains = _summaries(scan.hist, keep_top, keep_top_by)
+        written = (scan.files
+                   | "SpreadScanned" >> beam.Reshuffle()
+                   | "CutFiles" >> beam.ParDo(ScoreFile(output, fmt, "keep_top", by=keep_top_by, **common),
+                                              corpus=AsSingleton(corpus), domains=AsSingleton(domains)))
+        parts = (scan.counts, written)
+    return (parts
+            | "AllCounts" >> beam.Flatten()
+            | "SumCounts" >> beam.CombineGlobally(SumCounts(new_counts))
+            | "WriteCounts" >> beam.ParDo(WriteCounts(output), AsSingleton(corpus), AsSingleton(domains)))
