@@ -16,7 +16,7 @@ from pipelines.runner import UsageError, check_beam_args, counters, make_pipelin
 from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
                            is_dry_run, manifest_head, read_counts, reuse_or_clear,
                            write_manifest)
-from curation.scores import BINS
+from curation.scores import BINS, KEY_SHIFT
 from pipelines.score import COUNTS_FILE, NS, SCORES_DIR, ModelRef, build_score, load_quality_model
 
 OUTPUT_DIRS = ("documents", "removed", "rejected", SCORES_DIR)
@@ -71,12 +71,22 @@ def _model_section(ref: ModelRef, metrics: dict) -> dict:
 
 
 def _parameters(cfg: ScoreRunConfig, ref: ModelRef, metrics_sha256: str, files) -> dict:
-    rule = ("every document is kept" if cfg.min_score is None and cfg.keep_top is None else
-            f"keep iff {SCORE_FIELD} >= threshold; threshold = "
-            + (f"{cfg.min_score}" if cfg.min_score is not None else
-               f"the lower edge of the highest of {BINS} bins over [0, 1] at which the documents "
-               f"in it and above reach ceil({cfg.keep_top} * N), N = scored documents of the "
-               f"{'corpus' if cfg.keep_top_by == 'corpus' else 'domain'}"))
+    group = "corpus" if cfg.keep_top_by == "corpus" else "domain"
+    if cfg.min_score is None and cfg.keep_top is None:
+        rule = "every document is kept"
+    elif cfg.min_score is not None:
+        rule = f"keep iff {SCORE_FIELD} >= threshold; threshold = {cfg.min_score}"
+    else:
+        rule = (f"keep iff bin(s) > b, or bin(s) == b and key_bin(id) >= t; s = {SCORE_FIELD}, "
+                f"bin(s) = floor(s * {BINS}) (1.0 in the top bin), so bin(s) >= b iff s >= "
+                f"threshold = b / {BINS}; target = ceil({cfg.keep_top} * N), N = scored documents "
+                f"of the {group}; b = the highest bin at which the documents of the {group} in "
+                f"it and above reach the target; need = target - documents above b; "
+                f"key_bin(id) = the top {64 - KEY_SHIFT} bits of xxh3_64(UTF-8 bytes of the "
+                f"document's id, seed 0); t = 0 (all of bin b) when bin b holds no more than "
+                f"need documents, else the highest key bin at which the documents of bin b "
+                f"with key_bin >= t reach need (kept = target plus the documents sharing key "
+                f"bin t beyond the need)")
     return {
         "config": cfg.model_dump(mode="json"),
         # the bytes, not the path: a retrained model at the same path is another run
@@ -89,6 +99,19 @@ def _parameters(cfg: ScoreRunConfig, ref: ModelRef, metrics_sha256: str, files) 
 
 def _fraction(kept: int, scored: int) -> float | None:
     return kept / scored if scored else None
+
+
+def _tie_break(cut: dict | None, kept: int) -> dict | None:
+    """What the tie-break inside the cut's boundary bin did (None: no cut, or the bin
+    was kept whole)."""
+    if not cut or cut.get("tie_break") is None:
+        return None
+    tb = cut["tie_break"]
+    return {"boundary_bin": cut["bin"], "threshold": cut["threshold"], "in_bin": cut["in_bin"],
+            "above_bin": cut["above_bin"], "need": cut["need"], "key_bin_cut": tb["key_bin"],
+            "kept_in_bin": tb["kept_in_bin"], "target": cut["target"], "kept": kept,
+            "remnant": kept - cut["target"], "asked": cut["asked"],
+            "achieved": kept / cut["scored"]}
 
 
 def _selection(cfg: ScoreRunConfig, counts: dict, domains: dict, scores: dict) -> dict:
@@ -108,11 +131,13 @@ def _selection(cfg: ScoreRunConfig, counts: dict, domains: dict, scores: dict) -
         if cfg.keep_top_by == "corpus":
             out["cut"] = scores["corpus"].get("cut")
             out["threshold"] = out["cut"]["threshold"] if out["cut"] else None
+            out["tie_break"] = _tie_break(out["cut"], counts["kept"])
         else:
             for d, v in per.items():
                 cut = scores["domains"].get(d, {}).get("cut")
                 v.update({"asked": cfg.keep_top, "achieved": v["kept_fraction"], "cut": cut,
-                          "threshold": cut["threshold"] if cut else None})
+                          "threshold": cut["threshold"] if cut else None,
+                          "tie_break": _tie_break(cut, v["kept"])})
     out["domains"] = per
     return out
 
@@ -139,7 +164,16 @@ def _parts(cfg: ScoreRunConfig, files, counts: dict, domains: dict, scores: dict
     if cfg.keep_top is not None:
         parts["files_scanned"] = counts["files_scanned"]
         ok = ok and counts["files_scanned"] == len(files)
+        cuts = ({"corpus": corpus.get("cut")} if cfg.keep_top_by == "corpus" else
+                {d: s.get("cut") for d, s in sorted(by_domain.items())})
+        # the tie scan found every document of the boundary bin the histograms counted
+        unscanned = {g: (c["tie_break"]["scanned"], c["in_bin"]) for g, c in cuts.items()
+                     if c and c.get("tie_break") and c["tie_break"]["scanned"] != c["in_bin"]}
+        parts["tie_scan_unlike_histogram"] = unscanned
+        ok = ok and not unscanned
         if cfg.keep_top_by == "corpus":
+            # the cut's prediction: documents above the boundary bin plus those of it the
+            # tie-break keeps (all of it without one)
             predicted = corpus["cut"]["kept"] if corpus.get("cut") else 0
             parts["kept_predicted_by_cut"] = predicted
             ok = ok and predicted == counts["kept"]

@@ -22,27 +22,44 @@ Data flow without --keep-top (one pass; document text never goes through a shuff
 
 With --keep-top F (two passes over the inputs, the model runs in the first only):
 
-  files ─ SpreadFiles ─ ScanFiles: read, score, write _scores/part-NNNNN.npy (the
-          file's scores in document order), emit its histograms and the file
-        ├─ histograms ─ HistPerDomain / CorpusHist ─ summaries with the cut(s)
-        └─ scanned files ─ SpreadScanned ─ CutFiles (the cuts as side inputs): re-read
-           the file, take its scores from _scores/, write documents/ removed/ rejected/
+  files ─ SpreadFiles ─ ScanFiles: read, score, write _scores/part-NNNNN.npz (the
+          file's scores, tie keys and domains in document order), emit its
+          histograms and the file
+        ├─ histograms ─ HistPerDomain / CorpusHist ─ summaries with the first-level cut(s)
+        └─ scanned files ─ SpreadScanned ┬ TieScan (first-level cuts as side inputs): read
+                                         │ _scores/ only, count the tie keys of the
+                                         │ documents in a boundary bin that needs a
+                                         │ tie-break ─ TieHistPerDomain ─ TieHists
+                                         │   ─ CorpusCut / DomainCuts: the final cut(s)
+                                         └ CutFiles (the final cuts as side inputs):
+           re-read the file, take its scores and keys from _scores/, write documents/
+           removed/ rejected/
 
 Why the second pass re-reads the input and takes the first pass's scores instead of
 re-scoring: scoring a web-length document takes ~2.3x the time of reading it
-(benchmarks/bench_score.py, one core), the scores file is 8 bytes a document, and
-the cut is then applied to exactly the numbers the histogram counted, on any worker.
-The alternative of writing every scored document once and moving it afterwards
-costs a full extra write of the text. The driver deletes _scores/ at the end.
+(benchmarks/bench_score.py, one core), the scores file is 20 bytes a document
+(float64 score, uint64 tie key, int32 domain code), and the cut is then applied to
+exactly the numbers the histograms counted, on any worker. The alternative of
+writing every scored document once and moving it afterwards costs a full extra
+write of the text. The driver deletes _scores/ at the end.
 
-The cut. Scores are counted in BINS = 2**20 equal bins over [0, 1] (bin of s =
-floor(s * 2**20), 1.0 in the top bin); the histograms are integer counts, so their
-sums do not depend on the order workers finish in. With N scored documents (of the
-corpus, or of a domain), the threshold is the lower edge b / 2**20 of the highest
-bin b at which the count of documents in bins >= b reaches ceil(F * N) (F as
-written: 0.1 is 1/10). `s >= b / 2**20` is exactly `bin(s) >= b`, so the kept
-count is the histogram's count: at least ceil(F * N), more only by ties inside bin b
-(scores closer than 2**-20). The manifest reports asked and achieved fractions.
+The cut (curation/scores.py). Scores are counted in BINS = 2**20 equal bins over
+[0, 1] (bin of s = floor(s * 2**20), 1.0 in the top bin); the histograms are
+integer counts, so their sums do not depend on the order workers finish in. With N
+scored documents (of the corpus, or of a domain) and target = ceil(F * N) (F as
+written: 0.1 is 1/10), the boundary bin b is the highest bin at which the count of
+documents in bins >= b reaches the target; `s >= b / 2**20` is exactly
+`bin(s) >= b`. When bin b holds more documents than the `need = target - count
+above b` (classifier scores saturate: hundreds of documents can score exactly
+1.0), TieScan counts, for the documents in bin b only, the top 20 bits of their
+tie key (xxh3_64 of the id: the same on any worker, in any file order) in a second
+histogram, and the tie-break cut t is the highest key bin at which the documents of
+bin b with key bins >= t reach `need`. A document is kept iff
+`bin(s) > b or (bin(s) == b and key_bin >= t)`: the target exactly, plus the
+documents sharing key bin t beyond the need (~count_in(b) / 2**20). The manifest
+reports the boundary bin, its count, the need, t, kept against target, asked and
+achieved fractions. The tie scan reads 20 bytes a document and never the inputs or
+the model; without ties it reads nothing.
 
 Documents that cannot be scored (the model raises on one, or returns no probability)
 are rejected with cause "score_error", like any malformed record.
@@ -67,7 +84,8 @@ from curation.documents import NO_DOMAIN, Document, InputError, Rejected
 from curation.fs import is_remote
 from curation.io import (REJECTED_SCHEMA, SCORED_DOCUMENT_SCHEMA, FieldMap, InputFile,
                          read_documents, rejected_row, scored_document_row, shard_name, write_rows)
-from curation.scores import ScoreHistogram, domain_histograms, summarise, top_cut
+from curation.scores import (ScoreHistogram, domain_histograms, keep_mask, needs_tie_break,
+                             summarise, tie_break_cut, tie_histograms, tie_keys, top_cut)
 from pipelines.filter import SideWriter, SumCounts
 from pipelines.fs import BeamFS
 
@@ -238,13 +256,40 @@ class _Scoring(beam.DoFn):
 
 
 def scores_path(fs, output: str, index: int) -> str:
-    return fs.join(output, SCORES_DIR, f"part-{index:05d}.npy")
+    return fs.join(output, SCORES_DIR, f"part-{index:05d}.npz")
+
+
+def write_first_pass(fs, path: str, scores: np.ndarray, keys: np.ndarray, domains: list[str]) -> None:
+    """One file's first-pass record, complete or absent: scores (float64, NaN where
+    scoring failed), tie keys (uint64) and domain codes (int32) in document order,
+    and the domain names the codes index (sorted)."""
+    names = sorted(set(domains))
+    code = {d: i for i, d in enumerate(names)}
+    codes = np.fromiter((code[d] for d in domains), np.int32, count=len(domains))
+    buf = io.BytesIO()
+    np.savez(buf, scores=np.asarray(scores, np.float64), keys=np.asarray(keys, np.uint64),
+             domain=codes, domains=np.array(names, dtype=str))
+    tmp = path + ".tmp"
+    with fs.open_write(tmp) as f:
+        f.write(buf.getvalue())
+    fs.rename(tmp, path)
+
+
+def read_first_pass(fs, path: str) -> dict[str, np.ndarray]:
+    """`write_first_pass`'s arrays: scores, keys, domain (codes), domains (names)."""
+    with fs.open_read(path) as f:
+        with np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
+            return {k: z[k] for k in ("scores", "keys", "domain", "domains")}
+
+
+def _cut_of(domain: str, by: str, corpus, domains) -> dict | None:
+    return corpus["cut"] if by == "corpus" else (domains.get(domain) or {}).get("cut")
 
 
 class ScanFile(_Scoring):
-    """--keep-top, first pass: one file -> its scores in _scores/ (NaN where scoring
-    failed), its histograms per domain on "hist", a counts record on "counts", and
-    the file itself once its scores are written."""
+    """--keep-top, first pass: one file -> its scores and tie keys in _scores/ (NaN
+    where scoring failed), its histograms per domain on "hist", a counts record on
+    "counts", and the file itself once its scores are written."""
 
     def __init__(self, output: str, **kw):
         super().__init__(**kw)
@@ -256,21 +301,17 @@ class ScanFile(_Scoring):
 
     def process(self, item):
         index, file = item
-        parts, domains = [], []
+        parts, keys, domains = [], [], []
         with self.reader(file) as reader:
             docs = (r for r in reader if isinstance(r, Document))   # rejections: second pass
             for batch in _batches(docs, self.batch_size):
                 s, _ = self.score(file, batch)
                 parts.append(s)
+                keys.append(tie_keys(d.id for d in batch))
                 domains.extend(d.domain or NO_DOMAIN for d in batch)
         scores = np.concatenate(parts) if parts else np.zeros(0)
-        buf = io.BytesIO()
-        np.save(buf, scores, allow_pickle=False)
-        path = scores_path(self.fs, self.output, index)
-        tmp = path + ".tmp"
-        with self.fs.open_write(tmp) as f:
-            f.write(buf.getvalue())
-        self.fs.rename(tmp, path)        # complete or absent
+        write_first_pass(self.fs, scores_path(self.fs, self.output, index), scores,
+                         np.concatenate(keys) if keys else np.zeros(0, np.uint64), domains)
         hists = domain_histograms(scores, domains)
         counts = new_counts()
         counts["files_scanned"] = 1
@@ -281,6 +322,38 @@ class ScanFile(_Scoring):
         Metrics.counter(NS, "scored").inc(counts["scored"])
         yield TaggedOutput("counts", counts)
         yield item
+
+
+class TieScanFile(beam.DoFn):
+    """--keep-top, between the passes: one file's _scores record -> (domain, histogram
+    of the tie-key bins of its documents in the boundary bin of their cut), for the
+    cuts whose boundary bin needs a tie-break (the first-level summaries are side
+    inputs). Reads nothing when no cut needs one."""
+
+    def __init__(self, output: str, by: str):
+        self.output, self.by = output, by
+
+    def setup(self):
+        self.fs = BeamFS()
+
+    def process(self, item, corpus, domains):
+        index, _ = item
+        if self.by == "corpus":
+            if not needs_tie_break(corpus["cut"]):
+                return
+        elif not any(needs_tie_break(s.get("cut")) for s in domains.values()):
+            return
+        rec = read_first_pass(self.fs, scores_path(self.fs, self.output, index))
+        names = [str(n) for n in rec["domains"]]
+        boundary = {}
+        for name in names:
+            cut = _cut_of(name, self.by, corpus, domains)
+            if needs_tie_break(cut):
+                boundary[name] = cut["bin"]
+        groups = rec["domains"][rec["domain"]] if len(names) else np.zeros(0, dtype=str)
+        for name, hist in tie_histograms(rec["scores"], rec["keys"], groups, boundary).items():
+            Metrics.counter(NS, "tie_break_scanned").inc(hist.total)
+            yield name, hist
 
 
 class ScoreFile(_Scoring):
@@ -321,8 +394,8 @@ class ScoreFile(_Scoring):
             rejected.abort()
             removed.abort()
             raise
-        if pre is not None and state["pos"] != len(pre):
-            raise RuntimeError(f"{file.path} has {state['pos']} documents now but had {len(pre)} "
+        if pre is not None and state["pos"] != len(pre["scores"]):
+            raise RuntimeError(f"{file.path} has {state['pos']} documents now but had {len(pre['scores'])} "
                                f"when it was scored: an input changed during the run")
         counts["blank_lines"] = reader.stats.blank_lines
         if counts["input"] != counts["kept"] + counts["removed"] + counts["rejected"]:
@@ -334,17 +407,8 @@ class ScoreFile(_Scoring):
         self._count(counts)
         yield counts
 
-    def _first_pass_scores(self, index: int) -> np.ndarray:
-        with self.fs.open_read(scores_path(self.fs, self.output, index)) as f:
-            return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
-    def _threshold(self, domain: str, corpus, domains) -> float | None:
-        if self.mode == "min_score":
-            return self.min_score
-        if self.mode == "keep_top":
-            cut = corpus["cut"] if self.by == "corpus" else domains[domain]["cut"]
-            return cut["threshold"]
-        return None
+    def _first_pass_scores(self, index: int) -> dict[str, np.ndarray]:
+        return read_first_pass(self.fs, scores_path(self.fs, self.output, index))
 
     def _kept(self, file, reader, counts, rejected, removed, pre, state, corpus, domains):
         """The kept rows of `file`, in input order; removed and rejected records go to
@@ -365,24 +429,36 @@ class ScoreFile(_Scoring):
             yield from self._decide(file, docs, counts, rejected, removed, pre, state, corpus, domains)
 
     def _decide(self, file, docs, counts, rejected, removed, pre, state, corpus, domains):
+        names = [d.domain or NO_DOMAIN for d in docs]
         if pre is None:
             scores, errors = self.score(file, docs)
             state["scores"].append(scores)
-            state["domains"].extend(d.domain or NO_DOMAIN for d in docs)
+            state["domains"].extend(names)
+            keep = (np.ones(len(docs), bool) if self.mode == "all" else
+                    np.asarray(scores >= self.min_score))          # NaN: never (rejected anyway)
         else:
             start = state["pos"]
-            scores = pre[start:start + len(docs)]
-            if len(scores) != len(docs):
-                raise RuntimeError(f"{file.path} has more documents now than when it was scored: "
-                                   f"an input changed during the run")
+            scores = pre["scores"][start:start + len(docs)]
+            keys = pre["keys"][start:start + len(docs)]
+            if len(scores) != len(docs) or not np.array_equal(keys, tie_keys(d.id for d in docs)):
+                raise RuntimeError(f"{file.path} holds other documents now than when it was scored "
+                                   f"(count or ids differ near document {start}): an input changed "
+                                   f"during the run")
             errors = {}
             for i in np.flatnonzero(np.isnan(scores)).tolist():   # failed in the first pass
                 _, again = self.score(file, [docs[i]])
                 errors[i] = again.get(0, "scoring failed in the first pass (not on a retry)")
+            keep = np.zeros(len(docs), bool)
+            group = np.array(names, dtype=str)
+            for name in sorted(set(names)):
+                at = group == name
+                cut = _cut_of(name, self.by, corpus, domains)
+                if cut is not None:                      # None: no document of it was scored
+                    keep[at] = keep_mask(scores[at], keys[at], cut)
         state["pos"] += len(docs)
         by_domain = counts["domains"]
         for i, d in enumerate(docs):
-            name = d.domain or NO_DOMAIN
+            name = names[i]
             dom = by_domain.setdefault(name, _domain_counts())
             if i in errors:
                 self._reject(self.score_error(file, d, errors[i]), counts, dom, rejected)
@@ -392,9 +468,8 @@ class ScoreFile(_Scoring):
             if pre is None:
                 counts["scored"] += 1
                 dom["scored"] += 1
-            t = self._threshold(name, corpus, domains)
             row = scored_document_row(d, v)
-            if t is None or v >= t:
+            if keep[i]:
                 counts["kept"] += 1
                 dom["kept"] += 1
                 yield row
@@ -432,6 +507,26 @@ def _summary(hist: ScoreHistogram, keep_top: float | None) -> dict:
 def _domain_summary(kv, keep_top):
     domain, hist = kv
     return domain, _summary(hist, keep_top)
+
+
+def _final_corpus(summary: dict, ties: dict, by: str) -> dict:
+    """The corpus summary with its cut's tie-break (ties: {domain: key-bin histogram}
+    of the documents in the corpus cut's boundary bin)."""
+    if by != "corpus" or not needs_tie_break(summary.get("cut")):
+        return summary
+    total = ScoreHistogram()
+    for name in sorted(ties):
+        total.add(ties[name])
+    return {**summary, "cut": tie_break_cut(summary["cut"], total)}
+
+
+def _final_domains(domains: dict, ties: dict, by: str) -> dict:
+    """Each domain's summary with its cut's tie-break."""
+    if by != "domain":
+        return domains
+    return {d: ({**s, "cut": tie_break_cut(s["cut"], ties.get(d, ScoreHistogram()))}
+                if needs_tie_break(s.get("cut")) else s)
+            for d, s in domains.items()}
 
 
 class WriteCounts(beam.DoFn):
@@ -486,9 +581,16 @@ def build_score(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     else:
         scan = spread | "ScanFiles" >> beam.ParDo(
             ScanFile(output, **common)).with_outputs("hist", "counts", main="files")
-        corpus, domains = _summaries(scan.hist, keep_top, keep_top_by)
-        written = (scan.files
-                   | "SpreadScanned" >> beam.Reshuffle()
+        first_corpus, first_domains = _summaries(scan.hist, keep_top, keep_top_by)
+        scanned = scan.files | "SpreadScanned" >> beam.Reshuffle()
+        ties = (scanned
+                | "TieScan" >> beam.ParDo(TieScanFile(output, keep_top_by), corpus=AsSingleton(first_corpus),
+                                          domains=AsSingleton(first_domains))
+                | "TieHistPerDomain" >> beam.CombinePerKey(HistogramFn())
+                | "TieHists" >> beam.combiners.ToDict())
+        corpus = first_corpus | "CorpusCut" >> beam.Map(_final_corpus, AsSingleton(ties), keep_top_by)
+        domains = first_domains | "DomainCuts" >> beam.Map(_final_domains, AsSingleton(ties), keep_top_by)
+        written = (scanned
                    | "CutFiles" >> beam.ParDo(ScoreFile(output, fmt, "keep_top", by=keep_top_by, **common),
                                               corpus=AsSingleton(corpus), domains=AsSingleton(domains)))
         parts = (scan.counts, written)

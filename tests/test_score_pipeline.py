@@ -1,6 +1,7 @@
 """`curate score` end to end on Beam's local runner with a real fastText model: scores equal
 to the library's, the --min-score split, --keep-top cut from the whole corpus (and per
-domain), conservation of every record, the score readable by a later stage, byte-identical
+domain), the tie-break that makes --keep-top exact when many documents score the same,
+conservation of every record, the score readable by a later stage, byte-identical
 reruns, the rerun check, the Dataflow job graph built offline, and clear errors."""
 import gzip
 import json
@@ -14,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 from apache_beam.io.localfilesystem import LocalFileSystem
 
 from classifiers.fasttext_train import QualityModel, train_classifier
@@ -22,7 +24,8 @@ from curation.documents import Document
 from curation.io import document_from_row, expand_inputs, read_documents, read_rows
 from pipelines.run_score import run_score
 from pipelines.runner import UsageError
-from curation.scores import BINS, ScoreHistogram, score_bins, summarise, top_cut
+from curation.scores import (BINS, ScoreHistogram, key_bins, keep_mask, needs_tie_break, score_bins,
+                             summarise, tie_break_cut, tie_histograms, tie_key, tie_keys, top_cut)
 from tests.test_fasttext_train import SMALL, synthetic_labels
 
 FAST = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -183,9 +186,14 @@ def test_histogram_cut_and_summary_by_hand():
     assert s["count"] == 10 and s["mean"] == pytest.approx(0.47, abs=1e-6)
     assert s["deciles"]["p50"] == pytest.approx(0.42, abs=1e-6) and s["min"] == pytest.approx(0.02, abs=1e-6)
     assert s["per_0.05"] == [1, 0] * 10
-    # ties inside the cut's bin are all kept: achieved >= asked
+    assert (cut["above_bin"], cut["in_bin"], cut["need"], cut["tie_break"]) == (2, 1, 1, None)
+    assert not needs_tie_break(cut) and tie_break_cut(cut, ScoreHistogram()) is cut
+    # the first level alone keeps every tie of the cut's bin: 4 for a target of 1
     tied = ScoreHistogram.of([0.9] * 4 + [0.1] * 6)
-    assert top_cut(tied, 0.1)["kept"] == 4 and top_cut(tied, 0.1)["achieved"] == 0.4
+    first = top_cut(tied, 0.1)
+    assert first["kept"] == 4 and first["achieved"] == 0.4
+    assert (first["target"], first["above_bin"], first["in_bin"], first["need"]) == (1, 0, 4, 1)
+    assert needs_tie_break(first)
     # a histogram with many distinct bins turns dense and still merges and pickles the same
     import pickle
     rng = np.random.default_rng(0)
@@ -193,6 +201,48 @@ def test_histogram_cut_and_summary_by_hand():
     merged = ScoreHistogram.of(big[0]).add(ScoreHistogram.of(big[1]))
     assert merged == ScoreHistogram.of(np.concatenate(big)) == pickle.loads(pickle.dumps(merged))
     assert merged.total == 80_000
+
+
+def test_tie_break_by_hand():
+    # the key: xxh3_64 of the id's UTF-8 bytes, seed 0; its bin: the top 20 bits
+    assert tie_key("doc-1") == xxhash.xxh3_64_intdigest(b"doc-1")
+    assert tie_keys(["doc-1", "σ"]).tolist() == [tie_key("doc-1"), xxhash.xxh3_64_intdigest("σ".encode())]
+    assert key_bins([0, 2**44 - 1, 2**44, 2**64 - 1]).tolist() == [0, 0, 1, BINS - 1]
+    # 6 documents tie at 0.9, 4 score 0.1: the top 30% is 3 of the 6 tied ones, those
+    # with the highest key bins; keys given by hand (bins 5, 9, 9, 2, 7, 1 for the tied)
+    scores = np.array([0.9] * 6 + [0.1] * 4)
+    keys = np.array([5, 9, 9, 2, 7, 1, 8, 8, 8, 8], np.uint64) << np.uint64(44)
+    first = top_cut(ScoreHistogram.of(scores), 0.3)
+    assert (first["target"], first["in_bin"], first["need"], first["kept"]) == (3, 6, 3, 6)
+    b = first["bin"]
+    # the second-level histograms, split in any way, sum to the same
+    ties = tie_histograms(scores, keys, ["x"] * 10, {"x": b})["x"]
+    halves = [tie_histograms(scores[i::2], keys[i::2], ["x"] * 5, {"x": b})["x"] for i in (0, 1)]
+    assert ties == ScoreHistogram().add(halves[1]).add(halves[0]) and ties.total == 6
+    cut = tie_break_cut(first, ties)
+    assert cut["tie_break"] == {"key_bin": 7, "key_bits": 20, "scanned": 6, "kept_in_bin": 3, "remnant": 0}
+    assert cut["kept"] == 3 and cut["achieved"] == 0.3 and cut["threshold"] == first["threshold"]
+    assert keep_mask(scores, keys, cut).tolist() == [False, True, True, False, True] + [False] * 5
+    # need 2: key bin 9 holds two documents, exactly the need
+    cut2 = tie_break_cut(top_cut(ScoreHistogram.of(scores), 0.2), ties)
+    assert cut2["tie_break"]["key_bin"] == 9 and cut2["kept"] == 2
+    # need 1: the two documents sharing key bin 9 are both kept, the one remnant
+    cut1 = tie_break_cut(top_cut(ScoreHistogram.of(scores), 0.1), ties)
+    assert cut1["tie_break"]["key_bin"] == 9 and cut1["kept"] == 2 and cut1["tie_break"]["remnant"] == 1
+    assert keep_mask(scores, keys, cut1).sum() == 2
+    # documents above the boundary bin are kept whatever their key; NaN never
+    mixed = np.array([0.95, np.nan, 0.9, 0.9, 0.1])
+    mk = np.array([0, 0, 9, 1, 9], np.uint64) << np.uint64(44)
+    c = top_cut(ScoreHistogram.of(mixed[np.isfinite(mixed)]), 0.5)
+    c = tie_break_cut(c, tie_histograms(mixed, mk, ["x"] * 5, {"x": c["bin"]})["x"])
+    assert (c["above_bin"], c["need"], c["tie_break"]["key_bin"]) == (1, 1, 9)
+    assert keep_mask(mixed, mk, c).tolist() == [True, False, True, False, False]
+    # a short tie scan (the scores changed under the run) is an error, not a guess
+    with pytest.raises(RuntimeError, match="the scores changed during the run"):
+        tie_break_cut(first, ScoreHistogram.of_bins([3, 4]))
+    # without a tie-break the rule is the first level's: bin(s) >= b, i.e. s >= threshold
+    plain = top_cut(ScoreHistogram.of([0.2, 0.4, 0.6, 0.8]), 0.5)
+    assert keep_mask([0.2, 0.4, 0.6, 0.8], np.zeros(4, np.uint64), plain).tolist() == [False, False, True, True]
 
 
 # ---------------------------------------------------------------- --min-score
@@ -297,6 +347,9 @@ def test_keep_top_cuts_the_whole_corpus_not_each_file(top_run, reference):
     assert sel["mode"] == "keep_top" and sel["asked"] == 0.2 and sel["by"] == "corpus"
     assert sel["threshold"] == t and sel["cut"]["target"] == math.ceil(0.2 * 138) == 28
     assert sel["achieved"] == len(kept) / 138 >= 0.2 and len(kept) == sel["cut"]["kept"]
+    # no two documents share the boundary bin here: no tie-break, the rule is s >= t
+    assert sel["cut"]["in_bin"] == sel["cut"]["need"] == 1 and sel["tie_break"] is None
+    assert sel["cut"]["tie_break"] is None and m["counters"].get("tie_break_scanned", 0) == 0
     assert all(r["quality_score"] < t for r in rows_of(out, "removed"))
     for key in ("input", "scored", "kept", "removed", "rejected"):
         assert m["counters"][key] == m["counts"][key], key
@@ -325,10 +378,116 @@ def test_keep_top_by_domain_cuts_each_domain(corpus, model_dir, reference, top_r
         v = m["selection"]["domains"][name]
         assert v["threshold"] == t and v["kept"] == len(want) >= math.ceil(0.25 * len(scores))
         assert v["asked"] == 0.25 and v["achieved"] == len(want) / len(scores)
+        assert v["cut"]["in_bin"] == v["cut"]["need"] and v["tie_break"] is None
     # a quarter of the (low-scoring) forum survives; the corpus-wide cut keeps far fewer
     forum = by_domain["forum"]
     corpus_kept = {r["id"] for r in rows_of(top_run[0], "documents")}
     assert len(kept & set(forum)) >= math.ceil(0.25 * len(forum)) > len(corpus_kept & set(forum)) + 5
+
+
+# ---------------------------------------------------------------- --keep-top with ties
+
+def make_tie_docs(model) -> list[dict]:
+    """Many documents with the same text (so the same score) and their own ids: domain
+    "alpha" is 30 copies of the best-scoring text above 20 bad ones; "beta" 3 good
+    texts above 24 copies of another good text, then 13 bad ones; "gamma" 20 distinct
+    texts (no ties). Shuffled with a fixed seed."""
+    good, bad = _texts(23)
+    good = sorted(good[:40], key=lambda t: -float(model.score([t])[0]))
+    docs = ([doc(f"alpha-dup-{i:02d}", good[0], "alpha") for i in range(30)]
+            + [doc(f"alpha-{i:02d}", bad[i], "alpha") for i in range(20)]
+            + [doc(f"beta-{i}", good[1 + i], "beta") for i in range(3)]
+            + [doc(f"beta-dup-{i:02d}", good[10], "beta") for i in range(24)]
+            + [doc(f"beta-{i:02d}", bad[20 + i], "beta") for i in range(13)]
+            + [doc(f"gamma-{i:02d}", (good[20 + i] if i % 2 else bad[40 + i]), "gamma") for i in range(20)])
+    order = np.random.default_rng(5).permutation(len(docs))
+    return [docs[i] for i in order]
+
+
+def expected_top(docs: list[dict], scores: dict[str, float], fraction: float) -> set[str]:
+    """The top ceil(F * N) ids by (score bin, top 20 bits of xxh3_64(id)), by sorting,
+    written without the library; asserts that the last kept and first left out differ."""
+    key = {d["id"]: (min(math.floor(scores[d["id"]] * BINS), BINS - 1),
+                     xxhash.xxh3_64_intdigest(d["id"].encode()) >> 44) for d in docs}
+    ranked = sorted(key, key=lambda i: key[i], reverse=True)
+    target = math.ceil(round(fraction * len(docs), 9))
+    assert key[ranked[target - 1]] != key[ranked[target]]   # no hash tie at the cut
+    return set(ranked[:target])
+
+
+@pytest.fixture(scope="module")
+def tie_corpus(model, tmp_path_factory):
+    """The tie documents as one file, and the same documents in another order as three
+    files; with each document's score from the library."""
+    root = tmp_path_factory.mktemp("score_ties")
+    docs = make_tie_docs(model)
+    one = root / "one"
+    one.mkdir()
+    (one / "all.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    three = root / "three"
+    three.mkdir()
+    rev = docs[::-1]
+    for k, name in enumerate(("p.jsonl", "q.jsonl", "r.jsonl")):
+        (three / name).write_text("".join(json.dumps(d) + "\n" for d in rev[k::3]))
+    scores = {d["id"]: float(model.score([d["text"]])[0]) for d in docs}
+    assert len(set(scores[d["id"]] for d in docs if "-dup-" in d["id"])) == 2   # the tied blocks
+    return one, three, docs, scores
+
+
+def test_keep_top_breaks_ties_to_the_exact_target_per_domain(tie_corpus, model_dir, tmp_path):
+    one, three, docs, scores = tie_corpus
+    runs = {}
+    for name, inputs, args in (("one", one, FAST), ("three", three, TWO_PROCS), ("again", three, FAST)):
+        out = tmp_path / name
+        m = score(inputs, out, model_dir, *args, keep_top=0.2, keep_top_by="domain", batch_size=16)
+        assert m["status"] == "complete" and m["balance"]["ok"] and m["parts_agree"]["ok"], m["parts_agree"]
+        runs[name] = (out, m)
+    out, m = runs["one"]
+    kept = {r["id"] for r in rows_of(out, "documents")}
+    sel = m["selection"]
+    assert "key_bin(id) >= t" in m["parameters"]["selection_rule"]
+    for dom, n, tied, need in (("alpha", 50, 30, 10), ("beta", 40, 24, 5), ("gamma", 20, None, None)):
+        members = [d for d in docs if d["domain"] == dom]
+        want = expected_top(members, scores, 0.2)
+        assert kept & {d["id"] for d in members} == want, dom
+        v = sel["domains"][dom]
+        assert v["kept"] == len(want) == math.ceil(0.2 * n) and v["achieved"] == v["asked"] == 0.2, dom
+        if tied is None:                      # distinct scores: nothing changes
+            assert v["tie_break"] is None and v["cut"]["in_bin"] == v["cut"]["need"] == 1
+            assert want == {i for i in want if scores[i] >= v["threshold"]}
+            continue
+        tb = v["tie_break"]
+        assert (tb["in_bin"], tb["need"], tb["target"], tb["kept"], tb["remnant"]) == (
+            tied, need, math.ceil(0.2 * n), len(want), 0), dom
+        assert tb["boundary_bin"] == v["cut"]["bin"] and tb["achieved"] == 0.2 and tb["asked"] == 0.2
+        # the tied documents kept are those with key bins >= the cut; the others removed
+        dup = [d["id"] for d in members if "-dup-" in d["id"]]
+        assert {i for i in dup if tie_key(i) >> 44 >= tb["key_bin_cut"]} == want & set(dup)
+        assert len(want & set(dup)) == need
+    # removed documents that scored the threshold are the tie-break's, and counted
+    rm = [r for r in rows_of(out, "removed") if r["quality_score"] >= sel["domains"][r["domain"]]["threshold"]]
+    assert len(rm) == (30 - 10) + (24 - 5) and all("-dup-" in r["id"] for r in rm)
+    assert m["counters"]["tie_break_scanned"] == 30 + 24
+    # the same documents, in another order, in three files, on two workers: the same ids
+    assert {r["id"] for r in rows_of(runs["three"][0], "documents")} == kept
+    assert {k: v["kept"] for k, v in runs["three"][1]["selection"]["domains"].items()} == {
+        "alpha": 10, "beta": 8, "gamma": 4}
+    # and a rerun is byte-identical
+    assert output_files(runs["again"][0]) == output_files(runs["three"][0])
+
+
+def test_keep_top_breaks_ties_across_the_corpus(tie_corpus, model_dir, tmp_path):
+    _, three, docs, scores = tie_corpus
+    out = tmp_path / "out"
+    m = score(three, out, model_dir, keep_top=0.2, batch_size=16)
+    assert m["balance"]["ok"] and m["parts_agree"]["ok"] and m["parts_agree"]["kept_predicted_by_cut"] == 22
+    kept = {r["id"] for r in rows_of(out, "documents")}
+    assert kept == expected_top(docs, scores, 0.2) and len(kept) == 22 == math.ceil(0.2 * 110)
+    tb = m["selection"]["tie_break"]
+    assert tb["in_bin"] == 30 and tb["kept"] == tb["target"] == 22 and tb["remnant"] == 0
+    assert tb["need"] == 22 - tb["above_bin"] and m["selection"]["achieved"] == 0.2
+    # the first level alone would have kept the whole block of 30 (and everything above it)
+    assert m["selection"]["cut"]["in_bin"] + m["selection"]["cut"]["above_bin"] > 22
 
 
 # ---------------------------------------------------------------- the score in later stages
@@ -439,7 +598,8 @@ def test_dataflow_job_graph_offline(remote_model, selection):
     assert res["parameters"]["model"]["path"] == remote_model
     transforms = res["job"].proto_pipeline.components.transforms.values()
     names = {t.unique_name for t in transforms}
-    two_pass = ["ScanFiles", "SpreadScanned", "CutFiles"]
+    two_pass = ["ScanFiles", "SpreadScanned", "TieScan", "TieHistPerDomain", "TieHists", "CorpusCut",
+                "DomainCuts", "CutFiles"]
     for step in ["Files", "SpreadFiles", "HistPerDomain", "CorpusHist", "CorpusSummary", "DomainSummaries",
                  "AllCounts", "SumCounts", "WriteCounts"] + (two_pass if "keep_top" in selection else ["ScoreFiles"]):
         assert step in names, step
@@ -448,11 +608,14 @@ def test_dataflow_job_graph_offline(remote_model, selection):
     # shuffles carry files, histograms and counts: document text never goes through one
     gbks = [t.unique_name for t in transforms if t.spec.urn == "beam:transform:group_by_key:v1"]
     assert all(g.startswith(("Files/", "SpreadFiles/", "SpreadScanned/", "HistPerDomain/", "CorpusHist/",
-                             "DomainSummaries/", "SumCounts/")) for g in gbks), gbks
+                             "DomainSummaries/", "TieHistPerDomain/", "TieHists/", "SumCounts/"))
+               for g in gbks), gbks
     if "keep_top" in selection:
-        # the writing step waits for the cuts: both summaries are its side inputs
-        (cut,) = [t for t in transforms if t.unique_name == "CutFiles"]
-        assert len(beam_runner_api_pb2.ParDoPayload.FromString(cut.spec.payload).side_inputs) == 2
+        # the tie scan waits for the first-level cuts, the writing step for the final ones:
+        # both summaries are side inputs of each
+        for step in ("TieScan", "CutFiles"):
+            (t,) = [t for t in transforms if t.unique_name == step]
+            assert len(beam_runner_api_pb2.ParDoPayload.FromString(t.spec.payload).side_inputs) == 2
 
     # a local model directory cannot reach Dataflow workers: said before anything is built
     with pytest.raises(UsageError, match="Dataflow workers cannot read a local directory"):
