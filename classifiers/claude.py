@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -126,78 +127,40 @@ class MessagesGrader:
             self._reserved -= held
 
     def _one(self, key: str, text: str) -> None:
-        import anthropic
         params = request_params(self.rubric, text, model=self.s.model,
                                 max_doc_chars=self.s.max_doc_chars, max_tokens=self.s.max_tokens)
-        transport = answers = limited = 0
-        tokens = [0, 0, 0, 0]
-        cost = 0.0
         upper = self.estimate(text)
-        while True:
-            try:
-                held = self._reserve(upper)
-            except (BudgetExceeded, Interrupted) as e:
-                if cost or any(tokens):   # an earlier attempt was paid for: keep it on record
-                    self._fail(key, f"retry not sent ({e})", tokens, cost)
-                raise
-            try:
-                with self._lock:
-                    self.stats.sent += 1
-                try:
-                    msg = self.client.messages.create(**params)
-                except BaseException:
-                    self._release(held)   # nothing was charged
-                    raise
-            except anthropic.RateLimitError as e:
-                limited += 1
-                self._count("rate_limit")
-                if limited >= self.s.max_rate_limited:
-                    return self._fail(key, f"rate limited {limited} times", tokens, cost)
-                self.sleep(min(_retry_after(e) or self.s.backoff_s, self.s.max_wait_s))
-                continue
-            except (anthropic.InternalServerError, anthropic.APITimeoutError,
-                    anthropic.APIConnectionError) as e:
-                transport += 1
-                self._count(_RETRY_NAMES.get(type(e).__name__, type(e).__name__))
-                if transport >= self.s.max_attempts:
-                    return self._fail(key, f"{type(e).__name__} after {transport} attempts", tokens, cost)
-                self.sleep(min(self.s.backoff_s * 2 ** (transport - 1), self.s.max_wait_s))
-                continue
-            except anthropic.APIStatusError as e:
-                return self._fail(key, f"{type(e).__name__} ({e.status_code}): {_short(e)}", tokens, cost)
-            except ValueError as e:           # a 200 whose body is not JSON
-                answers += 1
-                self._count("bad_body")
-                if answers > self.s.answer_retries:
-                    return self._fail(key, f"unreadable reply: {e}", tokens, cost)
-                continue
-            u = msg.usage
-            tokens = [tokens[0] + (u.input_tokens or 0), tokens[1] + (u.output_tokens or 0),
-                      tokens[2] + (getattr(u, "cache_read_input_tokens", 0) or 0),
-                      tokens[3] + (getattr(u, "cache_creation_input_tokens", 0) or 0)]
-            call = cost_usd(self.s.model, u, batch=False, prices=self.s.prices)
-            cost += call
-            with self._lock:
-                self._spent += call
-                self._reserved -= held
-                self.stats.cost_usd += call
-            try:
-                grade = parse_answer(msg, self.rubric)
-            except AnswerError as e:
-                answers += 1
-                self._count("invalid_answer")
-                if answers > self.s.answer_retries:
-                    return self._fail(key, str(e), tokens, cost)
-                continue
-            self.store.put(Label(key, self.rubric.key, self.s.model, score=grade.score,
-                                 reasoning=grade.reasoning, input_tokens=tokens[0],
-                                 output_tokens=tokens[1], cache_read_tokens=tokens[2],
-                                 cache_write_tokens=tokens[3], cost_usd=cost,
-                                 attempts=transport + limited + answers + 1,
-                                 mode="messages"))
-            with self._lock:
-                self.stats.labelled += 1
-            return None
+        try:
+            out = call_with_retries(
+                self.client, params, self.s, lambda m: parse_answer(m, self.rubric),
+                sleep=self.sleep, count=self._count, reserve=lambda: self._reserve(upper),
+                release=self._release, paid=self._paid, sent=self._sent)
+        except (BudgetExceeded, Interrupted) as e:
+            o = getattr(e, "outcome", None)
+            if o is not None and (o.cost or any(o.tokens)):   # an earlier attempt was paid for
+                self._fail(key, f"retry not sent ({e})", o.tokens, o.cost)
+            raise
+        if out.error is not None:
+            return self._fail(key, out.error, out.tokens, out.cost)
+        grade = out.value
+        self.store.put(Label(key, self.rubric.key, self.s.model, score=grade.score,
+                             reasoning=grade.reasoning, input_tokens=out.tokens[0],
+                             output_tokens=out.tokens[1], cache_read_tokens=out.tokens[2],
+                             cache_write_tokens=out.tokens[3], cost_usd=out.cost,
+                             attempts=out.attempts, mode="messages"))
+        with self._lock:
+            self.stats.labelled += 1
+        return None
+
+    def _sent(self) -> None:
+        with self._lock:
+            self.stats.sent += 1
+
+    def _paid(self, call: float, held: float) -> None:
+        with self._lock:
+            self._spent += call
+            self._reserved -= held
+            self.stats.cost_usd += call
 
     def _fail(self, key: str, why: str, tokens: list[int], cost: float) -> None:
         self.store.put(Label(key, self.rubric.key, self.s.model, error=why, input_tokens=tokens[0],
@@ -205,6 +168,93 @@ class MessagesGrader:
                              cache_write_tokens=tokens[3], cost_usd=cost, mode="messages"))
         with self._lock:
             self.stats.failed += 1
+
+
+@dataclass
+class CallOutcome:
+    """One logical call after its retries: ``value`` is what ``parse`` returned, or
+    ``error`` says why there is none; tokens (input, output, cache read, cache write)
+    and cost add up every attempt that was answered."""
+    value: Any = None
+    error: str | None = None
+    tokens: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    cost: float = 0.0
+    attempts: int = 0
+
+
+def call_with_retries(client, params: dict, s: Settings, parse: Callable[[Any], Any], *,
+                      sleep: Callable[[float], None] = time.sleep,
+                      count: Callable[[str], None] = lambda what: None,
+                      reserve: Callable[[], float] = lambda: 0.0,
+                      release: Callable[[float], None] = lambda held: None,
+                      paid: Callable[[float, float], None] = lambda call, held: None,
+                      sent: Callable[[], None] = lambda: None) -> CallOutcome:
+    """A Messages call with our fault handling (module docstring). ``parse`` turns a
+    reply into a value or raises AnswerError (retried ``s.answer_retries`` times).
+    ``reserve`` runs before each attempt and may raise BudgetExceeded or Interrupted:
+    the exception then carries ``.outcome`` (what was already paid for). ``paid(cost,
+    held)`` accounts each answered attempt; ``release(held)`` one that was not."""
+    import anthropic
+    out = CallOutcome()
+    transport = answers = limited = 0
+    while True:
+        try:
+            held = reserve()
+        except (BudgetExceeded, Interrupted) as e:
+            e.outcome = out
+            raise
+        try:
+            sent()
+            try:
+                msg = client.messages.create(**params)
+            except BaseException:
+                release(held)   # nothing was charged
+                raise
+        except anthropic.RateLimitError as e:
+            limited += 1
+            count("rate_limit")
+            if limited >= s.max_rate_limited:
+                out.error = f"rate limited {limited} times"
+                return out
+            sleep(min(_retry_after(e) or s.backoff_s, s.max_wait_s))
+            continue
+        except (anthropic.InternalServerError, anthropic.APITimeoutError,
+                anthropic.APIConnectionError) as e:
+            transport += 1
+            count(_RETRY_NAMES.get(type(e).__name__, type(e).__name__))
+            if transport >= s.max_attempts:
+                out.error = f"{type(e).__name__} after {transport} attempts"
+                return out
+            sleep(min(s.backoff_s * 2 ** (transport - 1), s.max_wait_s))
+            continue
+        except anthropic.APIStatusError as e:
+            out.error = f"{type(e).__name__} ({e.status_code}): {_short(e)}"
+            return out
+        except ValueError as e:           # a 200 whose body is not JSON
+            answers += 1
+            count("bad_body")
+            if answers > s.answer_retries:
+                out.error = f"unreadable reply: {e}"
+                return out
+            continue
+        u = msg.usage
+        out.tokens = [out.tokens[0] + (u.input_tokens or 0), out.tokens[1] + (u.output_tokens or 0),
+                      out.tokens[2] + (getattr(u, "cache_read_input_tokens", 0) or 0),
+                      out.tokens[3] + (getattr(u, "cache_creation_input_tokens", 0) or 0)]
+        call = cost_usd(s.model, u, batch=False, prices=s.prices)
+        out.cost += call
+        paid(call, held)
+        out.attempts = transport + limited + answers + 1
+        try:
+            out.value = parse(msg)
+        except AnswerError as e:
+            answers += 1
+            count("invalid_answer")
+            if answers > s.answer_retries:
+                out.error = str(e)
+                return out
+            continue
+        return out
 
 
 _RETRY_NAMES = {"OverloadedError": "overloaded", "InternalServerError": "server_error",
