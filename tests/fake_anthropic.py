@@ -90,13 +90,30 @@ def user_text(request_json: dict) -> str:
     )
 
 
+def default_mixture_proposal(request_json: dict) -> dict:
+    """The forced `propose_mixtures` tool's input: mixture i leans towards domain i
+    (mod K), so answers differ and are deterministic."""
+    items = request_json["tools"][0]["input_schema"]["properties"]["mixtures"]
+    names = items["items"]["properties"]["weights"]["required"]
+    out = []
+    for i in range(items.get("maxItems", 1)):
+        lean = names[i % len(names)]
+        w = {k: (0.5 if k == lean else 0.5 / (len(names) - 1) if len(names) > 1 else 1.0)
+             for k in names}
+        out.append({"weights": w, "rationale": f"Fake proposer: more of {lean}."})
+    return {"mixtures": out}
+
+
 def default_grader(document_text: str, request_json: dict) -> dict:
-    """A deterministic 0-5 score from length, punctuation and letter share.
+    """A deterministic 0-5 score from length, punctuation and letter share (or, for a
+    `propose_mixtures` request, `default_mixture_proposal`).
 
     One point each for: >= 20 words; >= 80 words; sentence punctuation (at least one
     of . ! ? per 40 words); letters make up >= 70% of non-space characters; mean word
     length between 3 and 9.
     """
+    if (request_json.get("tool_choice") or {}).get("name") == "propose_mixtures":
+        return default_mixture_proposal(request_json)
     words = document_text.split()
     n = len(words)
     chars = [c for c in document_text if not c.isspace()]
