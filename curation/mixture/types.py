@@ -75,3 +75,5 @@ class ProxyResult:
     bpb: dict[str, float]              # per domain: bits per byte
     target: float                      # the configured target, in bits per byte
     seconds: float = 0.0
+    # what the backend wants remembered: tokens drawn and epochs per domain, model sizes...
+    detail: Mapping[str, object] = field(default_factory=dict)

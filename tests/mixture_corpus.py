@@ -1,0 +1,43 @@
+"""A small real corpus for the mixture tests: the first documents of each demo domain
+(about 100 KB each), written as one JSONL file per domain *without* a domain field,
+so loading it exercises the {domain: glob} mapping."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from curation.demo import demo_files
+
+PER_DOMAIN_BYTES = 100_000
+PER_DOMAIN_DOCS = 150
+
+
+def demo_records() -> dict[str, list[dict]]:
+    """{domain: [record, ...]} of the whole demo corpus, in file order."""
+    out: dict[str, list[dict]] = {}
+    for path in demo_files():
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                rec = json.loads(line)
+                out.setdefault(rec["domain"], []).append(rec)
+    return out
+
+
+def write_small_corpus(root: Path) -> dict[str, str]:
+    """Write the small corpus under `root`; returns {domain: glob}."""
+    mapping = {}
+    for domain, recs in sorted(demo_records().items()):
+        size, kept = 0, []
+        for r in recs:
+            if size >= PER_DOMAIN_BYTES or len(kept) >= PER_DOMAIN_DOCS:
+                break
+            kept.append({k: v for k, v in r.items() if k != "domain"})
+            size += len(r["text"].encode("utf-8"))
+        d = root / domain
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / "part-0.jsonl", "w", encoding="utf-8") as f:
+            for r in kept:
+                f.write(json.dumps(r) + "\n")
+        mapping[domain] = str(d / "*.jsonl")
+    return mapping
