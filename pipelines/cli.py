@@ -242,6 +242,48 @@ def _score_parser(sub):
     return p
 
 
+def _mix_parser(sub):
+    p = sub.add_parser(
+        "mix", help="search domain mixtures: proposers (baselines, RegMix, Claude) x proxy runs",
+        description="Propose domain mixtures with the configured strategies under equal "
+                    "budgets of proxy training runs, judge the best on a held-out test split "
+                    "with fresh seeds, and write the chosen mixture with its evidence.",
+        epilog="OUTPUT then holds candidates.csv (every proxy run), ratios.csv and metrics.csv, "
+               "mixture.yaml (the chosen mixture, its provenance and test result against "
+               "every baseline), megatron_data_path.txt, olmo_source_mixture.yaml, "
+               "statistics.json, tokenizer.json, proxy_cache.jsonl and summary.json. The "
+               "Claude proposer needs ANTHROPIC_API_KEY; without it, it is skipped and the "
+               "summary says so.")
+    p.add_argument("--config", required=True, help="mix YAML (see configs/mix/demo.yaml)")
+    p.add_argument("--output", help="output directory (overrides output: in the config)")
+    p.add_argument("--demo", action="store_true",
+                   help="search on the demo corpus that ships in the package")
+    return p
+
+
+def _run_mix(args) -> int:
+    from pydantic import ValidationError
+
+    from curation.config import _format_error, read_yaml_mapping
+    from curation.mixture.config import MixConfig
+    from curation.mixture.run import run_mix
+    data = read_yaml_mapping(args.config, "mix config")
+    if args.output:
+        data["output"] = args.output
+    if args.demo:
+        data.update({"demo": True, "sources": None, "inputs": []})
+    try:
+        cfg = MixConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, args.config)) from None
+    s = run_mix(cfg, log=lambda m: print(m, file=sys.stderr))
+    verdicts = ", ".join(f"{c['verdict']} vs {c['baseline']}" for c in s["against_baselines"])
+    print(f"mix: chose {s['chosen_strategy']} (test target {s['test']['target_bpb_mean']:.4f} "
+          f"bits per byte; {verdicts}); {s['proxy_runs']} proxy runs "
+          f"({s['proxy_runs_computed']} computed) -> {cfg.output}", file=sys.stderr)
+    return 0
+
+
 def _run_label(parser, args) -> int:
     from classifiers.claude import Interrupted, NoApiKey
     from classifiers.labeling import LabelConfig, parse_label_map, run_label
@@ -363,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     _label_parser(sub)
     _train_parser(sub)
     _score_parser(sub)
+    _mix_parser(sub)
     return parser
 
 
@@ -383,7 +426,7 @@ def _strict_message(exc: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if beam_args and args.command in ("label", "train-classifier"):
+    if beam_args and args.command in ("label", "train-classifier", "mix"):
         # these run no pipeline: an unknown flag is a typo, not a Beam option
         parser.error(f"{args.command}: unrecognized arguments: {' '.join(beam_args)}")
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
@@ -415,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_label(parser, args)
         if args.command == "train-classifier":
             return _run_train(args)
+        if args.command == "mix":
+            return _run_mix(args)
     except (ConfigError, UsageError) as e:
         print(f"curate: error: {e}", file=sys.stderr)
         return 2

@@ -118,9 +118,14 @@ def run_search(*, baselines: Sequence[Any], adaptive: Sequence[Any], natural: Ma
 
     base_trials: list[Trial] = []
     for prop in baselines:
-        for p in prop.propose([], 1, np.random.default_rng([seed, 0])):
-            note(p, p.strategy, 0)
-            base_trials.append(run(p.strategy, 0, p.weights, SEARCH_SEED, "valid", "search", p))
+        props = prop.propose([], 1, np.random.default_rng([seed, 0]))
+        for p in props:
+            # one baseline with several settings (temperature taus): name each
+            label = p.strategy if len(props) == 1 else p.strategy + "(" + ", ".join(
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in sorted(p.params.items())) + ")"
+            note(p, label, 0)
+            base_trials.append(run(label, 0, p.weights, SEARCH_SEED, "valid", "search", p))
 
     own: dict[str, list[Trial]] = {p.name: [] for p in adaptive}
     for r in range(1, rounds + 1):

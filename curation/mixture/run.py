@@ -1,0 +1,162 @@
+"""`curate mix`: data -> statistics -> proposers x proxy runs -> the chosen mixture.
+
+Writes into the output directory: ``tokenizer.json`` (the stated tokenizer),
+``statistics.json``, ``proxy_cache.jsonl`` (every proxy run; a rerun reuses them),
+the search tables and exports of curation.mixture.outputs, and ``summary.json``
+(timings, Claude's tokens and cost, skipped proposers, projections) last.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from curation.config import ConfigError
+from curation.io import FieldMap
+from curation.mixture.config import MixConfig
+from curation.mixture.types import Constraints
+
+
+def _proposers(cfg: MixConfig, domains, c, feasible, stats, log, base_url):
+    from curation.mixture.proposers import ProposerError, proposer_from_spec
+    try:
+        baselines = [proposer_from_spec(s, domains, c) for s in cfg.baselines]
+        adaptive, skipped = [], {}
+        for s in cfg.proposers:
+            if s.get("name") != "claude":
+                adaptive.append(proposer_from_spec(s, domains, c))
+                continue
+            extra = sorted(set(s) - {"name"})
+            if extra:
+                raise ConfigError(f"proposers: claude takes no parameters here ({extra}); "
+                                  f"use claude_model, claude_hide_names, claude_max_usd")
+            from classifiers.claude import NoApiKey
+            from curation.mixture.claude import ClaudeProposer
+            try:
+                adaptive.append(ClaudeProposer(
+                    domains, c, target=cfg.target.describe(), model=cfg.claude_model,
+                    hide_names=cfg.claude_hide_names, project=feasible.project,
+                    max_usd=cfg.claude_max_usd,
+                    **({"client": _client(cfg, base_url)} if base_url else {})))
+            except NoApiKey as e:
+                skipped["claude"] = f"skipped: {e}"
+                log(f"mix: Claude proposer skipped: {e}")
+    except ProposerError as e:
+        raise ConfigError(str(e)) from None
+    return baselines, adaptive, skipped
+
+
+def _client(cfg, base_url):
+    from classifiers.claude import Settings, make_client
+    return make_client(Settings(model=cfg.claude_model), base_url=base_url)
+
+
+def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
+            base_url: str | None = None) -> dict:
+    from curation.mixture.data import load_corpus
+    from curation.mixture.feasibility import FeasibleSet
+    from curation.mixture.outputs import write_mixture, write_tables
+    from curation.mixture.proxy import NGramBackend, ResultCache
+    from curation.mixture.search import run_search
+    from curation.mixture.stats import domain_extras, domain_statistics
+    from curation.mixture.tokenizer import StatedTokenizer
+
+    if not cfg.output:
+        raise ConfigError("mix needs an output directory (--output or output: in the config)")
+    if cfg.proxy.backend != "ngram":
+        raise ConfigError(f"proxy.backend {cfg.proxy.backend!r} is not available yet; use ngram")
+    t0 = time.time()
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
+                      domain_field=cfg.domain_field)
+    fractions = (1 - cfg.split.valid - cfg.split.test, cfg.split.valid, cfg.split.test)
+    try:
+        if cfg.demo:
+            from curation.demo import demo_glob
+            splits = load_corpus([demo_glob()], fields=fields, seed=cfg.split.seed,
+                                 fractions=fractions)
+        elif cfg.sources:
+            splits = load_corpus(domains=cfg.sources, fields=fields, seed=cfg.split.seed,
+                                 fractions=fractions)
+        else:
+            splits = load_corpus(cfg.inputs, fields=fields, seed=cfg.split.seed,
+                                 fractions=fractions)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    t_data = time.time()
+    tok = StatedTokenizer.for_corpus(splits, str(out), vocab_size=cfg.tokenizer_vocab)
+    stats = domain_statistics(splits, tok, **{k: cfg.stages[k] for k in ("dedup", "filter", "score")
+                                              if k in cfg.stages})
+    domains = splits.domain_infos(tok, domain_extras(stats))
+    c = Constraints(min_weight=cfg.constraints.min_weight, max_epochs=cfg.constraints.max_epochs,
+                    budget_tokens=cfg.proxy.budget_tokens)
+    try:
+        feasible = FeasibleSet.build(domains, c)
+    except ValueError as e:
+        raise ConfigError(f"constraints: {e}") from None
+    if cfg.target.weights:
+        unknown = sorted(set(cfg.target.weights) - set(splits.domains))
+        if unknown:
+            raise ConfigError(f"target.weights: unknown domains {unknown}; the domains are "
+                              f"{splits.domains}")
+    (out / "statistics.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    t_stats = time.time()
+    log(f"mix: {len(domains)} domains, {sum(d.tokens for d in domains):,} train tokens under "
+        f"{tok.description}; budget {c.budget_tokens:,} tokens per proxy run")
+
+    backend = NGramBackend(splits, tok, target=cfg.target.spec(), **cfg.proxy.params)
+    cache = ResultCache(str(out))
+
+    def run_fn(weights, seed, split):
+        return cache.run(backend, weights, seed, c.budget_tokens, split)
+
+    baselines, adaptive, skipped = _proposers(cfg, domains, c, feasible, stats, log, base_url)
+    from curation.mixture.proposers import Natural
+    natural = Natural(domains, c).propose([], 1, np.random.default_rng(0))[0].weights
+    s = cfg.search
+    res = run_search(baselines=baselines, adaptive=adaptive, natural=natural, run_fn=run_fn,
+                     rounds=s.rounds, runs_per_round=s.runs_per_round, noise_seeds=s.noise_seeds,
+                     final_seeds=s.final_seeds, final_top=s.final_top, seed=s.seed, log=log,
+                     skipped=skipped)
+    t_search = time.time()
+    names = splits.domains
+    write_tables(out, res, names)
+    settings = {"budget_tokens": c.budget_tokens, "seed": s.seed,
+                "constraints": cfg.constraints.model_dump(), "target": cfg.target.spec(),
+                "target_description": cfg.target.describe(),
+                "backend": backend.identity() if hasattr(backend, "identity") else backend.name,
+                "tokenizer": tok.description, "data": cfg.model_dump(
+                    mode="json", include={"sources", "inputs", "demo", "split"}),
+                "search": s.model_dump()}
+    doc = write_mixture(out, res, settings)
+    claude = next((p for p in adaptive if p.name == "claude"), None)
+    summary = {
+        "command": "mix", "status": "complete",
+        "chosen": doc["weights"], "chosen_strategy": doc["provenance"]["strategy"],
+        "test": doc["test"], "against_baselines": doc["against_baselines"],
+        "seed_noise_sd": res.noise_sd, "noise_targets": res.noise_targets,
+        "proxy_runs": len(res.trials),
+        "proxy_runs_computed": sum(not t.cached for t in res.trials),
+        "best_so_far": res.best_so_far, "projections": res.projections,
+        "skipped_proposers": skipped,
+        "claude": None if claude is None else {
+            "model": claude.model, "hide_names": claude.hide_names,
+            "calls": claude.stats.calls, "failed": claude.stats.failed,
+            "input_tokens": claude.stats.input_tokens, "output_tokens": claude.stats.output_tokens,
+            "cost_usd": round(claude.stats.cost_usd, 6), "retries": claude.stats.retries,
+            "rationales": [{"round": t.round, "weights": t.weights,
+                            "rationale": t.proposal.rationale if t.proposal else ""}
+                           for t in res.trials if t.strategy == "claude" and t.phase == "search"]},
+        "timings_s": {"data": round(t_data - t0, 3), "tokenizer_and_stats": round(t_stats - t_data, 3),
+                      "search": round(t_search - t_stats, 3), "total": round(time.time() - t0, 3)},
+        "config": cfg.model_dump(mode="json"),
+    }
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out / "summary.json")
+    return summary
