@@ -284,6 +284,32 @@ def _run_mix(args) -> int:
     return 0
 
 
+def _export_parser(sub):
+    p = sub.add_parser(
+        "export", help="sample the chosen mixture to N tokens and write shards",
+        description="Sample each domain's documents to its share of --tokens (whole passes "
+                    "in a fresh seeded order each, within the mix run's repetition cap; a "
+                    "clear error if that is infeasible) and write the shards per domain.",
+        epilog="OUTPUT then holds <domain>/part-NNNNN.jsonl.gz (id, domain, text, epoch) and "
+               "manifest.json (tokens asked and achieved per domain), under the mix run's "
+               "stated tokenizer.")
+    p.add_argument("--mixture", required=True, help="mixture.yaml written by curate mix")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--tokens", required=True, type=int, help="total tokens to export")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--shard-docs", type=int, default=10_000, help="documents per shard (default 10000)")
+    return p
+
+
+def _run_export(args) -> int:
+    from curation.mixture.export import export_mixture
+    m = export_mixture(args.mixture, args.output, args.tokens, seed=args.seed,
+                       shard_docs=args.shard_docs, log=lambda s: print(s, file=sys.stderr))
+    print(f"export: {m['tokens_achieved']:,} of {m['tokens_asked']:,} tokens in "
+          f"{len(m['domains'])} domains -> {args.output}", file=sys.stderr)
+    return 0
+
+
 def _run_label(parser, args) -> int:
     from classifiers.claude import Interrupted, NoApiKey
     from classifiers.labeling import LabelConfig, parse_label_map, run_label
@@ -406,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _score_parser(sub)
     _mix_parser(sub)
+    _export_parser(sub)
     return parser
 
 
@@ -426,7 +453,7 @@ def _strict_message(exc: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if beam_args and args.command in ("label", "train-classifier", "mix"):
+    if beam_args and args.command in ("label", "train-classifier", "mix", "export"):
         # these run no pipeline: an unknown flag is a typo, not a Beam option
         parser.error(f"{args.command}: unrecognized arguments: {' '.join(beam_args)}")
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
@@ -460,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train(args)
         if args.command == "mix":
             return _run_mix(args)
+        if args.command == "export":
+            return _run_export(args)
     except (ConfigError, UsageError) as e:
         print(f"curate: error: {e}", file=sys.stderr)
         return 2

@@ -101,3 +101,35 @@ def test_config_errors(tmp_path, capsys, text, msg):
     cfg.write_text(text)
     assert main(["mix", "--config", str(cfg), "--output", str(tmp_path / "o")]) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_export_samples_the_mixture(demo_run, tmp_path):
+    import gzip
+    out = tmp_path / "export"
+    args = ["export", "--mixture", str(demo_run / "mixture.yaml"), "--output", str(out),
+            "--tokens", "300000", "--shard-docs", "50"]
+    assert main(args) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    weights = yaml.safe_load((demo_run / "mixture.yaml").read_text())["weights"]
+    assert set(m["domains"]) == set(weights)
+    for d, v in m["domains"].items():
+        asked = round(weights[d] * 300000)
+        assert v["tokens_asked"] == asked
+        assert asked <= v["tokens_achieved"] < asked + 20000      # overshoot < one document
+        rows = []
+        for p in sorted((out / d).glob("part-*.jsonl.gz")):
+            with gzip.open(p, "rt") as f:
+                rows.extend(json.loads(x) for x in f)
+        assert len(rows) == v["documents"] and {r["domain"] for r in rows} == {d}
+        assert max(r["epoch"] for r in rows) + 1 >= v["epochs"]
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.jsonl.gz")}
+    assert main(args) == 0                                        # deterministic
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*.jsonl.gz")} == first
+
+
+def test_export_refuses_an_infeasible_budget(demo_run, tmp_path, capsys):
+    assert main(["export", "--mixture", str(demo_run / "mixture.yaml"), "--output",
+                 str(tmp_path / "x"), "--tokens", "1000000000"]) == 2
+    err = capsys.readouterr().err
+    assert "infeasible within the repetition cap" in err and "largest N that fits" in err
+    assert not (tmp_path / "x" / "manifest.json").exists()

@@ -131,7 +131,8 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
                 "target_description": cfg.target.describe(),
                 "backend": backend.identity() if hasattr(backend, "identity") else backend.name,
                 "tokenizer": tok.description, "data": cfg.model_dump(
-                    mode="json", include={"sources", "inputs", "demo", "split"}),
+                    mode="json", include={"sources", "inputs", "demo", "split", "text_field",
+                             "id_field", "domain_field"}),
                 "search": s.model_dump()}
     doc = write_mixture(out, res, settings)
     claude = next((p for p in adaptive if p.name == "claude"), None)
