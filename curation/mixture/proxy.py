@@ -4,12 +4,13 @@ A backend (`ProxyBackend`) has a ``name``, a ``version`` and an ``identity()`` (
 parameter its results depend on), and ``run(weights, seed, budget_tokens, split)``
 returns a `ProxyResult`: per domain the loss in nats per token (under the stated
 tokenizer) and bits per byte, plus the configured target in bits per byte.
-`NGramBackend` is the fast count-based one; a PyTorch transformer can sit behind the
-same interface. `ResultCache` remembers every run in the run directory, so a resumed
-search never redoes one.
+`NGramBackend` is the fast count-based one; `curation.mixture.transformer.TransformerBackend`
+(PyTorch, an optional extra) sits behind the same interface and trains on the same
+sample. `ResultCache` remembers every run in the run directory, so a resumed search
+never redoes one.
 
-The sample of a run (`NGramBackend.sample`)
--------------------------------------------
+The sample of a run (`sample_mixture`, shared by the backends)
+--------------------------------------------------------------
 - The weights are normalised and rounded to the 6 digits `mixture_key` keeps (so
   two weight vectors with one key are one run), then turned into whole tokens per
   domain that add up to the budget exactly (largest remainder; ties by domain name).
@@ -194,6 +195,39 @@ def gather(enc: EncodedDomain, docs: np.ndarray, take: np.ndarray) -> tuple[np.n
     return enc.tokens[idx], offsets
 
 
+def check_weights(domains: list[str], weights: Mapping[str, float]) -> dict[str, float]:
+    """`weights` over exactly `domains` (missing ones 0), normalised; ValueError naming
+    any domain the corpus does not have."""
+    unknown = sorted(set(weights) - set(domains))
+    if unknown:
+        raise ValueError(f"weights name unknown domains {unknown}; the corpus has {domains}")
+    return normalise({d: float(weights.get(d, 0.0)) for d in domains})
+
+
+def sample_mixture(train: Mapping[str, EncodedDomain], weights: Mapping[str, float], seed: int,
+                   budget_tokens: int, sampling: str = "epochs"
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, dict]]:
+    """The training tokens of a proxy run, the same for every backend (the rules of the
+    module docstring): ``(tokens, offsets, summary)``, documents of the domains in sorted
+    order (document i is ``tokens[offsets[i]:offsets[i + 1]]``), and per domain the
+    tokens, documents drawn and epochs. `train`: ``{domain: EncodedDomain}`` of the train
+    split."""
+    domains = sorted(train)
+    shares = token_shares(check_weights(domains, weights), budget_tokens)
+    toks, offs, summary = [], [np.zeros(1, np.int64)], {}
+    base = 0
+    for d in domains:
+        enc = train[d]
+        docs, take = draw_documents(enc.lengths, shares[d], _domain_rng(seed, d), sampling)
+        t, o = gather(enc, docs, take)
+        toks.append(t)
+        offs.append(o[1:] + base)
+        base += int(o[-1])
+        summary[d] = {"tokens": shares[d], "documents_drawn": int(len(docs)),
+                      "epochs": shares[d] / enc.n_tokens if enc.n_tokens else 0.0}
+    return np.concatenate(toks), np.concatenate(offs), summary
+
+
 class NGramBackend:
     """The fast proxy backend: an interpolated modified Kneser-Ney n-gram model
     (`curation.mixture.ngram`) over the stated tokenizer's ids, trained on the mixture's
@@ -223,27 +257,12 @@ class NGramBackend:
                 "data": self.splits.fingerprint()}
 
     def _check_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
-        unknown = sorted(set(weights) - set(self.domains))
-        if unknown:
-            raise ValueError(f"weights name unknown domains {unknown}; the corpus has {self.domains}")
-        return normalise({d: float(weights.get(d, 0.0)) for d in self.domains})
+        return check_weights(self.domains, weights)
 
     def sample(self, weights: Mapping[str, float], seed: int, budget_tokens: int
                ) -> tuple[np.ndarray, np.ndarray, dict[str, dict]]:
         """The training tokens of a run: (tokens, offsets, per-domain draw summary)."""
-        shares = token_shares(self._check_weights(weights), budget_tokens)
-        toks, offs, summary = [], [np.zeros(1, np.int64)], {}
-        base = 0
-        for d in self.domains:
-            enc = self.encoded["train"][d]
-            docs, take = draw_documents(enc.lengths, shares[d], _domain_rng(seed, d), self.sampling)
-            t, o = gather(enc, docs, take)
-            toks.append(t)
-            offs.append(o[1:] + base)
-            base += int(o[-1])
-            summary[d] = {"tokens": shares[d], "documents_drawn": int(len(docs)),
-                          "epochs": shares[d] / enc.n_tokens if enc.n_tokens else 0.0}
-        return np.concatenate(toks), np.concatenate(offs), summary
+        return sample_mixture(self.encoded["train"], weights, seed, budget_tokens, self.sampling)
 
     def _keys(self, split: str) -> dict[str, np.ndarray]:
         if split not in EVAL_SPLITS:

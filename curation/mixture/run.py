@@ -67,8 +67,6 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
 
     if not cfg.output:
         raise ConfigError("mix needs an output directory (--output or output: in the config)")
-    if cfg.proxy.backend != "ngram":
-        raise ConfigError(f"proxy.backend {cfg.proxy.backend!r} is not available yet; use ngram")
     t0 = time.time()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +107,14 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
     log(f"mix: {len(domains)} domains, {sum(d.tokens for d in domains):,} train tokens under "
         f"{tok.description}; budget {c.budget_tokens:,} tokens per proxy run")
 
-    backend = NGramBackend(splits, tok, target=cfg.target.spec(), **cfg.proxy.params)
+    try:
+        if cfg.proxy.backend == "transformer":
+            from curation.mixture.transformer import TransformerBackend
+            backend = TransformerBackend(splits, tok, target=cfg.target.spec(), **cfg.proxy.params)
+        else:
+            backend = NGramBackend(splits, tok, target=cfg.target.spec(), **cfg.proxy.params)
+    except (ImportError, TypeError, ValueError) as e:   # torch missing, bad parameters
+        raise ConfigError(f"proxy: {e}") from None
     cache = ResultCache(str(out))
 
     def run_fn(weights, seed, split):
