@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -245,9 +244,8 @@ def estimate_cost(client, rubric: Rubric, texts: list[str], cfg: LabelConfig, *,
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
+    from curation.mixture._files import write_atomic
+    write_atomic(str(path), text.encode("utf-8"))
 
 
 def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,

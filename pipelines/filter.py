@@ -84,6 +84,16 @@ def merge_counts(a: dict, b: dict) -> dict:
     return a
 
 
+def count_reject(r: Rejected, counts: dict, dom: dict, rejected) -> None:
+    """A rejected record: counted overall, by cause and for its domain, then written."""
+    counts["rejected"] += 1
+    dom["input"] += 1
+    dom["rejected"] += 1
+    by_cause = counts["rejected_by_cause"]
+    by_cause[r.cause] = by_cause.get(r.cause, 0) + 1
+    rejected.write(rejected_row(r))
+
+
 class SumCounts(beam.CombineFn):
     """Adds up nested count dicts; `new` makes the stage's empty one."""
 
@@ -287,12 +297,7 @@ class FilterFile(beam.DoFn):
                     got.append((rec.ordinal, removed_row(rec, reason, v.signals)))
 
     def _reject(self, r: Rejected, counts, dom, rejected):
-        counts["rejected"] += 1
-        dom["input"] += 1
-        dom["rejected"] += 1
-        by_cause = counts["rejected_by_cause"]
-        by_cause[r.cause] = by_cause.get(r.cause, 0) + 1
-        rejected.write(rejected_row(r))
+        count_reject(r, counts, dom, rejected)
 
     def _count(self, counts):
         # once per file, from the same numbers the counts record carries

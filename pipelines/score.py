@@ -83,10 +83,10 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 from curation.documents import NO_DOMAIN, Document, InputError, Rejected
 from curation.fs import is_remote
 from curation.io import (REJECTED_SCHEMA, SCORED_DOCUMENT_SCHEMA, FieldMap, InputFile,
-                         read_documents, rejected_row, scored_document_row, shard_name, write_rows)
+                         read_documents, scored_document_row, shard_name, write_rows)
 from curation.scores import (ScoreHistogram, domain_histograms, keep_mask, needs_tie_break,
                              summarise, tie_break_cut, tie_histograms, tie_keys, top_cut)
-from pipelines.filter import SideWriter, SumCounts
+from pipelines.filter import SideWriter, SumCounts, count_reject
 from pipelines.fs import BeamFS
 
 NS = "curation.score"
@@ -479,12 +479,7 @@ class ScoreFile(_Scoring):
                 removed.write(row)
 
     def _reject(self, r: Rejected, counts, dom, rejected):
-        counts["rejected"] += 1
-        dom["input"] += 1
-        dom["rejected"] += 1
-        by_cause = counts["rejected_by_cause"]
-        by_cause[r.cause] = by_cause.get(r.cause, 0) + 1
-        rejected.write(rejected_row(r))
+        count_reject(r, counts, dom, rejected)
 
     def _count(self, counts):
         # once per file, from the same numbers the counts record carries

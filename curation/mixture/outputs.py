@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from curation.mixture._files import write_atomic
 from curation.mixture.search import SearchResult
 from curation.mixture.types import mixture_key
 
 
 def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
+    write_atomic(str(path), text.encode("utf-8"))
 
 
 def _csv(rows: list[list[Any]]) -> str:
