@@ -49,6 +49,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from curation.documents import NO_DOMAIN
+from curation.mixture._files import atomic_path, write_atomic
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
@@ -188,30 +189,6 @@ def _write_lines(path: Path, rows: list["_Row"]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for r in rows:
             f.write(f"{POSITIVE if r.positive else NEGATIVE} {r.line}\n")
-
-
-def _atomic(path: Path, write) -> None:
-    """write(tmp_path) beside `path`, then rename: a partial file never has the final name."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 would hide the model from other users
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline="\n"))
-
-
-def _atomic_save_model(model, path: Path) -> None:
-    _atomic(path, model.save_model)
 
 
 # --------------------------------------------------------------------------- training
@@ -452,7 +429,8 @@ def train_classifier(
                                qnorm=False)
         model_name = MODEL_FTZ if quantize else MODEL_BIN
         model_path = model_dir / model_name
-        _atomic_save_model(model, model_path)
+        with atomic_path(model_path) as partial:   # fastText saves by name
+            model.save_model(partial)
         stale = model_dir / (MODEL_BIN if quantize else MODEL_FTZ)
         if stale.exists():  # a previous run's other format would be ambiguous to load()
             stale.unlink()
@@ -502,9 +480,10 @@ def train_classifier(
                                           if v is not None}},
         "model": {"file": model_name, "size_bytes": model_path.stat().st_size},
     }
-    _atomic_write_text(model_dir / MODEL_CARD, _model_card(metrics, data_description))
+    write_atomic(model_dir / MODEL_CARD, _model_card(metrics, data_description).encode("utf-8"))
     # metrics.json last: its presence marks a complete model directory
-    _atomic_write_text(model_dir / METRICS_JSON, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_atomic(model_dir / METRICS_JSON,
+                 (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return TrainResult(model_dir=model_dir, model_path=model_path, metrics=metrics)
 
 

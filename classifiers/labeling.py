@@ -35,7 +35,7 @@ from classifiers.sampling import SampleStats, sample_documents
 from classifiers.store import Label, LabelStore
 from curation.config import ConfigError, InputConfig
 from curation.documents import NO_DOMAIN, Document
-from curation.io import FieldMap, expand_inputs, read_documents
+from curation.io import FieldMap, expand_sources, read_documents
 from curation.minhash import exact_key, normalize
 
 LABELS_FILE = "labels.jsonl"
@@ -95,7 +95,7 @@ def content_key(text: str) -> str:
 
 
 def read_sample(cfg: LabelConfig) -> tuple[list[Document], SampleStats, dict]:
-    files = expand_inputs(cfg.inputs)
+    files = expand_sources(cfg.input_sources())
     fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
                       domain_field=cfg.domain_field, domain=cfg.domain)
     rejected: Counter = Counter()
@@ -123,6 +123,7 @@ def read_sample(cfg: LabelConfig) -> tuple[list[Document], SampleStats, dict]:
     info = {"files": len(files), "records_read": stats.seen + sum(rejected.values()),
             "rejected_by_cause": dict(sorted(rejected.items())),
             "exact_duplicates_skipped": stats.duplicates_skipped,
+            "duplicate_ids_skipped": stats.duplicate_ids_skipped,
             "distinct_by_domain": dict(sorted(stats.distinct_by_domain.items())),
             "sampled_by_domain": dict(sorted(stats.sampled_by_domain.items())),
             "sample_size_asked": cfg.sample_size, "allocation": cfg.allocation,
@@ -250,12 +251,14 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
               base_url: str | None = None, prices: dict | None = None,
-              sleep: Callable[[float], None] = time.sleep, stop=None) -> dict:
+              sleep: Callable[[float], None] = time.sleep, stop=None, progress=None) -> dict:
     """Sample, label, write DIR/labels.jsonl and DIR/summary.json; returns the summary.
+
+    ``progress`` (a curation.progress.Task) counts the sampled documents labelled.
 
     ``stop`` (a threading.Event) ends a Claude run early: no new calls, those in flight
     stored, nothing written but the store; raises classifiers.claude.Interrupted."""
-    if not cfg.inputs:
+    if not cfg.patterns():
         raise ConfigError("label needs --input")
     if not cfg.output:
         raise ConfigError("label needs --output")
@@ -275,11 +278,13 @@ def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
     keys = [content_key(d.text) for d in sample]
     rows: list[dict] = []
     extra: dict[str, Any] = {}
+    if progress is not None:
+        progress.set_total(len(sample))
 
     if cfg.labeler == "claude":
         results, extra = _label_with_claude(cfg, rubric, sample, keys, out, log=log,
                                             base_url=base_url, prices=prices, sleep=sleep,
-                                            stop=stop)
+                                            stop=stop, progress=progress)
         model, rubric_key = cfg.model, rubric.key
     elif cfg.labeler == "heuristic":
         chain = heuristic_chain()
@@ -288,6 +293,8 @@ def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
             score, why = heuristic_grade(d.text, rubric, chain)
             results[k] = Label(k, HEURISTIC, HEURISTIC, score=score, reasoning=why, mode=HEURISTIC)
         model, rubric_key = HEURISTIC, f"heuristic on the {rubric.name} scale"
+        if progress is not None:
+            progress.advance(len(sample))
     else:
         results = {}
         for d, k in zip(sample, keys):
@@ -298,6 +305,8 @@ def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
         model, rubric_key = None, f"field:{cfg.labels_field}"
         values = Counter(str(field_value(d, cfg.labels_field)) for d in sample)
         extra["field_values"] = dict(values.most_common(20))
+        if progress is not None:
+            progress.advance(len(sample))
 
     for d, k in zip(sample, keys):
         lab = results.get(k)
@@ -330,7 +339,8 @@ def _json_line(row: dict) -> str:
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
 
 
-def _label_with_claude(cfg, rubric, sample, keys, out, *, log, base_url, prices, sleep, stop):
+def _label_with_claude(cfg, rubric, sample, keys, out, *, log, base_url, prices, sleep, stop,
+                       progress=None):
     from classifiers.claude import (BatchGrader, BudgetExceeded, MessagesGrader, Settings,
                                     make_client)
     settings = Settings(model=cfg.model, max_doc_chars=cfg.max_doc_chars,
@@ -353,6 +363,9 @@ def _label_with_claude(cfg, rubric, sample, keys, out, *, log, base_url, prices,
             "batch" if len(todo) >= BATCH_MIN_DOCS else "messages")
         extra["mode"] = mode
         extra["already_labelled"] = len(texts) - len(todo)
+        if progress is not None:
+            progress.advance(len(texts) - len(todo))
+            store.on_put = progress.advance
         spent_before = store.spent_usd(rubric.key, cfg.model)
         est = estimate_cost(client, rubric, [texts[k] for k in todo], cfg,
                             batch=mode == "batch", prices=prices, log=log)

@@ -31,6 +31,7 @@ from curation.minhash.text import normalize
 class SampleStats:
     seen: int = 0
     duplicates_skipped: int = 0
+    duplicate_ids_skipped: int = 0      # distinct texts under an id already in the sample
     distinct_by_domain: dict[str, int] = field(default_factory=dict)
     sampled_by_domain: dict[str, int] = field(default_factory=dict)
 
@@ -96,10 +97,15 @@ def sample_documents(docs: Iterable[Document], n: int, *, seed: int = 0,
             heapq.heapreplace(heap, item)
     share = _allocate(stats.distinct_by_domain, n, allocation)
     out: list[Document] = []
+    ids: set[str] = set()
     for dom in sorted(heaps):
         best = sorted(heaps[dom], reverse=True)[:share.get(dom, 0)]
-        stats.sampled_by_domain[dom] = len(best)
-        out.extend(doc for _, _, doc in best)
+        # labels are keyed by id downstream (the classifier's split is a hash of it): a
+        # second text under a drawn id is left out, in this deterministic order
+        kept = [doc for _, _, doc in best if not (doc.id in ids or ids.add(doc.id))]
+        stats.duplicate_ids_skipped += len(best) - len(kept)
+        stats.sampled_by_domain[dom] = len(kept)
+        out.extend(kept)
     return out
 
 

@@ -81,6 +81,7 @@ class LabelStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.on_put = None      # called after each put (progress reporting)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -132,6 +133,8 @@ class LabelStore:
                 + ", updated_at = excluded.updated_at "
                 "WHERE labels.score IS NULL OR labels.error IS NOT NULL",
                 (*row.values(), time.time()))
+        if self.on_put is not None and label.score is not None:
+            self.on_put()
 
     def spent_usd(self, rubric: str | None = None, model: str | None = None) -> float:
         sql, args = "SELECT COALESCE(SUM(cost_usd), 0) FROM labels WHERE 1=1", []

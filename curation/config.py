@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_MAX_DOC_BYTES = 8 * 1024 * 1024
 
@@ -19,14 +19,50 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SourceConfig(_Strict):
+    """Files of one source: paths, globs or directories, and the domain of their
+    documents (absent: each record's domain field)."""
+
+    input: list[str]
+    domain: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, v):
+        if not v or any(not p.strip() for p in v):
+            raise ValueError("give at least one path or glob, none empty")
+        return v
+
+    @field_validator("domain")
+    @classmethod
+    def _domain_name(cls, v):
+        if v is not None and (not v.strip() or "/" in v or v.startswith(".")):
+            raise ValueError(f"a domain is a plain name (no '/', not starting with '.'), got {v!r}")
+        return v
+
+
 class InputConfig(_Strict):
     inputs: list[str] = Field(default_factory=list, description="paths, globs or directories")
+    sources: list[SourceConfig] = Field(default_factory=list,
+                                        description="inputs with a domain for all their documents")
     text_field: str = "text"
     id_field: str = "id"
     domain_field: str = "domain"
     domain: str | None = None
     max_doc_bytes: int = Field(DEFAULT_MAX_DOC_BYTES, gt=0)
     strict: bool = False
+
+    def input_sources(self) -> list[tuple[list[str], str | None]]:
+        """(patterns, domain) pairs for `curation.io.expand_sources`."""
+        return [(s.input, s.domain) for s in self.sources] + ([(self.inputs, None)] if self.inputs else [])
+
+    def patterns(self) -> list[str]:
+        return [p for s in self.sources for p in s.input] + list(self.inputs)
 
 
 class DedupConfig(InputConfig):

@@ -76,6 +76,7 @@ class InputFile:
     format: str              # "jsonl" | "parquet" | "arrow"
     compression: str = ""    # "" | "gz" | "zst" (jsonl only)
     name: str = ""
+    domain: str | None = None   # every document's domain (a `curate run` source's), unless FieldMap.domain
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,42 @@ def expand_inputs(patterns: Iterable[str] | str, fs: FS | None = None) -> list[I
     manifest.json) are skipped. Paths and globs are taken as given.
     """
     fs = default_fs(fs)
+    keys = _collect(patterns, fs)
+    return _numbered(keys, {})
+
+
+def expand_sources(sources: Iterable[tuple[Iterable[str], str | None]],
+                   fs: FS | None = None) -> list[InputFile]:
+    """Like `expand_inputs` over several sources, each ``(patterns, domain)``: the files
+    of all sources in one sorted, numbered list, each carrying its source's domain. A
+    file named by two sources with different domains raises ValueError."""
+    fs = default_fs(fs)
+    keys: dict[str, SortKey] = {}
+    domains: dict[str, str | None] = {}
+    for patterns, domain in sources:
+        for path, key in _collect(patterns, fs).items():
+            if path in domains and domains[path] != domain:
+                raise ValueError(f"input {path!r} belongs to two sources with different domains "
+                                 f"({domains[path]!r} and {domain!r})")
+            domains[path] = domain
+            keys[path] = min(keys[path], key) if path in keys else key
+    return _numbered(keys, domains)
+
+
+def _numbered(keys: dict[str, SortKey], domains: dict[str, str | None]) -> list[InputFile]:
+    ordered = sorted(keys, key=lambda p: keys[p])
+    if not ordered:
+        raise ValueError("no input patterns given")
+    names = _unique_names(ordered)
+    out = []
+    for i, (p, name) in enumerate(zip(ordered, names)):
+        fmt, comp = input_format(p)
+        out.append(InputFile(index=i, path=p, format=fmt, compression=comp, name=name,
+                             domain=domains.get(p)))
+    return out
+
+
+def _collect(patterns: Iterable[str] | str, fs: FS) -> dict[str, SortKey]:
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
     keys: dict[str, SortKey] = {}
@@ -310,15 +347,7 @@ def expand_inputs(patterns: Iterable[str] | str, fs: FS | None = None) -> list[I
             add(pat, (pat, ()))
         else:
             raise ValueError(f"input {pattern!r} does not exist")
-    ordered = sorted(keys, key=lambda p: keys[p])
-    if not ordered:
-        raise ValueError("no input patterns given")
-    names = _unique_names(ordered)
-    out = []
-    for i, (p, name) in enumerate(zip(ordered, names)):
-        fmt, comp = input_format(p)
-        out.append(InputFile(index=i, path=p, format=fmt, compression=comp, name=name))
-    return out
+    return keys
 
 
 # ---------------------------------------------------------------- reading
@@ -608,8 +637,9 @@ class DocumentReader:
             drop.append(id_keys)
 
         value, domain_keys = _lookup(obj, f.domain_field)
-        if f.domain is not None:
-            domain = f.domain
+        forced = f.domain if f.domain is not None else self.file.domain
+        if forced is not None:
+            domain = forced
             consumed = value is None        # an overridden value stays in meta
         elif isinstance(value, str):
             domain = value if value.strip() else None

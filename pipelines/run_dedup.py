@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from curation.config import DedupConfig
-from curation.io import expand_inputs
+from curation.io import expand_sources
 from curation.lsh import LSHParams
 from curation.manifest import BalanceError, check_balance
 from curation.minhash import MinHasher
@@ -34,7 +34,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     check_beam_args(beam_args)
     fs = BeamFS()
     try:
-        files = expand_inputs(cfg.inputs, fs=fs)
+        files = expand_sources(cfg.input_sources(), fs=fs)
         lsh = LSHParams.for_threshold(cfg.threshold, cfg.num_perm, cfg.bands, cfg.rows,
                                       tolerance=cfg.verify_tolerance if cfg.verify == "estimate" else 0.0)
         minhash = dict(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram,
@@ -42,7 +42,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
         minhash_params = MinHasher(**minhash).params()
     except (ValueError, RuntimeError) as e:   # bad patterns, no GPU for backend=cupy, ...
         raise UsageError(str(e)) from None
-    check_output_outside_inputs(files, cfg.output, cfg.inputs, fs)
+    check_output_outside_inputs(files, cfg.output, cfg.patterns(), fs)
     params = _parameters(cfg, lsh, minhash_params, files)
 
     dry_run = is_dry_run(beam_args)

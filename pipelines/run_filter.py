@@ -7,7 +7,7 @@ import yaml
 
 from curation.config import ConfigError, FilterRunConfig
 from curation.documents import NO_DOMAIN
-from curation.io import expand_inputs
+from curation.io import expand_sources
 from curation.manifest import BalanceError, check_balance
 from pipelines.filter import COUNTS_FILE, NS, build_filter, sample_name
 from pipelines.fs import BeamFS
@@ -76,10 +76,10 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
     check_beam_args(beam_args)
     fs = BeamFS()
     try:
-        files = expand_inputs(cfg.inputs, fs=fs)
+        files = expand_sources(cfg.input_sources(), fs=fs)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    check_output_outside_inputs(files, cfg.output, cfg.inputs, fs)
+    check_output_outside_inputs(files, cfg.output, cfg.patterns(), fs)
     chain, chain_spec = load_run_chain(cfg, fs)
     names = [sample_name(r, cfg.output_format) for r in chain.reasons]
     if len(set(names)) != len(names):

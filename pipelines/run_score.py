@@ -9,7 +9,7 @@ import time
 from curation.config import ScoreRunConfig
 from curation.documents import NO_DOMAIN
 from curation.fs import is_remote, normpath
-from curation.io import SCORE_FIELD, expand_inputs
+from curation.io import SCORE_FIELD, expand_sources
 from curation.manifest import BalanceError, check_balance
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
@@ -204,10 +204,10 @@ def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = Fa
         raise UsageError("score needs --output")
     fs = BeamFS()
     try:
-        files = expand_inputs(cfg.inputs, fs=fs)
+        files = expand_sources(cfg.input_sources(), fs=fs)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    check_output_outside_inputs(files, cfg.output, cfg.inputs, fs)
+    check_output_outside_inputs(files, cfg.output, cfg.patterns(), fs)
     ref, metrics, metrics_sha256 = check_model(cfg.model, fs)
     params = _parameters(cfg, ref, metrics_sha256, files)
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import stat
 import time
 
 import numpy as np
@@ -117,6 +119,10 @@ def test_writes_model_metrics_and_card(trained):
     d = trained.model_dir
     names = sorted(p.name for p in d.iterdir())
     assert names == ["MODEL_CARD.md", "metrics.json", "model.bin"]  # no temp files left over
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in names:              # readable by other users, as any file the user writes
+        assert stat.S_IMODE((d / name).stat().st_mode) == 0o666 & ~umask
     m = json.loads((d / "metrics.json").read_text())
     assert m == json.loads(json.dumps(trained.metrics))
     h = m["held_out"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,6 +29,7 @@ import yaml
 
 from curation.config import ConfigError
 from curation.io import FieldMap
+from curation.mixture._files import atomic_path, write_atomic
 
 
 def _domain_rng(seed: int, domain: str) -> np.random.Generator:
@@ -53,13 +53,11 @@ def plan_domain(tokens: np.ndarray, asked: int, rng: np.random.Generator) -> lis
 
 
 def _write_shard(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    with open(tmp, "wb") as raw:
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
         # no name or time in the gzip header: byte-identical reruns
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as f:
             f.write(body)
-    os.replace(tmp, path)
 
 
 def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0,
@@ -158,7 +156,5 @@ def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0
         "achieved_weights": {d: v["tokens_achieved"] / total for d, v in per_domain.items()} if total else {},
         "elapsed_s": round(time.time() - t0, 3),
     }
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, manifest_path)
+    write_atomic(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return manifest

@@ -48,7 +48,7 @@ def _f(x: float) -> str:
 
 def write_tables(out: Path, res: SearchResult, domains: list[str]) -> None:
     head = ["run", "phase", "strategy", "round", "split", "seed", "mixture"] + \
-        [f"w_{d}" for d in domains] + ["target_bpb"] + [f"bpb_{d}" for d in domains] + ["cached"]
+        [f"w_{d}" for d in domains] + ["target_bpb"] + [f"bpb_{d}" for d in domains]
     rows: list[list[Any]] = [head]
     ratios: list[list[Any]] = [["run", "name", "strategy", "round"] + domains]
     metrics: list[list[Any]] = [["run", "split", "seed", "target_bpb"]
@@ -57,7 +57,7 @@ def write_tables(out: Path, res: SearchResult, domains: list[str]) -> None:
         r = t.result
         rows.append([t.run, t.phase, t.strategy, t.round, t.split, t.seed, mixture_key(t.weights)]
                     + [_f(t.weights.get(d, 0.0)) for d in domains] + [_f(r.target)]
-                    + [_f(r.bpb[d]) for d in domains] + [int(t.cached)])
+                    + [_f(r.bpb[d]) for d in domains])
         ratios.append([t.run, f"{t.strategy}-r{t.round}-{t.run}", t.strategy, t.round]
                       + [_f(t.weights.get(d, 0.0)) for d in domains])
         metrics.append([t.run, t.split, t.seed, _f(r.target)] + [_f(r.bpb[d]) for d in domains]

@@ -42,9 +42,10 @@ def _proposers(cfg: MixConfig, domains, c, feasible, stats, log, base_url):
                     hide_names=cfg.claude_hide_names, project=feasible.project,
                     max_usd=cfg.claude_max_usd,
                     **({"client": _client(cfg, base_url)} if base_url else {})))
-            except NoApiKey as e:
-                skipped["claude"] = f"skipped: {e}"
-                log(f"mix: Claude proposer skipped: {e}")
+            except NoApiKey:
+                skipped["claude"] = ("skipped: ANTHROPIC_API_KEY is not set (set it to let "
+                                     "Claude propose mixtures)")
+                log(f"mix: Claude proposer {skipped['claude']}")
     except ProposerError as e:
         raise ConfigError(str(e)) from None
     return baselines, adaptive, skipped
@@ -56,7 +57,8 @@ def _client(cfg, base_url):
 
 
 def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
-            base_url: str | None = None) -> dict:
+            base_url: str | None = None, progress=None) -> dict:
+    """``progress`` (a curation.progress.Task) counts proxy runs, cached or computed."""
     from curation.mixture.data import load_corpus
     from curation.mixture.feasibility import FeasibleSet
     from curation.mixture.outputs import write_mixture, write_tables
@@ -118,7 +120,10 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
     cache = ResultCache(str(out))
 
     def run_fn(weights, seed, split):
-        return cache.run(backend, weights, seed, c.budget_tokens, split)
+        out = cache.run(backend, weights, seed, c.budget_tokens, split)
+        if progress is not None:
+            progress.advance()
+        return out
 
     baselines, adaptive, skipped = _proposers(cfg, domains, c, feasible, stats, log, base_url)
     from curation.mixture.proposers import Natural
