@@ -1,0 +1,390 @@
+"""`curate run`: every stage from one config, chained through a run directory.
+
+RUN/dedup, filter, label, classifier, score, mix and export are each exactly the
+output directory of the stage's own command; RUN/run.json records, per stage, a
+fingerprint of its settings and of everything upstream, its status, time, cost and
+any fallback. A rerun skips a stage whose record is complete with the same
+fingerprint and whose output is there; any other stage is cleared and redone, so a
+stage cut off halfway never counts. The label store (RUN/cache/labels.sqlite) and
+the proxy-run cache (RUN/mix/proxy_cache.jsonl) survive a redo: what was paid for
+or computed once is not paid for or computed again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from curation.config import ConfigError
+from curation.manifest import dumps, package_versions
+from curation.mixture._files import write_atomic
+from curation.progress import Progress
+from curation.runconfig import RunConfig
+from pipelines.errors import UsageError
+
+RUN_FILE = "run.json"
+STAGE_DIRS = {"dedup": "dedup", "filter": "filter", "label": "label", "train": "classifier",
+              "score": "score", "mix": "mix", "export": "export", "report": "."}
+# the file each stage writes last: its presence (with the run.json record) marks it complete
+MARKERS = {"dedup": "manifest.json", "filter": "manifest.json", "label": "summary.json",
+           "train": "MODEL_CARD.md", "score": "manifest.json", "mix": "summary.json",
+           "export": "manifest.json", "report": "report.json"}
+# kept when a stage is redone: they hold paid-for or computed results, keyed by content
+KEEP_ON_REDO = {"mix": ("proxy_cache.jsonl",)}
+LABEL_STORE = "cache/labels.sqlite"
+
+
+def _has_key() -> bool:
+    return bool(os.environ.get("ANTHROPIC_API_KEY", "").strip())
+
+
+def _fingerprint(*parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class RunDir:
+    """run.json: read at start, rewritten atomically after every stage."""
+
+    def __init__(self, root: Path, cfg: RunConfig, config_path: str):
+        self.root = root
+        self.path = root / RUN_FILE
+        prev = {}
+        if self.path.exists():
+            try:
+                prev = json.loads(self.path.read_text(encoding="utf-8"))
+            except ValueError:
+                prev = {}
+        self.previous = {s["name"]: s for s in prev.get("stages", [])}
+        self.doc = {"command": "run", "status": "running", "config_path": config_path,
+                    "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
+                    "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "versions": package_versions(), "stages": [], "fallbacks": []}
+
+    def record(self, stage: dict) -> None:
+        self.doc["stages"] = [s for s in self.doc["stages"] if s["name"] != stage["name"]] + [stage]
+        self.save()
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, dumps(self.doc).encode("utf-8"))
+
+    def complete(self, name: str, fingerprint: str) -> bool:
+        prev = self.previous.get(name)
+        return bool(prev and prev.get("status") in ("complete", "reused")
+                    and prev.get("fingerprint") == fingerprint
+                    and (self.root / STAGE_DIRS[name] / MARKERS[name]).exists())
+
+
+def _clear(stage_dir: Path, keep: tuple[str, ...]) -> None:
+    if not stage_dir.exists():
+        return
+    for p in sorted(stage_dir.iterdir()):
+        if p.name in keep:
+            continue
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+class Job:
+    def __init__(self, cfg: RunConfig, beam_args: list[str], *, config_path: str,
+                 progress: Progress, base_url: str | None = None):
+        self.cfg, self.beam_args, self.progress = cfg, beam_args, progress
+        self.root = Path(cfg.output).resolve()
+        self.run = RunDir(self.root, cfg, config_path)
+        self.base_url = base_url
+        self.fp: dict[str, str] = {}
+        self.summary: dict[str, dict] = {}
+
+    def log(self, msg: str) -> None:
+        self.progress.log(msg)
+
+    def dir(self, stage: str) -> Path:
+        return self.root / STAGE_DIRS[stage]
+
+    # ------------------------------------------------------------------ stage inputs
+
+    def documents_of(self, *stages: str) -> str:
+        """The kept documents of the last enabled stage among ``stages`` (else the sources)."""
+        for s in reversed(stages):
+            if self.cfg.enabled(s):
+                return str(self.dir(s) / "documents")
+        return ""
+
+    def upstream(self, *stages: str) -> list[str]:
+        return [self.fp[s] for s in stages if s in self.fp]
+
+    def source_spec(self) -> dict:
+        from curation.demo import demo_glob
+        from curation.io import expand_sources
+        from pipelines.runs import file_stat
+        if self.cfg.demo:
+            sources = [([demo_glob()], None)]
+        else:
+            sources = [(s.input, s.domain) for s in self.cfg.sources]
+        try:
+            files = expand_sources(sources)
+        except ValueError as e:
+            raise UsageError(f"sources: {e}") from None
+        return {"sources": [{"input": list(p), "domain": d} for p, d in sources],
+                "files": [{"path": f.path, "domain": f.domain, **file_stat(f.path)} for f in files],
+                "fields": {k: getattr(self.cfg, k) for k in ("text_field", "id_field", "domain_field",
+                                                             "max_doc_bytes", "strict")}}
+
+    # ------------------------------------------------------------------ the stages
+
+    def stage_dedup(self, src: dict) -> dict:
+        from curation.config import DedupConfig
+        from pipelines.run_dedup import run_dedup
+        dc = DedupConfig.model_validate({
+            **self.cfg.dedup, "sources": [{"input": s["input"], "domain": s["domain"]}
+                                          for s in src["sources"]],
+            "output": str(self.dir("dedup")), "output_format": self.cfg.output_format,
+            **src["fields"]})
+        with self.progress.task("dedup: exact and near duplicates (Beam)"):
+            m = run_dedup(dc, self.beam_args, overwrite=True)
+        c = m["counts"]
+        return {"counts": {k: c[k] for k in ("input", "kept", "removed_exact", "removed_near", "rejected")}}
+
+    def stage_filter(self, src: dict) -> dict:
+        from curation.config import FilterRunConfig
+        from pipelines.run_filter import run_filter
+        data = {**self.cfg.filter, "output": str(self.dir("filter")),
+                "output_format": self.cfg.output_format}
+        if self.cfg.enabled("dedup"):
+            data["inputs"] = [self.documents_of("dedup")]
+        else:
+            data.update({"sources": [{"input": s["input"], "domain": s["domain"]}
+                                     for s in src["sources"]], **src["fields"]})
+        with self.progress.task("filter: heuristic rules (Beam)"):
+            m = run_filter(FilterRunConfig.model_validate(data), self.beam_args, overwrite=True)
+        c = m["counts"]
+        return {"counts": {k: c[k] for k in ("input", "kept", "removed", "rejected")}}
+
+    def stage_label(self, src: dict) -> dict:
+        from classifiers.claude import NoApiKey
+        from classifiers.labeling import LabelConfig, run_label
+        section = dict(self.cfg.label)
+        fallback = section.pop("fallback", "heuristic")
+        section.setdefault("seed", self.cfg.seed)
+        data = {**section, "inputs": [self.documents_of("dedup", "filter")],
+                "output": str(self.dir("label")), "store": str(self.root / LABEL_STORE)}
+        (self.root / LABEL_STORE).parent.mkdir(parents=True, exist_ok=True)
+        cfg = LabelConfig.model_validate(data)
+        note = None
+        with self.progress.task("label: grading the sample", unit="documents") as t:
+            try:
+                s = run_label(cfg, log=self.log, base_url=self.base_url, progress=t)
+            except NoApiKey as e:
+                if fallback != "heuristic":
+                    raise UsageError(f"label: {e} (label.fallback is none)") from None
+                note = ("label: heuristic labeler instead of Claude: no ANTHROPIC_API_KEY in the "
+                        "environment (scores come from four heuristic rule sets, not a rubric)")
+                self.log(note)
+                cfg = LabelConfig.model_validate({**data, "labeler": "heuristic", "model": cfg.model})
+                s = run_label(cfg, log=self.log, progress=t)
+        c = s["counts"]
+        return {"counts": c, "fallback": note, "cost_usd": s["cost_usd"],
+                "api_tokens": {"input": s["tokens"]["input"], "output": s["tokens"]["output"]}
+                if s["labeler"] == "claude" else None}
+
+    def stage_train(self, src: dict) -> dict:
+        from classifiers.fasttext_train import train_classifier
+        from classifiers.labeling import LABELS_FILE, SUMMARY_FILE
+        from curation.runconfig import ClassifierConfig
+        c = ClassifierConfig.model_validate(self.cfg.classifier)
+        labels = self.dir("label") / LABELS_FILE
+        threshold = json.loads((self.dir("label") / SUMMARY_FILE).read_text("utf-8"))["threshold"]
+        with labels.open(encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        params = c.model_dump()
+        params["seed"] = self.cfg.seed if c.seed is None else c.seed
+        with self.progress.task("train-classifier: fastText"):
+            try:
+                res = train_classifier(rows, self.dir("train"), threshold=threshold,
+                                       data_description=f"Labels from {labels} (threshold {threshold}).",
+                                       **params)
+            except ValueError as e:
+                raise UsageError(f"classifier: {e}") from None
+        h = res.metrics["held_out"]
+        return {"counts": {"labels": len(rows)},
+                "held_out": {k: h[k] for k in ("f1", "precision", "recall", "roc_auc")}}
+
+    def stage_score(self, src: dict) -> dict:
+        from curation.config import ScoreRunConfig
+        from pipelines.run_score import run_score
+        data = {**self.cfg.score, "inputs": [self.documents_of("dedup", "filter")],
+                "output": str(self.dir("score")), "model": str(self.dir("train")),
+                "output_format": self.cfg.output_format}
+        with self.progress.task("score: quality classifier (Beam)"):
+            m = run_score(ScoreRunConfig.model_validate(data), self.beam_args, overwrite=True)
+        c = m["counts"]
+        return {"counts": {k: c[k] for k in ("input", "scored", "kept", "removed", "rejected")}}
+
+    def stage_mix(self, src: dict) -> dict:
+        from curation.mixture.config import MixConfig
+        from curation.mixture.run import run_mix
+        section = json.loads(json.dumps(self.cfg.mix))
+        search = section.setdefault("search", {})
+        search.setdefault("seed", self.cfg.seed)
+        section.setdefault("split", {}).setdefault("seed", self.cfg.seed)
+        stages = {s: str(self.dir(s) / "manifest.json") for s in ("dedup", "filter", "score")
+                  if self.cfg.enabled(s)}
+        data = {**section, "inputs": [self.documents_of("dedup", "filter", "score")],
+                "output": str(self.dir("mix")), "stages": stages}
+        if not data["inputs"][0]:
+            data["inputs"] = []
+            if self.cfg.demo:
+                data["demo"] = True
+            else:
+                data["sources"] = {}
+                for s in src["sources"]:
+                    if s["domain"] is None:
+                        raise UsageError("mix without an earlier stage needs a domain on every source")
+                    data["sources"].setdefault(s["domain"], []).extend(s["input"])
+        cfg = MixConfig.model_validate(data)
+        with self.progress.task("mix: proxy runs", unit="runs") as t:
+            s = run_mix(cfg, log=self.log, base_url=self.base_url, progress=t)
+        notes = [f"mix: {'Claude' if name == 'claude' else name} proposer {why}"
+                 for name, why in sorted(s["skipped_proposers"].items())]
+        cl = s.get("claude")
+        return {"counts": {"proxy_runs": s["proxy_runs"], "computed": s["proxy_runs_computed"]},
+                "chosen": s["chosen_strategy"], "fallback": "; ".join(notes) or None,
+                "cost_usd": cl["cost_usd"] if cl else None,
+                "api_tokens": {"input": cl["input_tokens"], "output": cl["output_tokens"]} if cl else None}
+
+    def stage_export(self, src: dict) -> dict:
+        from curation.mixture.export import export_mixture
+        from curation.runconfig import ExportConfig
+        e = ExportConfig.model_validate(self.cfg.export)
+        with self.progress.task(f"export: {e.tokens:,} tokens"):
+            m = export_mixture(str(self.dir("mix") / "mixture.yaml"), str(self.dir("export")),
+                               e.tokens, seed=self.cfg.seed if e.seed is None else e.seed,
+                               shard_docs=e.shard_docs, log=self.log)
+        return {"counts": {"tokens_asked": m["tokens_asked"], "tokens_achieved": m["tokens_achieved"]}}
+
+    def stage_report(self, src: dict) -> dict:
+        from curation.report import write_report
+        with self.progress.task("report"):
+            write_report(str(self.root), log=self.log)
+        return {}
+
+    # ------------------------------------------------------------------ driver
+
+    def settings(self, stage: str) -> object:
+        cfg = self.cfg
+        return {"dedup": cfg.dedup, "filter": cfg.filter, "label": cfg.label,
+                "train": cfg.classifier, "score": cfg.score, "mix": cfg.mix,
+                "export": cfg.export, "report": None}[stage]
+
+    def chain_check(self) -> list[dict]:
+        """Conservation across stages: what one stage kept is what the next one read."""
+        links = []
+        prev = None
+        for stage in ("dedup", "filter", "score"):
+            rec = next((r for r in self.run.doc["stages"] if r["name"] == stage), None)
+            if rec is None or "counts" not in rec:
+                continue
+            if prev is not None:
+                a, b = prev[1]["counts"]["kept"], rec["counts"]["input"]
+                links.append({"from": f"{prev[0]}.kept", "to": f"{stage}.input", "from_count": a,
+                              "to_count": b, "ok": a == b})
+            prev = (stage, rec)
+        bad = [lk for lk in links if not lk["ok"]]
+        if bad:
+            raise RuntimeError(f"documents lost between stages: {bad}")
+        return links
+
+    def execute(self) -> dict:
+        from curation.runconfig import STAGES
+        cfg = self.cfg
+        t_run = time.time()
+        src = self.source_spec()
+        self.run.save()
+        upstream_of = {"dedup": (), "filter": ("dedup",), "label": ("dedup", "filter"),
+                       "train": ("label",), "score": ("dedup", "filter", "train"),
+                       "mix": ("dedup", "filter", "score"), "export": ("mix",), "report": ()}
+        enabled = [s for s in STAGES if cfg.enabled(s)]
+        for n, stage in enumerate(STAGES, 1):
+            name = f"[{n}/{len(STAGES)}] {stage}"
+            if stage == "report":
+                self.run.doc["chain"] = self.chain_check()
+            if stage not in enabled:
+                self.run.record({"name": stage, "dir": STAGE_DIRS[stage], "status": "disabled"})
+                self.log(f"run: {name}: disabled in the config")
+                continue
+            extra = {}
+            if stage == "dedup" or (stage == "filter" and not cfg.enabled("dedup")):
+                extra["sources"] = src
+            if stage in ("label", "mix"):
+                extra["claude_key"] = _has_key()   # a key set later makes the fallback stage rerun
+            fp = _fingerprint(stage, self.settings(stage), cfg.seed, cfg.output_format, extra,
+                              self.upstream(*upstream_of[stage]))
+            self.fp[stage] = fp
+            prev = self.run.previous.get(stage)
+            if stage != "report" and self.run.complete(stage, fp):
+                rec = {**prev, "status": "reused"}
+                self.run.record(rec)
+                if rec.get("fallback"):
+                    self.run.doc["fallbacks"].append(rec["fallback"])
+                self.log(f"run: {name}: complete from an earlier run with the same settings; skipped")
+                continue
+            if stage != "report":
+                _clear(self.dir(stage), KEEP_ON_REDO.get(stage, ()))
+            else:
+                # the report reads run.json: every stage before it is done
+                self.run.doc["status"] = "complete"
+            self.log(f"run: {name}: running")
+            t0 = time.time()
+            rec = {"name": stage, "dir": STAGE_DIRS[stage], "status": "running", "fingerprint": fp}
+            self.run.record(rec)
+            try:
+                out = getattr(self, f"stage_{stage}")(src)
+            except BaseException:
+                self.run.record({**rec, "status": "failed", "seconds": round(time.time() - t0, 3)})
+                self.run.doc["status"] = "failed"
+                self.run.save()
+                raise
+            rec = {**rec, "status": "complete", "seconds": round(time.time() - t0, 3),
+                   "fallback": out.pop("fallback", None), "cost_usd": out.pop("cost_usd", None),
+                   "api_tokens": out.pop("api_tokens", None), **out}
+            if rec["fallback"]:
+                self.run.doc["fallbacks"].append(rec["fallback"])
+            self.run.record(rec)
+            self.log(f"run: {name}: done in {rec['seconds']:.1f} s")
+        self.run.doc.update({"status": "complete",
+                             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "seconds": round(time.time() - t_run, 3)})
+        self.run.save()
+        return self.run.doc
+
+
+def run_job(cfg: RunConfig, beam_args: list[str], *, config_path: str,
+            progress: Progress | None = None, base_url: str | None = None) -> dict:
+    from pipelines.runner import check_beam_args
+    check_beam_args(beam_args)
+    runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), None)
+    if runner is None and "--runner" in beam_args:
+        runner = beam_args[beam_args.index("--runner") + 1]
+    if runner and runner not in ("DirectRunner", "FnApiRunner", "direct"):
+        raise UsageError(
+            f"curate run drives the label, classifier, mix and export stages on this machine "
+            f"from the Beam stages' outputs in a local run directory, so it runs the Beam "
+            f"stages on the local runner; got --runner {runner}. On Dataflow, run the stage "
+            f"commands (curate dedup/filter/score) with gs:// outputs: see docs/dataflow.md")
+    if cfg.output is None:
+        raise ConfigError("give the run directory: output: in the config, or --output")
+    if "://" in cfg.output:
+        raise UsageError(f"the run directory must be a local path, got {cfg.output}")
+    own = progress is None
+    progress = progress or Progress()
+    try:
+        return Job(cfg, beam_args, config_path=config_path, progress=progress,
+                   base_url=base_url).execute()
+    finally:
+        if own:
+            progress.close()
