@@ -32,7 +32,7 @@ STAGE_DIRS = {"dedup": "dedup", "filter": "filter", "label": "label", "train": "
               "score": "score", "mix": "mix", "export": "export", "report": "."}
 # the file each stage writes last: its presence (with the run.json record) marks it complete
 MARKERS = {"dedup": "manifest.json", "filter": "manifest.json", "label": "summary.json",
-           "train": "MODEL_CARD.md", "score": "manifest.json", "mix": "summary.json",
+           "train": "metrics.json", "score": "manifest.json", "mix": "summary.json",
            "export": "manifest.json", "report": "report.json"}
 # kept when a stage is redone: they hold paid-for or computed results, keyed by content
 KEEP_ON_REDO = {"mix": ("proxy_cache.jsonl",)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,10 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 FAST_BEAM = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 # keys whose values are clocks or how much work this run did, not results
 VOLATILE = {"elapsed_s", "seconds", "timings_s", "finished_at", "started_at", "argv", "mtime",
-            "proxy_runs_computed"}
+            "proxy_runs_computed", "timings"}
 
 
-def small_config(report: bool = False) -> dict:
+def small_config(report: bool = True) -> dict:
     d = DEMO_DIR
     return {
         "seed": 3,
@@ -78,6 +79,11 @@ def comparable(root: Path) -> dict[str, object]:
             continue
         if p.suffix == ".json":
             out[rel] = _strip(json.loads(p.read_text("utf-8")))
+        elif rel == "report.md":      # the report's time-per-stage section is its last
+            out[rel] = p.read_text("utf-8").split("\n## Time per stage\n")[0]
+        elif rel == "report.html":
+            out[rel] = re.sub(r'<section id="timings">.*?</section>', "", p.read_text("utf-8"),
+                              flags=re.S)
         elif p.name == "proxy_cache.jsonl":
             out[rel] = [_strip(json.loads(line)) for line in p.read_text("utf-8").splitlines()]
         else:
@@ -182,8 +188,10 @@ def test_run_chains_the_stages(reference_run):
     stages = {s["name"]: s for s in doc["stages"]}
     assert doc["status"] == "complete"
     assert [s for s in stages if stages[s]["status"] == "complete"] == \
-        ["dedup", "filter", "label", "train", "score", "mix", "export"]
-    assert stages["report"]["status"] == "disabled"
+        ["dedup", "filter", "label", "train", "score", "mix", "export", "report"]
+    assert stages["report"]["status"] == "complete"
+    report = json.loads((ref / "report.json").read_text())
+    assert report["funnel"] and report["mixture"]
     # what one stage kept is what the next read, and every manifest balances
     assert [lk["ok"] for lk in doc["chain"]] == [True, True]
     for s in ("dedup", "filter", "score"):
@@ -206,7 +214,7 @@ def test_rerun_skips_complete_stages_and_redoes_changed_ones(reference_run, tmp_
     doc = json.loads((run2 / "run.json").read_text())
     assert {s["name"]: s["status"] for s in doc["stages"]} == {
         "dedup": "reused", "filter": "reused", "label": "reused", "train": "reused",
-        "score": "reused", "mix": "reused", "export": "reused", "report": "disabled"}
+        "score": "reused", "mix": "reused", "export": "reused", "report": "complete"}
     # a changed export setting redoes the export only
     data = yaml.safe_load(cfg.read_text())
     data["export"]["tokens"] = 40000

@@ -1,0 +1,494 @@
+"""The funnel: where every input document went, per domain, in documents and tokens,
+with the near-duplicate clusters and the filter rules' removed documents it meets on
+the way.
+
+Documents come from the stages' own counts (the filter and score manifests count per
+domain; dedup counts only the corpus, so its per-domain split comes from matching
+clusters/ (source, line) against the inputs). Tokens need the texts, read in one
+streaming pass per file:
+
+- the first stage's inputs (the files its manifest lists): input tokens per domain,
+  and the texts and domains of the documents dedup removed;
+- filter removed/: tokens per rule (partial when --removed-sample capped it);
+- score removed/: the classifier's removals;
+- the last stage's documents/: what was kept.
+
+Rows, in order: input, exact_duplicate, near_duplicate, one "filter:<rule>" per rule
+that removed anything, classifier, rejected, kept; and for tokens only
+"unattributed": input tokens minus every attributed row (the lines the filter's
+line-level rules cut from documents it kept, removed documents a --removed-sample cap
+did not write, and the text of documents rejected mid-chain). In documents every
+domain balances: input = the sum of the other rows (checked, not assumed).
+
+Memory: the cluster rows (documents in a duplicate cluster) and a bounded memo of
+token counts; everything else streams.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections import Counter, defaultdict
+from typing import Any, Iterable
+
+from curation.documents import NO_DOMAIN, Document, Rejected
+from curation.io import FieldMap, InputFile, expand_sources, input_format, read_documents
+from curation.report.rundir import RunDir, Stage, rows
+from curation.report.tokens import TokenCounter
+
+EXCERPT_CHARS = 400
+EXAMPLES_PER_RULE = 3
+CLUSTER_EXAMPLES = 3
+MEMBERS_PER_CLUSTER = 2        # removed members shown beside the kept one
+DIFF_WORDS = 250
+UNKNOWN_DOMAIN = "(unknown)"   # dedup removals whose input files could not be read
+_TOKEN_BATCH = 512
+
+ROW_LABELS = {
+    "input": "input",
+    "exact_duplicate": "exact duplicates",
+    "near_duplicate": "near duplicates",
+    "classifier": "classifier (below the score cut)",
+    "rejected": "rejected (malformed or failed)",
+    "unattributed": "unattributed (filter line edits; see notes)",
+    "kept": "kept",
+}
+CHAIN = ("dedup", "filter", "score")
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + " …"
+
+
+def _domain(d: str | None) -> str:
+    return d if d else NO_DOMAIN
+
+
+class _Tokens:
+    """Batches (domain, row, text) and adds the token counts when a batch is full."""
+
+    def __init__(self, counter: TokenCounter, into: dict):
+        self.counter, self.into, self.buf = counter, into, []
+
+    def add(self, domain: str, row: str, text: str) -> None:
+        self.buf.append((domain, row, text))
+        if len(self.buf) >= _TOKEN_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            counts = self.counter.count_many(t for _, _, t in self.buf)
+            for (d, r, _), n in zip(self.buf, counts):
+                self.into[d][r] += n
+            self.buf = []
+
+
+# ------------------------------------------------------------------ dedup clusters
+
+def read_clusters(stage: Stage) -> dict[str, list[dict]]:
+    """cluster_id -> its members (id, kept, reason, source, line), from clusters/."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for r in rows(stage.file("clusters")):
+        out[str(r["cluster_id"])].append({
+            "id": str(r["id"]), "kept": bool(r["kept"]), "reason": r.get("reason"),
+            "source": r.get("source"), "line": r.get("line")})
+    return dict(out)
+
+
+def choose_clusters(clusters: dict[str, list[dict]], n: int = CLUSTER_EXAMPLES) -> list[str]:
+    """Clusters with a near duplicate first (exact ones have nothing to compare),
+    then the largest, then by id: a fixed choice whatever the shard order."""
+    def key(cid):
+        ms = clusters[cid]
+        return (not any(m["reason"] == "near_duplicate" for m in ms), -len(ms), cid)
+    return sorted(clusters, key=key)[:n]
+
+
+def _shown_members(members: list[dict]) -> tuple[dict | None, list[dict]]:
+    kept = next((m for m in sorted(members, key=lambda m: m["id"]) if m["kept"]), None)
+    removed = sorted((m for m in members if not m["kept"]),
+                     key=lambda m: (m["reason"] != "near_duplicate", m["id"]))
+    return kept, removed[:MEMBERS_PER_CLUSTER]
+
+
+def word_diff(a: str, b: str, limit: int = DIFF_WORDS) -> dict:
+    """Word-level differences of the first `limit` words of a and b: segments
+    [op, text] for each side ("=" same, "-" only in a, "+" only in b) and the share of
+    words in common."""
+    wa, wb = a.split()[:limit], b.split()[:limit]
+    sm = difflib.SequenceMatcher(None, wa, wb, autojunk=False)
+    left: list[list[str]] = []
+    right: list[list[str]] = []
+
+    def push(side, op, words):
+        if not words:
+            return
+        text = " ".join(words)
+        if side and side[-1][0] == op:
+            side[-1][1] += " " + text
+        else:
+            side.append([op, text])
+
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            push(left, "=", wa[i1:i2])
+            push(right, "=", wb[j1:j2])
+        else:
+            push(left, "-", wa[i1:i2])
+            push(right, "+", wb[j1:j2])
+    return {"left": left, "right": right, "similarity": round(sm.ratio(), 4),
+            "truncated": len(a.split()) > limit or len(b.split()) > limit}
+
+
+# ------------------------------------------------------------------ the input pass
+
+def _input_files(stage: Stage, notes: list[str]) -> tuple[list[InputFile], FieldMap, int] | None:
+    """The files a stage read, as its manifest lists them, with the domain a
+    `curate run` source gave them; None (and a note) when they cannot be read now."""
+    params = (stage.data or {}).get("parameters", {})
+    cfg = params.get("config", {})
+    listed = params.get("files") or []
+    missing = [f["path"] for f in listed if "://" in f["path"] or not os.path.exists(f["path"])]
+    if not listed or missing:
+        notes.append(f"Input tokens are not available: the {stage.name} stage's input files "
+                     f"cannot be read now ({(missing or ['none listed'])[0]}"
+                     f"{', ...' if len(missing) > 1 else ''}).")
+        return None
+    domains: dict[str, str | None] = {}
+    sources = [(s["input"], s.get("domain")) for s in cfg.get("sources") or []]
+    if sources:
+        try:
+            srcs = sources + ([(cfg["inputs"], None)] if cfg.get("inputs") else [])
+            domains = {f.path: f.domain for f in expand_sources(srcs)}
+        except (ValueError, KeyError) as e:
+            notes.append(f"The domains of the {stage.name} stage's sources could not be "
+                         f"matched to its files again ({e}); records' own domains are used.")
+    files = []
+    for f in listed:
+        fmt, comp = input_format(f["path"]) or (f.get("format", "jsonl"), "")
+        files.append(InputFile(index=int(f["index"]), path=f["path"], format=fmt, compression=comp,
+                               name=os.path.basename(f["path"]), domain=f.get("domain", domains.get(f["path"]))))
+    fields = FieldMap(text_field=cfg.get("text_field", "text"), id_field=cfg.get("id_field", "id"),
+                      domain_field=cfg.get("domain_field", "domain"), domain=cfg.get("domain"))
+    return files, fields, int(cfg.get("max_doc_bytes", 8 << 20))
+
+
+def _input_pass(stage: Stage, removed_keys: dict, wanted: set, tokens: _Tokens,
+                docs: dict, notes: list[str]) -> dict[tuple, dict] | None:
+    """One pass over the stage's inputs: documents and tokens per domain (input, and
+    the dedup removals matched by (source, line)); returns the texts of `wanted`
+    (source, line) keys, or None when the inputs cannot be read."""
+    spec = _input_files(stage, notes)
+    if spec is None:
+        return None
+    files, fields, max_bytes = spec
+    texts: dict[tuple, dict] = {}
+    for f in files:
+        with read_documents(f, fields, max_doc_bytes=max_bytes) as reader:
+            for rec in reader:
+                if isinstance(rec, Rejected):
+                    docs[NO_DOMAIN]["input"] += 1
+                    docs[NO_DOMAIN]["rejected_dedup"] += 1
+                    continue
+                doc: Document = rec
+                d, key = _domain(doc.domain), (doc.source, doc.line)
+                docs[d]["input"] += 1
+                tokens.add(d, "input", doc.text)
+                reason = removed_keys.get(key)
+                if reason is not None:
+                    docs[d][reason] += 1
+                    tokens.add(d, reason, doc.text)
+                if key in wanted:
+                    texts[key] = {"domain": d, "text": " ".join(doc.text.split()[:DIFF_WORDS + 1])}
+    tokens.flush()
+    return texts
+
+
+# ------------------------------------------------------------------ filter removed/
+
+def _signals(row: dict, reason: str) -> dict:
+    """The signals of the removing filter (those named "<filter>.<signal>")."""
+    raw = row.get("signals")
+    try:
+        sig = json.loads(raw) if isinstance(raw, str) else (raw or {})
+    except ValueError:
+        return {}
+    prefix = reason.split(":", 1)[0] + "."
+    out = {}
+    for k in sorted(sig):
+        if k.startswith(prefix) and len(out) < 6:
+            v = sig[k]
+            out[k] = round(v, 4) if isinstance(v, float) else v
+    return out
+
+
+def _filter_removed(stage: Stage, tokens: _Tokens) -> tuple[dict, dict]:
+    """Tokens and written documents per (domain, rule), and the first few removed
+    documents of each rule by (id, source, line)."""
+    written: dict[str, Counter] = defaultdict(Counter)
+    examples: dict[str, list] = defaultdict(list)
+    for r in rows(stage.file("removed")):
+        reason, d = str(r["reason"]), _domain(r.get("domain"))
+        written[reason][d] += 1
+        tokens.add(d, "filter:" + reason, r["text"])
+        ex = examples[reason]
+        ex.append((str(r["id"]), str(r.get("source") or ""), int(r.get("line") or 0), d,
+                   r["text"], r))
+        if len(ex) > 4 * EXAMPLES_PER_RULE:
+            ex.sort(key=lambda e: e[:3])
+            del ex[EXAMPLES_PER_RULE:]
+    tokens.flush()
+    out = {}
+    for reason, ex in examples.items():
+        ex.sort(key=lambda e: e[:3])
+        out[reason] = [{"id": i, "domain": d, "excerpt": excerpt(t), "chars": len(t),
+                        "signals": _signals(row, reason)}
+                       for i, _, _, d, t, row in ex[:EXAMPLES_PER_RULE]]
+    return {k: dict(v) for k, v in written.items()}, out
+
+
+def _stream_tokens(directory: str, row: str, tokens: _Tokens) -> Counter:
+    """Adds the tokens of every document in `directory` to `row`; documents per domain."""
+    n: Counter = Counter()
+    for r in rows(directory):
+        d = _domain(r.get("domain"))
+        tokens.add(d, row, r["text"])
+        n[d] += 1
+    tokens.flush()
+    return n
+
+
+# ------------------------------------------------------------------ the funnel
+
+def _complete(rd: RunDir, name: str) -> Stage | None:
+    st = rd.stage(name)
+    return st if st.complete else None
+
+
+def compute_funnel(rd: RunDir, counter: TokenCounter) -> dict:
+    """The funnel, the dedup clusters and the filter rules' examples of a run directory
+    (see the module's docstring)."""
+    notes: list[str] = []
+    docs: dict[str, Counter] = defaultdict(Counter)
+    toks: dict[str, Counter] = defaultdict(Counter)
+    tokens = _Tokens(counter, toks)
+    dedup, filt, score = (_complete(rd, n) for n in CHAIN)
+    present = [s for s in (dedup, filt, score) if s is not None]
+    checks: list[dict] = []
+
+    # dedup: clusters first, so the input pass can match the removed documents
+    clusters: dict[str, list[dict]] = {}
+    texts: dict | None = None
+    if dedup is not None:
+        clusters = read_clusters(dedup)
+        removed_keys = {(m["source"], m["line"]): m["reason"]
+                        for ms in clusters.values() for m in ms if not m["kept"]}
+        chosen = choose_clusters(clusters)
+        wanted = set()
+        for cid in chosen:
+            kept, shown = _shown_members(clusters[cid])
+            wanted.update((m["source"], m["line"]) for m in [kept, *shown] if m)
+        texts = _input_pass(dedup, removed_keys, wanted, tokens, docs, notes)
+        c = dedup.data["counts"]
+        if texts is None:
+            # the split by domain needs the inputs: count dedup's part as one pseudo-domain
+            u = docs[UNKNOWN_DOMAIN]
+            u["exact_duplicate"] = int(c.get("removed_exact", 0))
+            u["near_duplicate"] = int(c.get("removed_near", 0))
+            u["rejected_dedup"] = int(c.get("rejected", 0))
+            u["input"] = u["exact_duplicate"] + u["near_duplicate"] + u["rejected_dedup"]
+            notes.append(f"Dedup's removals are counted under {UNKNOWN_DOMAIN!r}: its manifest "
+                         f"does not split them by domain and the inputs cannot be read.")
+        else:
+            got = {"input": sum(v["input"] for v in docs.values()),
+                   "removed_exact": sum(v["exact_duplicate"] for v in docs.values()),
+                   "removed_near": sum(v["near_duplicate"] for v in docs.values()),
+                   "rejected": sum(v["rejected_dedup"] for v in docs.values())}
+            want = {k: int(c.get(k, 0)) for k in got}
+            checks.append({"name": "the inputs read again agree with the dedup manifest",
+                           "ok": got == want, "detail": f"read {got}; manifest {want}"})
+    elif present:
+        texts = _input_pass(present[0], {}, set(), tokens, defaultdict(Counter), notes)
+    # without dedup's pass over the inputs, the first later stage's manifest gives each
+    # domain's input
+    counted = dedup is not None and texts is not None
+
+    # filter: documents per rule from the manifest, tokens from removed/
+    rules: list[str] = []
+    filter_info: dict[str, Any] = {}
+    if filt is not None:
+        m = filt.data
+        rules = list(m.get("removed_by_reason", {}))
+        written, examples = _filter_removed(filt, tokens)
+        cap = (m.get("removed_sample") or {}).get("per_rule")
+        filter_info = {"rules": rules, "removed_by_reason": m.get("removed_by_reason", {}),
+                       "written": written, "examples": examples, "removed_sample": cap}
+        for d, v in m.get("domains", {}).items():
+            for r, n in v.get("removed", {}).items():
+                docs[d]["filter:" + r] += int(n)
+            docs[d]["rejected_filter"] += int(v.get("rejected", 0))
+            if not counted:
+                docs[d]["input"] += int(v.get("input", 0))
+    if score is not None:
+        _stream_tokens(score.file("removed"), "classifier", tokens)
+        for d, v in score.data.get("domains", {}).items():
+            docs[d]["classifier"] += int(v.get("removed", 0))
+            docs[d]["rejected_score"] += int(v.get("rejected", 0))
+            if not counted and filt is None:
+                docs[d]["input"] += int(v.get("input", 0))
+
+    # kept: the last stage's documents
+    last = present[-1] if present else None
+    if last is not None:
+        kept = _stream_tokens(last.file("documents"), "kept", tokens)
+        if last.name == "dedup":
+            for d, k in kept.items():
+                docs[d]["kept"] += k
+                if not counted:
+                    docs[d]["input"] += k
+        else:
+            for d, v in last.data.get("domains", {}).items():
+                docs[d]["kept"] += int(v.get("kept", 0))
+    _chain_checks(dedup, filt, score, checks)
+
+    return _assemble(rd, docs, toks, rules, dedup, filt, score, texts is not None, clusters,
+                     texts or {}, filter_info, notes, checks, counter)
+
+
+def _chain_checks(dedup, filt, score, checks) -> None:
+    pairs = [(a, b) for a, b in ((dedup, filt), (filt, score)) if a is not None and b is not None]
+    if dedup is not None and filt is None and score is not None:
+        pairs.append((dedup, score))
+    for a, b in pairs:
+        kept, inp = int(a.data["counts"]["kept"]), int(b.data["counts"]["input"])
+        checks.append({"name": f"{b.name} read what {a.name} kept", "ok": kept == inp,
+                       "detail": f"{a.name} kept {kept}, {b.name} read {inp}"})
+    for st in (dedup, filt, score):
+        if st is not None and "balance" in st.data:
+            checks.append({"name": f"{st.name} manifest balances (input = kept + removed + rejected)",
+                           "ok": bool(st.data["balance"].get("ok")),
+                           "detail": json.dumps(st.data["balance"], sort_keys=True)})
+
+
+def _assemble(rd, docs, toks, rules, dedup, filt, score, inputs_read, clusters, texts,
+              filter_info, notes, checks, counter) -> dict:
+    removed_rules = [r for r in rules if sum(docs[d]["filter:" + r] for d in docs)]
+    keys = ["input", "exact_duplicate", "near_duplicate",
+            *("filter:" + r for r in removed_rules), "classifier", "rejected", "unattributed", "kept"]
+    ran = {"exact_duplicate": dedup, "near_duplicate": dedup, "classifier": score}
+    partial = []
+    if filt is not None and filter_info.get("removed_sample") is not None:
+        by_reason = filt.data.get("removed_by_reason", {})
+        written = filt.data.get("removed_sample", {}).get("written_by_reason", {})
+        partial = ["filter:" + r for r in removed_rules if written.get(r, 0) < by_reason.get(r, 0)]
+
+    def table(d: str) -> dict:
+        v, t = docs[d], toks[d]
+        dv: dict[str, int | None] = {}
+        tv: dict[str, int | None] = {}
+        for k in keys:
+            if k in ran and ran[k] is None:
+                dv[k] = tv[k] = None
+                continue
+            if k == "rejected":
+                dv[k] = v["rejected_dedup"] + v["rejected_filter"] + v["rejected_score"]
+                tv[k] = 0        # no text: malformed records; failed ones are unattributed
+            elif k == "unattributed":
+                dv[k] = None
+            else:
+                dv[k] = v[k]
+                tv[k] = t[k]
+        if inputs_read:
+            tv["unattributed"] = tv["input"] - sum(x or 0 for k, x in tv.items()
+                                                   if k not in ("input", "unattributed"))
+        else:   # the texts of the input and of what dedup removed are not at hand
+            for k in ("input", "exact_duplicate", "near_duplicate", "unattributed"):
+                tv[k] = None
+        parts = sum(x or 0 for k, x in dv.items() if k != "input")
+        return {"documents": dv, "tokens": tv, "balanced": dv["input"] == parts}
+
+    domains = {d: table(d) for d in sorted(docs)}
+    total_docs = {k: _sum(domains[d]["documents"][k] for d in domains) for k in keys}
+    total_toks = {k: _sum(domains[d]["tokens"][k] for d in domains) for k in keys}
+    total = {"documents": total_docs, "tokens": total_toks,
+             "balanced": all(v["balanced"] for v in domains.values())}
+    checks.append({"name": "every domain's documents balance: input = exact + near + each rule "
+                           "+ classifier + rejected + kept",
+                   "ok": total["balanced"] and bool(domains),
+                   "detail": ", ".join(f"{d}: {'ok' if v['balanced'] else 'NO'}"
+                                       for d, v in domains.items()) or "no stage ran"})
+    notes.extend(_token_notes(filt, score, partial, total_docs, dedup))
+    labels = {k: ROW_LABELS.get(k, "filter " + k.split(":", 1)[-1]) for k in keys}
+    return {
+        "funnel": {"rows": keys, "labels": labels, "domains": domains, "total": total,
+                   "tokens": counter.info(), "tokens_partial": partial,
+                   "stages": [s.name for s in (dedup, filt, score) if s is not None],
+                   "notes": notes},
+        "clusters": _clusters_section(dedup, clusters, texts, inputs_read),
+        "filter_rules": filter_info,
+        "checks": checks,
+    }
+
+
+def _sum(values: Iterable[int | None]) -> int | None:
+    vals = list(values)
+    return None if vals and all(v is None for v in vals) else sum(v or 0 for v in vals)
+
+
+def _token_notes(filt, score, partial, total_docs, dedup) -> list[str]:
+    out = []
+    if dedup is None:
+        out.append("Dedup did not run: the funnel starts at the first stage that did, and "
+                   "has no duplicate rows.")
+    if filt is None:
+        out.append("The filter did not run: the funnel has no filter rows.")
+    if score is None:
+        out.append("Scoring did not run: the funnel has no classifier row.")
+    parts = []
+    if filt is not None and filt.data["counts"].get("edited"):
+        parts.append(f"the lines the filter's line-level rules cut from "
+                     f"{filt.data['counts']['edited']} documents")
+    if partial:
+        parts.append(f"the removed documents that --removed-sample "
+                     f"{filt.data['removed_sample']['per_rule']} did not write "
+                     f"(rules {', '.join(p.split(':', 1)[1] for p in partial)}: their token "
+                     f"counts are lower bounds)")
+    if total_docs.get("rejected"):
+        out.append("Rejected records count 0 tokens: a malformed record has no text, and the "
+                   "text of a document a filter or the model failed on is not kept.")
+        if (filt is not None and filt.data["counts"].get("rejected")) or \
+                (score is not None and score.data["counts"].get("rejected")):
+            parts.append("the text of documents rejected by a filter or score error")
+    out.append("Unattributed tokens: " + ("; ".join(parts) if parts else "none expected in this run")
+               + ".")
+    return out
+
+
+def _clusters_section(dedup, clusters, texts, inputs_read) -> dict:
+    if dedup is None:
+        return {"ran": False}
+    sizes = Counter(len(ms) for ms in clusters.values())
+    reasons = Counter(m["reason"] for ms in clusters.values() for m in ms if not m["kept"])
+    examples = []
+    for cid in choose_clusters(clusters):
+        kept, shown = _shown_members(clusters[cid])
+        ex = {"cluster_id": cid, "size": len(clusters[cid]),
+              "kept": None if kept is None else {"id": kept["id"]}, "members": []}
+        kt = texts.get((kept["source"], kept["line"])) if kept else None
+        if kept and kt:
+            ex["kept"]["domain"] = kt["domain"]
+        for m in shown:
+            mt = texts.get((m["source"], m["line"]))
+            row = {"id": m["id"], "reason": m["reason"]}
+            if mt and kt:
+                row["domain"] = mt["domain"]
+                row["diff"] = word_diff(kt["text"], mt["text"])
+            ex["members"].append(row)
+        examples.append(ex)
+    return {"ran": True, "clusters": len(clusters),
+            "documents_in_clusters": sum(len(ms) for ms in clusters.values()),
+            "removed_by_reason": dict(sorted(reasons.items())),
+            "size_histogram": [[k, v] for k, v in sorted(sizes.items())],   # [size, clusters]
+            "examples": examples,
+            "texts_available": inputs_read,
+            "threshold": ((dedup.data.get("parameters") or {}).get("lsh") or {}).get("threshold")}
