@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import signal
 import sys
-import threading
 
 from curation.config import ConfigError, DedupConfig, FilterRunConfig, ScoreRunConfig, load_config
 from pipelines.errors import UsageError
@@ -332,18 +330,10 @@ def _run_label(parser, args) -> int:
         parser.error("label needs --input (or --demo)")
     if not cfg.output:
         parser.error("label needs --output")
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        # first signal: finish the calls in flight and store them; a second one kills
-        stop.set()
-        signal.signal(signum, signal.SIG_DFL)
-        print("label: stopping: waiting for calls in flight (signal again to kill)",
-              file=sys.stderr)
-
-    handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    from pipelines.stopping import stop_on_signals
     try:
-        s = run_label(cfg, log=lambda m: print(m, file=sys.stderr), stop=stop)
+        with stop_on_signals("label") as stop:
+            s = run_label(cfg, log=lambda m: print(m, file=sys.stderr), stop=stop)
     except NoApiKey as e:
         print(f"curate: {e}", file=sys.stderr)
         return 2
@@ -351,9 +341,6 @@ def _run_label(parser, args) -> int:
         print(f"label: interrupted ({e}); labels so far are in the store: rerun the same "
               f"command to finish", file=sys.stderr)
         return 130
-    finally:
-        for sig, h in handlers.items():
-            signal.signal(sig, h)
     c = s["counts"]
     print(f"label: {c['sampled']} sampled, {c['labelled']} labelled ({c['hq']} hq, {c['lq']} lq), "
           f"{c['failed']} failed, ${s['cost_usd']:.4f} -> {cfg.output}", file=sys.stderr)
@@ -471,9 +458,15 @@ def _run_job(args, beam_args) -> int:
     from pipelines.run_all import run_job
     path = demo_config_path() if args.command == "demo" else args.config
     cfg = load_run_config(path, {"output": args.output, "seed": getattr(args, "seed", None)})
+    from classifiers.claude import Interrupted
     progress = Progress(bars={"auto": None, "bars": True, "lines": False}[args.progress])
     try:
         doc = run_job(cfg, beam_args, config_path=str(path), progress=progress)
+    except Interrupted as e:
+        progress.close()
+        print(f"{args.command}: interrupted while labelling ({e}); the labels so far are in "
+              f"the label store: rerun the same command to go on", file=sys.stderr)
+        return 130
     finally:
         progress.close()
     stages = {s["name"]: s for s in doc["stages"]}

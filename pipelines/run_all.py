@@ -18,7 +18,6 @@ import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from curation.config import ConfigError
 from curation.manifest import dumps, package_versions
@@ -176,9 +175,11 @@ class Job:
         (self.root / LABEL_STORE).parent.mkdir(parents=True, exist_ok=True)
         cfg = LabelConfig.model_validate(data)
         note = None
-        with self.progress.task("label: grading the sample", unit="documents") as t:
+        from pipelines.stopping import stop_on_signals
+        with self.progress.task("label: grading the sample", unit="documents") as t, \
+                stop_on_signals("label") as stop:
             try:
-                s = run_label(cfg, log=self.log, base_url=self.base_url, progress=t)
+                s = run_label(cfg, log=self.log, base_url=self.base_url, progress=t, stop=stop)
             except NoApiKey as e:
                 if fallback != "heuristic":
                     raise UsageError(f"label: {e} (label.fallback is none)") from None
@@ -188,6 +189,9 @@ class Job:
                 cfg = LabelConfig.model_validate({**data, "labeler": "heuristic", "model": cfg.model})
                 s = run_label(cfg, log=self.log, progress=t)
         c = s["counts"]
+        if s.get("budget_stop"):
+            note = "; ".join(x for x in (note, f"label: {s['budget_stop']}: {c['labelled']} of "
+                                               f"{c['sampled']} sampled documents labelled") if x)
         return {"counts": c, "fallback": note, "cost_usd": s["cost_usd"],
                 "api_tokens": {"input": s["tokens"]["input"], "output": s["tokens"]["output"]}
                 if s["labeler"] == "claude" else None}

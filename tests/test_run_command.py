@@ -316,3 +316,30 @@ def test_demo_help_and_run_help():
     out = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--help"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "config" in out.stdout
+
+
+def test_run_with_claude_through_the_fake_server(fake_anthropic, tmp_path, monkeypatch):
+    """With a key, Claude labels and proposes (the real SDK against the loopback fake):
+    no fallback, the cost is in run.json and the report, and the key is in no output."""
+    key = "sk-ant-test-run-secret-0123"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
+    data = small_config()
+    data["label"] = {"labeler": "claude", "sample": 60, "mode": "messages", "max_usd": 1}
+    data["mix"]["proposers"] = [{"name": "claude"}]
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write_config(tmp_path, data)), "--output", str(run_dir),
+                 "--progress", "lines", *FAST_BEAM]) == 0
+    doc = json.loads((run_dir / "run.json").read_text())
+    assert doc["fallbacks"] == []
+    stages = {s["name"]: s for s in doc["stages"]}
+    assert stages["label"]["cost_usd"] > 0 and stages["label"]["api_tokens"]["input"] > 0
+    assert stages["mix"]["cost_usd"] > 0
+    label = json.loads((run_dir / "label" / "summary.json").read_text())
+    assert label["labeler"] == "claude" and label["counts"]["labelled"] == label["counts"]["sampled"]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["cost"]["total_usd"] == pytest.approx(
+        stages["label"]["cost_usd"] + stages["mix"]["cost_usd"], abs=1e-6)
+    assert report["mixture"]["claude"]["status"] == "ran" and report["mixture"]["claude"]["rationales"]
+    leaked = [p for p in run_dir.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
+    assert leaked == []
