@@ -33,6 +33,12 @@ class Task:
         return time.monotonic() - self._t0
 
 
+def _count(t: Task) -> str:
+    if not t.done and not t.total:
+        return ""
+    return f"{t.done:,}" + (f"/{t.total:,}" if t.total else "") + (f" {t.unit}" if t.unit else "")
+
+
 class Progress:
     """``Progress(stream)``: bars when ``stream`` is a terminal (``bars=None``), else lines."""
 
@@ -42,10 +48,10 @@ class Progress:
         self._rich = None
         if self.bars:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
-                                       SpinnerColumn, TextColumn, TimeElapsedColumn)
+            from rich.progress import (BarColumn, Progress as RichProgress, SpinnerColumn,
+                                       TextColumn, TimeElapsedColumn)
             self._rich = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
+                                      TextColumn("{task.fields[count]}"),
                                       TimeElapsedColumn(), console=Console(file=self.stream),
                                       transient=False)
             self._rich.start()
@@ -60,14 +66,17 @@ class Progress:
     def task(self, description: str, total: int | None = None, unit: str = "") -> Iterator[Task]:
         t = Task(self, description, total, unit)
         if self._rich is not None:
-            t._bar = self._rich.add_task(description, total=total, unit=unit)
+            t._bar = self._rich.add_task(description, total=total, count=_count(t))
         else:
             self.log(f"{description}: started" + (f" ({total:,} {unit})" if total else ""))
         try:
             yield t
         finally:
             if self._rich is not None:
-                self._rich.update(t._bar, completed=t.done, total=t.total if t.total else t.done)
+                # a task without counts (a Beam stage) ends as a full bar with its time
+                total = t.total if t.total else max(t.done, 1)
+                self._rich.update(t._bar, completed=total if not t.done else t.done, total=total,
+                                  count=_count(t))
                 self._rich.stop_task(t._bar)
             else:
                 counted = f"{t.done:,}" + (f" of {t.total:,}" if t.total else "") + (f" {unit}" if unit else "")
@@ -76,7 +85,7 @@ class Progress:
 
     def _update(self, t: Task) -> None:
         if self._rich is not None:
-            self._rich.update(t._bar, completed=t.done, total=t.total)
+            self._rich.update(t._bar, completed=t.done, total=t.total, count=_count(t))
             return
         now = time.monotonic()
         if now - t._last >= LOG_EVERY_S:

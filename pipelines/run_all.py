@@ -144,8 +144,9 @@ class Job:
                                           for s in src["sources"]],
             "output": str(self.dir("dedup")), "output_format": self.cfg.output_format,
             **src["fields"]})
-        with self.progress.task("dedup: exact and near duplicates (Beam)"):
+        with self.progress.task("dedup: exact and near duplicates (Beam)", unit="documents") as t:
             m = run_dedup(dc, self.beam_args, overwrite=True)
+            t.advance(m["counts"]["input"])     # the local runner reports counts at the end
         c = m["counts"]
         return {"counts": {k: c[k] for k in ("input", "kept", "removed_exact", "removed_near", "rejected")}}
 
@@ -159,8 +160,9 @@ class Job:
         else:
             data.update({"sources": [{"input": s["input"], "domain": s["domain"]}
                                      for s in src["sources"]], **src["fields"]})
-        with self.progress.task("filter: heuristic rules (Beam)"):
+        with self.progress.task("filter: heuristic rules (Beam)", unit="documents") as t:
             m = run_filter(FilterRunConfig.model_validate(data), self.beam_args, overwrite=True)
+            t.advance(m["counts"]["input"])     # the local runner reports counts at the end
         c = m["counts"]
         return {"counts": {k: c[k] for k in ("input", "kept", "removed", "rejected")}}
 
@@ -224,8 +226,9 @@ class Job:
         data = {**self.cfg.score, "inputs": [self.documents_of("dedup", "filter")],
                 "output": str(self.dir("score")), "model": str(self.dir("train")),
                 "output_format": self.cfg.output_format}
-        with self.progress.task("score: quality classifier (Beam)"):
+        with self.progress.task("score: quality classifier (Beam)", unit="documents") as t:
             m = run_score(ScoreRunConfig.model_validate(data), self.beam_args, overwrite=True)
+            t.advance(m["counts"]["input"])     # the local runner reports counts at the end
         c = m["counts"]
         return {"counts": {k: c[k] for k in ("input", "scored", "kept", "removed", "rejected")}}
 
