@@ -321,6 +321,11 @@ class Job:
             if stage == "report":
                 self.run.doc["chain"] = self.chain_check()
             if stage not in enabled:
+                if stage == "report":
+                    # a report left by an earlier run would describe other outputs
+                    from curation.report import REPORT_FILES
+                    for f in REPORT_FILES:
+                        (self.root / f).unlink(missing_ok=True)
                 self.run.record({"name": stage, "dir": STAGE_DIRS[stage], "status": "disabled"})
                 self.log(f"run: {name}: disabled in the config")
                 continue
