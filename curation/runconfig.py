@@ -5,7 +5,7 @@ checked against that stage's own config model, so an error names the field path
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -70,6 +70,7 @@ class RunConfig(_Strict):
     mix: dict[str, Any] | bool = Field(default_factory=dict)
     export: dict[str, Any] | bool = False
     report: bool = True
+    report_tokens: Literal["auto", "exact", "estimate"] = "auto"   # see curate report --tokens
 
     @field_validator("dedup", "filter", "label", "classifier", "score", "mix", "export")
     @classmethod

@@ -488,6 +488,10 @@ def _report_parser(sub):
                     "`curate run` wrote it) and write RUN_DIR/report.html (one self-contained "
                     "file), report.md and report.json. Runs no pipeline; see docs/report.md.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    p.add_argument("--tokens", choices=["auto", "exact", "estimate"], default="auto",
+                   help="count the funnel's tokens with the mix run's tokenizer (exact), as "
+                        "UTF-8 bytes / 4 (estimate), or exactly up to 1 GiB of input (auto, "
+                        "the default: the tokenizer reads about 1 MB/s per core)")
     return p
 
 
@@ -564,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_export(args)
         if args.command == "report":
             from curation.report import write_report
-            write_report(args.run_dir, log=lambda m: print(m, file=sys.stderr))
+            write_report(args.run_dir, log=lambda m: print(m, file=sys.stderr), tokens=args.tokens)
             return 0
         if args.command in ("run", "demo"):
             return _run_job(args, beam_args)

@@ -277,7 +277,7 @@ class Job:
     def stage_report(self, src: dict) -> dict:
         from curation.report import write_report
         with self.progress.task("report"):
-            write_report(str(self.root), log=self.log)
+            write_report(str(self.root), log=self.log, tokens=self.cfg.report_tokens)
         return {}
 
     # ------------------------------------------------------------------ driver

@@ -81,6 +81,16 @@ def test_token_counter_estimate_and_tokenizer(report_run):
     texts = ["Call me Ishmael.", "def f(x):\n    return x", "Call me Ishmael.", "日本語 text"]
     assert tok.count_many(texts) == [len(ref.encode(t).ids) for t in texts]
     assert tok.count_many(texts[:1]) == [len(ref.encode(texts[0]).ids)]          # from the memo
+    # asked for, or chosen for a big input: the estimate, and the reason is said
+    asked = TokenCounter.for_run(str(report_run / "mix"), mode="estimate")
+    assert asked.kind == "estimate" and "--tokens estimate" in asked.description
+    big = TokenCounter.for_run(str(report_run / "mix"), input_bytes=5 << 30)
+    assert big.kind == "estimate" and "5.0 GiB" in big.description
+    assert TokenCounter.for_run(str(report_run / "mix"), input_bytes=5 << 30,
+                                mode="exact").kind == "tokenizer"
+    assert TokenCounter.for_run(str(report_run / "mix"), input_bytes=1000).kind == "tokenizer"
+    with pytest.raises(ValueError, match="auto, exact or estimate"):
+        TokenCounter.for_run(str(report_run / "mix"), mode="fast")
 
 
 def _parse(svg_text: str) -> ET.Element:

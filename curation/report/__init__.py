@@ -31,10 +31,19 @@ REPORT_FILES = ("report.json", "report.md", "report.html")
 VERSION = 1
 
 
-def build_report(run_dir: str | os.PathLike) -> dict:
-    """The report's numbers (what report.json holds) for the run directory."""
+def _input_bytes(rd) -> int | None:
+    files = ((rd.stage("dedup").data or {}).get("parameters") or {}).get("files") \
+        if isinstance(rd.stage("dedup").data, dict) else None
+    sizes = [f.get("bytes") for f in files or []]
+    return sum(sizes) if sizes and None not in sizes else None
+
+
+def build_report(run_dir: str | os.PathLike, *, tokens: str = "auto") -> dict:
+    """The report's numbers (what report.json holds) for the run directory. ``tokens``:
+    "exact" (the mix run's tokenizer), "estimate" (bytes / 4), or "auto" (exact up to
+    1 GiB of input)."""
     rd = open_run_dir(os.fspath(run_dir))
-    counter = TokenCounter.for_run(rd.stage("mix").path)
+    counter = TokenCounter.for_run(rd.stage("mix").path, mode=tokens, input_bytes=_input_bytes(rd))
     f = compute_funnel(rd, counter)
     return {
         "version": VERSION,
@@ -63,11 +72,12 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def write_report(run_dir: str | os.PathLike, log: Callable[[str], None] = print) -> dict:
+def write_report(run_dir: str | os.PathLike, log: Callable[[str], None] = print, *,
+                 tokens: str = "auto") -> dict:
     """(Re)write RUN_DIR/report.json, report.md and report.html; returns the report's
     numbers (the content of report.json)."""
     path = os.fspath(run_dir)
-    report = _finite(build_report(path))
+    report = _finite(build_report(path, tokens=tokens))
     title = f"Mixture report: {os.path.basename(os.path.abspath(path))}"
     sections = build_sections(report)
     files = {

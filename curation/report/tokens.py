@@ -12,6 +12,7 @@ _BATCH = 256
 # Kept documents repeat the texts of earlier stages: counting a text once saves half
 # the encoding. The memo stops growing here, so memory stays bounded on a big corpus.
 _MEMO_MAX = 2_000_000
+AUTO_EXACT_MAX_BYTES = 1 << 30
 
 
 class TokenCounter:
@@ -26,8 +27,21 @@ class TokenCounter:
         self._memo: dict[bytes, int] = {}
 
     @classmethod
-    def for_run(cls, mix_dir: str) -> "TokenCounter":
-        """The mix run's tokenizer (mix/tokenizer.json) when it loads, else the estimate."""
+    def for_run(cls, mix_dir: str, *, mode: str = "auto", input_bytes: int | None = None) -> "TokenCounter":
+        """The mix run's tokenizer (mix/tokenizer.json) when it loads, else the estimate.
+        ``mode`` "estimate" always estimates; "auto" estimates when the inputs exceed
+        AUTO_EXACT_MAX_BYTES (the tokenizer encodes about 1 MB/s per core, and the
+        report reads every stage's text on one machine)."""
+        if mode not in ("auto", "exact", "estimate"):
+            raise ValueError(f"token mode is auto, exact or estimate, got {mode!r}")
+        if mode == "estimate":
+            return cls(description=f"estimated as UTF-8 bytes / {ESTIMATE_BYTES_PER_TOKEN}, rounded "
+                                   f"per document (asked for: --tokens estimate)")
+        if mode == "auto" and input_bytes is not None and input_bytes > AUTO_EXACT_MAX_BYTES:
+            return cls(description=f"estimated as UTF-8 bytes / {ESTIMATE_BYTES_PER_TOKEN}, rounded "
+                                   f"per document: the inputs ({input_bytes / 2**30:.1f} GiB) are over "
+                                   f"{AUTO_EXACT_MAX_BYTES / 2**30:.0f} GiB (--tokens exact counts "
+                                   f"with the tokenizer anyway)")
         if not os.path.isfile(os.path.join(mix_dir, "tokenizer.json")):
             return cls()
         from curation.mixture.tokenizer import StatedTokenizer
