@@ -94,8 +94,9 @@ def content_key(text: str) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def read_sample(cfg: LabelConfig) -> tuple[list[Document], SampleStats, dict]:
-    files = expand_sources(cfg.input_sources())
+def read_sample(cfg: LabelConfig, fs=None) -> tuple[list[Document], SampleStats, dict]:
+    """`fs` (a curation.fs.FS): where the inputs are; default the local disk."""
+    files = expand_sources(cfg.input_sources(), fs=fs)
     fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
                       domain_field=cfg.domain_field, domain=cfg.domain)
     rejected: Counter = Counter()
@@ -103,7 +104,7 @@ def read_sample(cfg: LabelConfig) -> tuple[list[Document], SampleStats, dict]:
 
     def documents():
         for f in files:
-            reader = read_documents(f, fields, max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict)
+            reader = read_documents(f, fields, max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, fs=fs)
             readers.append(reader)
             for rec in reader:
                 if isinstance(rec, Document):
@@ -251,7 +252,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
               base_url: str | None = None, prices: dict | None = None,
-              sleep: Callable[[float], None] = time.sleep, stop=None, progress=None) -> dict:
+              sleep: Callable[[float], None] = time.sleep, stop=None, progress=None,
+              fs=None) -> dict:
     """Sample, label, write DIR/labels.jsonl and DIR/summary.json; returns the summary.
 
     ``progress`` (a curation.progress.Task) counts the sampled documents labelled.
@@ -270,7 +272,7 @@ def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
     if cfg.labeler == "claude":
         price_of(cfg.model, prices)  # an unknown model fails before any reading
     try:
-        sample, _, sample_info = read_sample(cfg)
+        sample, _, sample_info = read_sample(cfg, fs)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)

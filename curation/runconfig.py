@@ -52,6 +52,9 @@ _OWNED = {
 
 class RunConfig(_Strict):
     output: str | None = None
+    # where the Beam stages write their data (gs://... when they run on Dataflow);
+    # default: the run directory itself
+    data_output: str | None = None
     seed: int = Field(0, ge=0, lt=2**31)
     demo: bool = False
     sources: list[SourceConfig] = Field(default_factory=list)

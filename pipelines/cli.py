@@ -415,10 +415,13 @@ classifier/, score/, mix/, export/), run.json (each stage's status, fingerprint,
 time, cost and fallback) and report.html, report.md and report.json.
 
 A rerun skips every stage that completed with the same settings and inputs and
-redoes the rest; a stage cut off halfway is cleared and redone. The Beam stages
-run on the local runner; other --flags go to its PipelineOptions (e.g.
---direct_num_workers 2). Without ANTHROPIC_API_KEY, labelling falls back to the
-heuristic labeler and the Claude proposer is skipped: the run says so.
+redoes the rest; a stage cut off halfway is cleared and redone. Other --flags go
+to Beam's PipelineOptions for the dedup, filter and score stages (default: the
+local runner; e.g. --direct_num_workers 2). On Dataflow (--runner DataflowRunner
+--project P --region R --temp_location gs://B/tmp), give --data-output gs://B/run
+and gs:// sources; the other stages run here. Without ANTHROPIC_API_KEY, labelling
+falls back to the heuristic labeler and the Claude proposer is skipped: the run
+says so.
 """
 
 
@@ -437,6 +440,9 @@ def _run_parser(sub):
     p.add_argument("config", help="run YAML (sources and every stage's settings)")
     p.add_argument("--output", help="run directory (overrides output: in the config)")
     p.add_argument("--seed", type=int, help="run seed (overrides seed: in the config)")
+    p.add_argument("--data-output", metavar="PREFIX",
+                   help="where the Beam stages write their data, e.g. gs://BUCKET/run (needed "
+                        "with --runner DataflowRunner; default: the run directory)")
     _progress_arg(p)
     return p
 
@@ -457,7 +463,8 @@ def _run_job(args, beam_args) -> int:
     from curation.runconfig import demo_config_path, load_run_config
     from pipelines.run_all import run_job
     path = demo_config_path() if args.command == "demo" else args.config
-    cfg = load_run_config(path, {"output": args.output, "seed": getattr(args, "seed", None)})
+    cfg = load_run_config(path, {"output": args.output, "seed": getattr(args, "seed", None),
+                                 "data_output": getattr(args, "data_output", None)})
     from classifiers.claude import Interrupted
     progress = Progress(bars={"auto": None, "bars": True, "lines": False}[args.progress])
     try:
@@ -470,6 +477,11 @@ def _run_job(args, beam_args) -> int:
     finally:
         progress.close()
     stages = {s["name"]: s for s in doc["stages"]}
+    if doc["status"] == "dry_run":
+        built = next(n for n, s in stages.items() if s["status"] == "dry_run")
+        print(f"{args.command}: dry run: the {built} job was built and not submitted; the "
+              f"stages after it need its output", file=sys.stderr)
+        return 0
     ran = [n for n, s in stages.items() if s["status"] == "complete"]
     reused = [n for n, s in stages.items() if s["status"] == "reused"]
     print(f"{args.command}: {len(ran)} stage(s) run, {len(reused)} reused from an earlier run, "

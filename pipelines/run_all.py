@@ -35,7 +35,21 @@ MARKERS = {"dedup": "manifest.json", "filter": "manifest.json", "label": "summar
            "export": "manifest.json", "report": "report.json"}
 # kept when a stage is redone: they hold paid-for or computed results, keyed by content
 KEEP_ON_REDO = {"mix": ("proxy_cache.jsonl",)}
+BEAM_STAGES = ("dedup", "filter", "score")
+# what the report and the rerun check read of a Beam stage whose data is elsewhere: the
+# records of what was removed and why, not the kept documents
+MIRRORED = ("clusters", "removed", "rejected")
+LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "direct")
 LABEL_STORE = "cache/labels.sqlite"
+
+
+class DryRunDone(Exception):
+    """A Beam stage was built with --dry_run and not run: the stages after it have
+    nothing to read, so the run ends there."""
+
+    def __init__(self, stage: str, manifest: dict):
+        super().__init__(stage)
+        self.stage, self.manifest = stage, manifest
 
 
 def _has_key() -> bool:
@@ -93,8 +107,12 @@ class Job:
     def __init__(self, cfg: RunConfig, beam_args: list[str], *, config_path: str,
                  progress: Progress, base_url: str | None = None):
         self.cfg, self.beam_args, self.progress = cfg, beam_args, progress
+        from pipelines.fs import BeamFS
         self.root = Path(cfg.output).resolve()
         self.run = RunDir(self.root, cfg, config_path)
+        self.fs = BeamFS()
+        self.data_root = cfg.data_output.rstrip("/") if cfg.data_output else str(self.root)
+        self.remote = cfg.data_output is not None
         self.base_url = base_url
         self.fp: dict[str, str] = {}
         self.summary: dict[str, dict] = {}
@@ -105,13 +123,49 @@ class Job:
     def dir(self, stage: str) -> Path:
         return self.root / STAGE_DIRS[stage]
 
+    def data_dir(self, stage: str) -> str:
+        """Where a Beam stage writes (and the classifier the score stage loads)."""
+        return self.fs.join(self.data_root, STAGE_DIRS[stage])
+
+    def mirror(self, stage: str) -> None:
+        """The manifest and removal records of a Beam stage whose data is elsewhere,
+        copied into the run directory (the manifest last: it marks the copy complete)."""
+        if not self.remote:
+            return
+        src, dst = self.data_dir(stage), self.dir(stage)
+        for sub in MIRRORED:
+            for path in self.fs.match(self.fs.join(src, sub, "*")):
+                self._copy(path, dst / sub / path.rsplit("/", 1)[-1])
+        for path in self.fs.match(self.fs.join(src, "*.json")):
+            if not path.endswith("/manifest.json"):
+                self._copy(path, dst / path.rsplit("/", 1)[-1])
+        self._copy(self.fs.join(src, "manifest.json"), dst / "manifest.json")
+
+    def _copy(self, src: str, dst: Path) -> None:
+        with self.fs.open_read(src) as f:
+            write_atomic(dst, f.read())
+
+    def upload(self, stage: str) -> str:
+        """The local output of a driver stage copied to the data location (the score
+        stage's workers load the classifier from there)."""
+        if not self.remote:
+            return str(self.dir(stage))
+        dst = self.data_dir(stage)
+        for p in sorted(self.dir(stage).iterdir()):
+            if p.is_file():
+                tmp = self.fs.join(dst, f".{p.name}.tmp")
+                with self.fs.open_write(tmp) as f:
+                    f.write(p.read_bytes())
+                self.fs.rename(tmp, self.fs.join(dst, p.name))
+        return dst
+
     # ------------------------------------------------------------------ stage inputs
 
     def documents_of(self, *stages: str) -> str:
         """The kept documents of the last enabled stage among ``stages`` (else the sources)."""
         for s in reversed(stages):
             if self.cfg.enabled(s):
-                return str(self.dir(s) / "documents")
+                return self.fs.join(self.data_dir(s), "documents")
         return ""
 
     def upstream(self, *stages: str) -> list[str]:
@@ -126,7 +180,7 @@ class Job:
         else:
             sources = [(s.input, s.domain) for s in self.cfg.sources]
         try:
-            files = expand_sources(sources)
+            files = expand_sources(sources, fs=self.fs)
         except ValueError as e:
             raise UsageError(f"sources: {e}") from None
         return {"sources": [{"input": list(p), "domain": d} for p, d in sources],
@@ -142,18 +196,21 @@ class Job:
         dc = DedupConfig.model_validate({
             **self.cfg.dedup, "sources": [{"input": s["input"], "domain": s["domain"]}
                                           for s in src["sources"]],
-            "output": str(self.dir("dedup")), "output_format": self.cfg.output_format,
+            "output": self.data_dir("dedup"), "output_format": self.cfg.output_format,
             **src["fields"]})
         with self.progress.task("dedup: exact and near duplicates (Beam)", unit="documents") as t:
             m = run_dedup(dc, self.beam_args, overwrite=True)
+            if m["status"] == "dry_run":
+                raise DryRunDone("dedup", m)
             t.advance(m["counts"]["input"])     # the local runner reports counts at the end
+        self.mirror("dedup")
         c = m["counts"]
         return {"counts": {k: c[k] for k in ("input", "kept", "removed_exact", "removed_near", "rejected")}}
 
     def stage_filter(self, src: dict) -> dict:
         from curation.config import FilterRunConfig
         from pipelines.run_filter import run_filter
-        data = {**self.cfg.filter, "output": str(self.dir("filter")),
+        data = {**self.cfg.filter, "output": self.data_dir("filter"),
                 "output_format": self.cfg.output_format}
         if self.cfg.enabled("dedup"):
             data["inputs"] = [self.documents_of("dedup")]
@@ -162,7 +219,10 @@ class Job:
                                      for s in src["sources"]], **src["fields"]})
         with self.progress.task("filter: heuristic rules (Beam)", unit="documents") as t:
             m = run_filter(FilterRunConfig.model_validate(data), self.beam_args, overwrite=True)
+            if m["status"] == "dry_run":
+                raise DryRunDone("filter", m)
             t.advance(m["counts"]["input"])     # the local runner reports counts at the end
+        self.mirror("filter")
         c = m["counts"]
         return {"counts": {k: c[k] for k in ("input", "kept", "removed", "rejected")}}
 
@@ -181,7 +241,8 @@ class Job:
         with self.progress.task("label: grading the sample", unit="documents") as t, \
                 stop_on_signals("label") as stop:
             try:
-                s = run_label(cfg, log=self.log, base_url=self.base_url, progress=t, stop=stop)
+                s = run_label(cfg, log=self.log, base_url=self.base_url, progress=t, stop=stop,
+                              fs=self.fs)
             except NoApiKey as e:
                 if fallback != "heuristic":
                     raise UsageError(f"label: {e} (label.fallback is none)") from None
@@ -189,7 +250,7 @@ class Job:
                         "environment (scores come from four heuristic rule sets, not a rubric)")
                 self.log(note)
                 cfg = LabelConfig.model_validate({**data, "labeler": "heuristic", "model": cfg.model})
-                s = run_label(cfg, log=self.log, progress=t)
+                s = run_label(cfg, log=self.log, progress=t, fs=self.fs)
         c = s["counts"]
         if s.get("budget_stop"):
             note = "; ".join(x for x in (note, f"label: {s['budget_stop']}: {c['labelled']} of "
@@ -216,6 +277,7 @@ class Job:
                                        **params)
             except ValueError as e:
                 raise UsageError(f"classifier: {e}") from None
+        self.upload("train")
         h = res.metrics["held_out"]
         return {"counts": {"labels": len(rows)},
                 "held_out": {k: h[k] for k in ("f1", "precision", "recall", "roc_auc")}}
@@ -224,11 +286,14 @@ class Job:
         from curation.config import ScoreRunConfig
         from pipelines.run_score import run_score
         data = {**self.cfg.score, "inputs": [self.documents_of("dedup", "filter")],
-                "output": str(self.dir("score")), "model": str(self.dir("train")),
+                "output": self.data_dir("score"), "model": self.data_dir("train"),
                 "output_format": self.cfg.output_format}
         with self.progress.task("score: quality classifier (Beam)", unit="documents") as t:
             m = run_score(ScoreRunConfig.model_validate(data), self.beam_args, overwrite=True)
+            if m["status"] == "dry_run":
+                raise DryRunDone("score", m)
             t.advance(m["counts"]["input"])     # the local runner reports counts at the end
+        self.mirror("score")
         c = m["counts"]
         return {"counts": {k: c[k] for k in ("input", "scored", "kept", "removed", "rejected")}}
 
@@ -255,7 +320,7 @@ class Job:
                     data["sources"].setdefault(s["domain"], []).extend(s["input"])
         cfg = MixConfig.model_validate(data)
         with self.progress.task("mix: proxy runs", unit="runs") as t:
-            s = run_mix(cfg, log=self.log, base_url=self.base_url, progress=t)
+            s = run_mix(cfg, log=self.log, base_url=self.base_url, progress=t, fs=self.fs)
         notes = [f"mix: {'Claude' if name == 'claude' else name} proposer {why}"
                  for name, why in sorted(s["skipped_proposers"].items())]
         cl = s.get("claude")
@@ -271,7 +336,7 @@ class Job:
         with self.progress.task(f"export: {e.tokens:,} tokens"):
             m = export_mixture(str(self.dir("mix") / "mixture.yaml"), str(self.dir("export")),
                                e.tokens, seed=self.cfg.seed if e.seed is None else e.seed,
-                               shard_docs=e.shard_docs, log=self.log)
+                               shard_docs=e.shard_docs, log=self.log, fs=self.fs)
         return {"counts": {"tokens_asked": m["tokens_asked"], "tokens_achieved": m["tokens_achieved"]}}
 
     def stage_report(self, src: dict) -> dict:
@@ -356,6 +421,14 @@ class Job:
             self.run.record(rec)
             try:
                 out = getattr(self, f"stage_{stage}")(src)
+            except DryRunDone as e:
+                self.run.record({**rec, "status": "dry_run", "runner": e.manifest.get("runner")})
+                self.run.doc["status"] = "dry_run"
+                self.run.save()
+                self.log(f"run: {name}: dry run on {e.manifest.get('runner')}: the job was built "
+                         f"and not submitted; the stages after it need its output, so the run "
+                         f"ends here")
+                return self.run.doc
             except BaseException:
                 self.run.record({**rec, "status": "failed", "seconds": round(time.time() - t0, 3)})
                 self.run.doc["status"] = "failed"
@@ -382,12 +455,20 @@ def run_job(cfg: RunConfig, beam_args: list[str], *, config_path: str,
     runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), None)
     if runner is None and "--runner" in beam_args:
         runner = beam_args[beam_args.index("--runner") + 1]
-    if runner and runner not in ("DirectRunner", "FnApiRunner", "direct"):
-        raise UsageError(
-            f"curate run drives the label, classifier, mix and export stages on this machine "
-            f"from the Beam stages' outputs in a local run directory, so it runs the Beam "
-            f"stages on the local runner; got --runner {runner}. On Dataflow, run the stage "
-            f"commands (curate dedup/filter/score) with gs:// outputs: see docs/dataflow.md")
+    if runner and runner not in LOCAL_RUNNERS:
+        # the workers read the sources and write the stages' data: neither can be local
+        if not cfg.data_output or "://" not in cfg.data_output:
+            raise UsageError(f"--runner {runner}: give data_output (or --data-output), a "
+                             f"gs:// prefix where the Beam stages write; the run directory "
+                             f"itself stays on this machine")
+        if cfg.demo:
+            raise UsageError(f"--runner {runner}: the demo corpus is on this machine; copy "
+                             f"curation/demo/*.jsonl.gz to a bucket and name it in sources:")
+        local = [p for s in cfg.sources for p in s.input if "://" not in p]
+        if local:
+            raise UsageError(f"--runner {runner}: the workers cannot read local sources "
+                             f"({local[0]}{', ...' if len(local) > 1 else ''}); name them by "
+                             f"gs:// path")
     if cfg.output is None:
         raise ConfigError("give the run directory: output: in the config, or --output")
     if "://" in cfg.output:

@@ -241,16 +241,28 @@ def _as_list(x: str | os.PathLike | Sequence[str]) -> list[str]:
     return [os.fspath(p) for p in x]
 
 
+def load_data_spec(data: Mapping, *, fields: FieldMap, seed: int, fractions: Sequence[float],
+                   fs=None) -> CorpusSplits:
+    """The corpus a mix config's data keys name: ``demo``, ``sources`` or ``inputs``."""
+    if data.get("demo"):
+        from curation.demo import demo_glob
+        return load_corpus([demo_glob()], fields=fields, seed=seed, fractions=fractions, fs=fs)
+    if data.get("sources"):
+        return load_corpus(domains=data["sources"], fields=fields, seed=seed, fractions=fractions, fs=fs)
+    return load_corpus(data["inputs"], fields=fields, seed=seed, fractions=fractions, fs=fs)
+
+
 def load_corpus(inputs: str | Sequence[str] | None = None, *,
                 domains: Mapping[str, str | Sequence[str]] | None = None,
                 fields: FieldMap = FieldMap(), seed: int = 0,
                 fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                group_field: str | None = None) -> CorpusSplits:
+                group_field: str | None = None, fs=None) -> CorpusSplits:
     """Read documents and split them (see the module docstring).
 
     Give `inputs` (paths, globs, directories; each document's domain from its record)
     or `domains` (``{domain: glob or [globs]}``; the domain of every document of the
-    matched files), or both. A document without a domain, or a file matched for two
+    matched files), or both; `fs` (a curation.fs.FS) is where they are (default: the
+    local disk). A document without a domain, or a file matched for two
     domains, is a ValueError naming it. Malformed records are counted by cause in
     ``CorpusSplits.rejected``, not read."""
     if inputs is None and not domains:
@@ -265,13 +277,13 @@ def load_corpus(inputs: str | Sequence[str] | None = None, *,
 
     file_domain: dict[str, str | None] = {}
     for domain, pats in sources:
-        for f in expand_inputs(pats):
+        for f in expand_inputs(pats, fs=fs):
             prev = file_domain.get(f.path, "\0unset")
             if prev != "\0unset" and prev is not None and domain is not None and prev != domain:
                 raise ValueError(f"{f.path} is matched for two domains: {prev!r} and {domain!r}")
             if prev == "\0unset" or prev is None:
                 file_domain[f.path] = domain
-    files = expand_inputs(sorted(file_domain))
+    files = expand_inputs(sorted(file_domain), fs=fs)
 
     by_domain: dict[str, list[Document]] = {}
     rejected: dict[str, int] = {}
@@ -279,7 +291,7 @@ def load_corpus(inputs: str | Sequence[str] | None = None, *,
         mapped = file_domain[f.path]
         fm = fields if mapped is None else FieldMap(fields.text_field, fields.id_field,
                                                     fields.domain_field, mapped)
-        for rec in read_documents(f, fm):
+        for rec in read_documents(f, fm, fs=fs):
             if isinstance(rec, Rejected):
                 rejected[rec.cause] = rejected.get(rec.cause, 0) + 1
                 continue

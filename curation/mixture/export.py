@@ -61,8 +61,10 @@ def _write_shard(path: Path, rows: list[dict]) -> None:
 
 
 def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0,
-                   shard_docs: int = 10_000, log: Callable[[str], None] = print) -> dict:
-    from curation.mixture.data import load_corpus
+                   shard_docs: int = 10_000, log: Callable[[str], None] = print,
+                   fs=None) -> dict:
+    """``fs`` (a curation.fs.FS): where the mix run's inputs are (default: the local disk)."""
+    from curation.mixture.data import load_data_spec
     from curation.mixture.tokenizer import StatedTokenizer
     t0 = time.time()
     if tokens <= 0:
@@ -87,15 +89,8 @@ def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0
     split = data.get("split") or {}
     fractions = (1 - split.get("valid", 0.1) - split.get("test", 0.1), split.get("valid", 0.1),
                  split.get("test", 0.1))
-    if data.get("demo"):
-        from curation.demo import demo_glob
-        splits = load_corpus([demo_glob()], fields=fields, seed=split.get("seed", 0), fractions=fractions)
-    elif data.get("sources"):
-        splits = load_corpus(domains=data["sources"], fields=fields, seed=split.get("seed", 0),
-                             fractions=fractions)
-    else:
-        splits = load_corpus(data["inputs"], fields=fields, seed=split.get("seed", 0),
-                             fractions=fractions)
+    splits = load_data_spec(data, fields=fields, seed=split.get("seed", 0), fractions=fractions,
+                            fs=fs)
     missing = sorted(set(weights) - set(splits.domains))
     if missing:
         raise ConfigError(f"{mpath}: the data no longer has domains {missing}")

@@ -57,9 +57,10 @@ def _client(cfg, base_url):
 
 
 def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
-            base_url: str | None = None, progress=None) -> dict:
-    """``progress`` (a curation.progress.Task) counts proxy runs, cached or computed."""
-    from curation.mixture.data import load_corpus
+            base_url: str | None = None, progress=None, fs=None) -> dict:
+    """``progress`` (a curation.progress.Task) counts proxy runs, cached or computed;
+    ``fs`` (a curation.fs.FS) is where the inputs are (default: the local disk)."""
+    from curation.mixture.data import load_data_spec
     from curation.mixture.feasibility import FeasibleSet
     from curation.mixture.outputs import write_mixture, write_tables
     from curation.mixture.proxy import NGramBackend, ResultCache
@@ -76,16 +77,8 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
                       domain_field=cfg.domain_field)
     fractions = (1 - cfg.split.valid - cfg.split.test, cfg.split.valid, cfg.split.test)
     try:
-        if cfg.demo:
-            from curation.demo import demo_glob
-            splits = load_corpus([demo_glob()], fields=fields, seed=cfg.split.seed,
-                                 fractions=fractions)
-        elif cfg.sources:
-            splits = load_corpus(domains=cfg.sources, fields=fields, seed=cfg.split.seed,
-                                 fractions=fractions)
-        else:
-            splits = load_corpus(cfg.inputs, fields=fields, seed=cfg.split.seed,
-                                 fractions=fractions)
+        splits = load_data_spec(cfg.model_dump(include={"demo", "sources", "inputs"}),
+                                fields=fields, seed=cfg.split.seed, fractions=fractions, fs=fs)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     t_data = time.time()

@@ -339,7 +339,17 @@ def compute_funnel(rd: RunDir, counter: TokenCounter) -> dict:
 
     # kept: the last stage's documents
     last = present[-1] if present else None
-    if last is not None:
+    kept_read = last is not None and os.path.isdir(last.file("documents"))
+    if last is not None and not kept_read:
+        # `curate run` with data_output: the kept documents stayed where the stage wrote them
+        notes.append(f"Kept tokens are not available: the {last.name} stage's documents are "
+                     f"not in the run directory (its data went to data_output).")
+        if last.name == "dedup":
+            docs[UNKNOWN_DOMAIN]["kept"] += int(last.data["counts"].get("kept", 0))
+        else:
+            for d, v in last.data.get("domains", {}).items():
+                docs[d]["kept"] += int(v.get("kept", 0))
+    if kept_read:
         kept = _stream_tokens(last.file("documents"), "kept", tokens)
         if last.name == "dedup":
             for d, k in kept.items():
@@ -352,7 +362,7 @@ def compute_funnel(rd: RunDir, counter: TokenCounter) -> dict:
     _chain_checks(dedup, filt, score, checks)
 
     return _assemble(rd, docs, toks, rules, dedup, filt, score, texts is not None, clusters,
-                     texts or {}, filter_info, notes, checks, counter)
+                     texts or {}, filter_info, notes, checks, counter, kept_read)
 
 
 def _chain_checks(dedup, filt, score, checks) -> None:
@@ -371,7 +381,7 @@ def _chain_checks(dedup, filt, score, checks) -> None:
 
 
 def _assemble(rd, docs, toks, rules, dedup, filt, score, inputs_read, clusters, texts,
-              filter_info, notes, checks, counter) -> dict:
+              filter_info, notes, checks, counter, kept_read=True) -> dict:
     removed_rules = [r for r in rules if sum(docs[d]["filter:" + r] for d in docs)]
     keys = ["input", "exact_duplicate", "near_duplicate",
             *("filter:" + r for r in removed_rules), "classifier", "rejected", "unattributed", "kept"]
@@ -404,6 +414,8 @@ def _assemble(rd, docs, toks, rules, dedup, filt, score, inputs_read, clusters, 
         else:   # the texts of the input and of what dedup removed are not at hand
             for k in ("input", "exact_duplicate", "near_duplicate", "unattributed"):
                 tv[k] = None
+        if not kept_read:
+            tv["kept"] = tv["unattributed"] = None
         parts = sum(x or 0 for k, x in dv.items() if k != "input")
         return {"documents": dv, "tokens": tv, "balanced": dv["input"] == parts}
 
