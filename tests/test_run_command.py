@@ -343,3 +343,20 @@ def test_run_with_claude_through_the_fake_server(fake_anthropic, tmp_path, monke
     assert report["mixture"]["claude"]["status"] == "ran" and report["mixture"]["claude"]["rationales"]
     leaked = [p for p in run_dir.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     assert leaked == []
+
+
+def test_curate_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    """The shipped demo config, whole, as `curate demo` runs it (in-process runner)."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out), "--progress", "lines", *FAST_BEAM]) == 0
+    err = capsys.readouterr().err
+    assert "fallback: label: heuristic labeler instead of Claude" in err
+    assert "fallback: mix: Claude proposer skipped" in err
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["status"] == "complete" and all(lk["ok"] for lk in doc["chain"])
+    report = json.loads((out / "report.json").read_text())
+    assert all(c["ok"] for c in report["checks"]), [c for c in report["checks"] if not c["ok"]]
+    mix = yaml.safe_load((out / "mix" / "mixture.yaml").read_text())
+    assert len(mix["weights"]) == 8          # every demo domain survives to the mixture
+    assert (out / "report.html").stat().st_size > 50_000
