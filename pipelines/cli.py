@@ -259,6 +259,14 @@ def _mix_parser(sub):
     return p
 
 
+def _fs_for(paths) -> object | None:
+    """Beam's filesystems when a path is remote (gs://...); else None: the local disk."""
+    if any("://" in str(p) for p in paths):
+        from pipelines.fs import BeamFS
+        return BeamFS()
+    return None
+
+
 def _run_mix(args) -> int:
     from pydantic import ValidationError
 
@@ -274,7 +282,9 @@ def _run_mix(args) -> int:
         cfg = MixConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_error(e, args.config)) from None
-    s = run_mix(cfg, log=lambda m: print(m, file=sys.stderr))
+    paths = list(cfg.inputs) + [p for v in (cfg.sources or {}).values()
+                                for p in ([v] if isinstance(v, str) else v)]
+    s = run_mix(cfg, log=lambda m: print(m, file=sys.stderr), fs=_fs_for(paths))
     verdicts = ", ".join(f"{c['verdict']} vs {c['baseline']}" for c in s["against_baselines"])
     print(f"mix: chose {s['chosen_strategy']} (test target {s['test']['target_bpb_mean']:.4f} "
           f"bits per byte; {verdicts}); {s['proxy_runs']} proxy runs "
@@ -300,8 +310,9 @@ def _export_parser(sub):
 
 
 def _run_export(args) -> int:
-    from curation.mixture.export import export_mixture
+    from curation.mixture.export import data_paths, export_mixture
     m = export_mixture(args.mixture, args.output, args.tokens, seed=args.seed,
+                       fs=_fs_for(data_paths(args.mixture)),
                        shard_docs=args.shard_docs, log=lambda s: print(s, file=sys.stderr))
     print(f"export: {m['tokens_achieved']:,} of {m['tokens_asked']:,} tokens in "
           f"{len(m['domains'])} domains -> {args.output}", file=sys.stderr)
@@ -333,7 +344,8 @@ def _run_label(parser, args) -> int:
     from pipelines.stopping import stop_on_signals
     try:
         with stop_on_signals("label") as stop:
-            s = run_label(cfg, log=lambda m: print(m, file=sys.stderr), stop=stop)
+            s = run_label(cfg, log=lambda m: print(m, file=sys.stderr), stop=stop,
+                          fs=_fs_for(cfg.patterns()))
     except NoApiKey as e:
         print(f"curate: {e}", file=sys.stderr)
         return 2

@@ -107,3 +107,26 @@ def test_dataflow_dry_run_builds_the_first_job(bucket, tmp_path, capsys):
     assert doc["status"] == "dry_run" and status["dedup"] == "dry_run"
     assert "filter" not in status
     assert not (bucket / "data" / "run" / "dedup" / "documents").exists()
+
+
+def test_label_mix_and_export_commands_read_remote_inputs(bucket, tmp_path):
+    """The stage commands themselves take gs://-style inputs (through Beam's filesystems)."""
+    src = [f"{PREFIX}src/{name}.jsonl.gz" for name in ("books", "speeches", "wiki")]
+    label = tmp_path / "label"
+    assert main(["label", *sum((["--input", s] for s in src), []), "--output", str(label),
+                 "--labeler", "heuristic", "--sample", "30"]) == 0
+    rows = [json.loads(x) for x in (label / "labels.jsonl").read_text().splitlines()]
+    assert len(rows) == 30 and {r["domain"] for r in rows} == {"books", "speeches", "wiki"}
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "sources": {"books": src[0], "speeches": [src[1]], "wiki": src[2]},
+        "proxy": {"budget_tokens": 50000},
+        "search": {"rounds": 1, "runs_per_round": 1, "noise_seeds": 2, "final_seeds": 3},
+        "baselines": [{"name": "uniform"}, {"name": "natural"}], "proposers": [{"name": "random"}]}))
+    mix = tmp_path / "mix"
+    assert main(["mix", "--config", str(cfg), "--output", str(mix)]) == 0
+    out = tmp_path / "export"
+    assert main(["export", "--mixture", str(mix / "mixture.yaml"), "--output", str(out),
+                 "--tokens", "20000"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["tokens_achieved"] >= 20000 and set(m["domains"]) == {"books", "speeches", "wiki"}

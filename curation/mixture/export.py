@@ -60,6 +60,19 @@ def _write_shard(path: Path, rows: list[dict]) -> None:
             f.write(body)
 
 
+def data_paths(mixture_path: str) -> list[str]:
+    """The input paths and globs the mix run behind a mixture.yaml read (none if the file
+    cannot be read: export_mixture then says why)."""
+    try:
+        data = yaml.safe_load(Path(mixture_path).read_text(encoding="utf-8"))["settings"]["data"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    out = list(data.get("inputs") or [])
+    for v in (data.get("sources") or {}).values():
+        out += [v] if isinstance(v, str) else list(v)
+    return out
+
+
 def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0,
                    shard_docs: int = 10_000, log: Callable[[str], None] = print,
                    fs=None) -> dict:
