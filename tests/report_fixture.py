@@ -70,7 +70,7 @@ def _claude_env():
     from tests.fake_anthropic import FakeAnthropic
     saved = {k: os.environ.get(k) for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")}
     with FakeAnthropic() as server:
-        os.environ["ANTHROPIC_API_KEY"] = "sk-test"
+        os.environ["ANTHROPIC_API_KEY"] = "test-key-not-real"
         os.environ["ANTHROPIC_BASE_URL"] = server.base_url
         try:
             yield

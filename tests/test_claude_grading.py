@@ -18,7 +18,7 @@ DOCS = [(f"k{i}", f"Document {i}. Cells divide by mitosis; each daughter cell ge
 
 @pytest.fixture
 def client(fake_anthropic, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-secret")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-secret-not-real")
     return make_client(Settings(model=MODEL, timeout_s=2), base_url=fake_anthropic.base_url)
 
 
@@ -42,7 +42,7 @@ def test_every_document_is_labelled_and_costed(fake_anthropic, client, tmp_path)
         body = reqs[0].json
         assert body["tool_choice"] == {"type": "tool", "name": "record_grade"}
         assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
-        assert all("sk-test-secret" not in repr(r) for r in fake_anthropic.requests)
+        assert all("test-key-secret-not-real" not in repr(r) for r in fake_anthropic.requests)
 
 
 def test_a_rerun_pays_nothing(fake_anthropic, client, tmp_path):

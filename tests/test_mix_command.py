@@ -76,7 +76,7 @@ def test_rerun_uses_the_cache_and_gives_the_same_mixture(demo_run, tmp_path, mon
 
 
 def test_claude_proposes_through_the_fake_server(fake_anthropic, tmp_path, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-not-real")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
     cfg = tmp_path / "mix.yaml"
     cfg.write_text(SMALL.replace("{name: random}, {name: regression, model: linear, candidates: 2000}, ", "")

@@ -18,7 +18,7 @@ MODEL = "claude-haiku-4-5"
 
 @pytest.fixture
 def api(fake_anthropic, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-not-real")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
     return fake_anthropic
 

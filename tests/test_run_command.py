@@ -321,7 +321,7 @@ def test_demo_help_and_run_help():
 def test_run_with_claude_through_the_fake_server(fake_anthropic, tmp_path, monkeypatch):
     """With a key, Claude labels and proposes (the real SDK against the loopback fake):
     no fallback, the cost is in run.json and the report, and the key is in no output."""
-    key = "sk-ant-test-run-secret-0123"
+    key = "test-key-run-secret-not-a-real-key"
     monkeypatch.setenv("ANTHROPIC_API_KEY", key)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
     data = small_config()
