@@ -46,12 +46,10 @@ import sys
 import time
 from pathlib import Path
 
+from bench_mix import CORPORA, DOMAINS as SHARED   # the same seven shared domains
+
 REPO = Path(__file__).resolve().parents[1]
-CORPORA = Path(os.environ.get("CURATION_CORPORA", REPO.parent / "shared" / "corpora"))
 OUT = REPO / "benchmarks" / "out" / "bench_backends.json"
-SHARED = {"books": "books_mobydick", "news": "news_bbc", "reference": "reference_foldoc",
-          "reviews": "reviews_movies", "speeches": "speeches_sotu", "wiki": "wiki_wikitext2",
-          "web": "web_noisy"}
 
 _NGRAM = None          # the n-gram backend, inherited by the forked pool's workers
 

@@ -562,6 +562,8 @@ class DocumentReader:
         if max_doc_bytes <= 0:
             raise ValueError(f"max_doc_bytes must be positive, got {max_doc_bytes}")
         self.file, self.fields = file, fields
+        # the domain every record gets, if one is imposed: --domain, else the file's source's
+        self._domain = fields.domain if fields.domain is not None else file.domain
         self.max_doc_bytes, self.strict, self.fs = max_doc_bytes, strict, fs
         self.stats = ReadStats()
         self._it = self._jsonl() if file.format == "jsonl" else self._columnar()
@@ -637,9 +639,8 @@ class DocumentReader:
             drop.append(id_keys)
 
         value, domain_keys = _lookup(obj, f.domain_field)
-        forced = f.domain if f.domain is not None else self.file.domain
-        if forced is not None:
-            domain = forced
+        if self._domain is not None:
+            domain = self._domain
             consumed = value is None        # an overridden value stays in meta
         elif isinstance(value, str):
             domain = value if value.strip() else None

@@ -33,5 +33,13 @@ def check_balance(counts: dict, removed_keys=("removed_exact", "removed_near")) 
     }
 
 
+def chain_links(stages: list[tuple[str, dict]]) -> list[dict]:
+    """Conservation across stages: for each consecutive pair of (name, counts) in run
+    order, what the first kept is what the second read."""
+    return [{"from": a, "to": b, "kept": int(ca["kept"]), "read": int(cb["input"]),
+             "ok": int(ca["kept"]) == int(cb["input"])}
+            for (a, ca), (b, cb) in zip(stages, stages[1:])]
+
+
 def dumps(manifest: dict) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"

@@ -102,12 +102,12 @@ class RunConfig(_Strict):
             raise ValueError("export samples the chosen mixture: it needs the mix stage")
         return self
 
+    def section(self, stage: str):
+        """A stage's settings (the train stage's are `classifier`); False when skipped."""
+        return getattr(self, "classifier" if stage == "train" else stage)
+
     def enabled(self, stage: str) -> bool:
-        if stage == "train":
-            return self.classifier is not False
-        if stage == "report":
-            return self.report
-        return getattr(self, stage) is not False
+        return self.section(stage) is not False
 
 
 def _section_error(section: str, err: ValidationError) -> str:

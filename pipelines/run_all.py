@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from curation.config import ConfigError
-from curation.manifest import dumps, package_versions
+from curation.manifest import chain_links, dumps, package_versions
 from curation.mixture._files import write_atomic
 from curation.progress import Progress
 from curation.runconfig import RunConfig
@@ -190,22 +190,24 @@ class Job:
 
     # ------------------------------------------------------------------ the stages
 
+    def beam_stage(self, stage: str, title: str, run, cfg, keys: tuple[str, ...]) -> dict:
+        """One of the Beam stages (dedup, filter, score): run, mirrored, counted."""
+        with self.progress.task(f"{stage}: {title} (Beam)", unit="documents") as t:
+            m = run(cfg, self.beam_args, overwrite=True)
+            if m["status"] == "dry_run":
+                raise DryRunDone(stage, m)
+            t.advance(m["counts"]["input"])     # the local runner reports counts at the end
+        self.mirror(stage)
+        return {"counts": {k: m["counts"][k] for k in keys}}
+
     def stage_dedup(self, src: dict) -> dict:
         from curation.config import DedupConfig
         from pipelines.run_dedup import run_dedup
         dc = DedupConfig.model_validate({
-            **self.cfg.dedup, "sources": [{"input": s["input"], "domain": s["domain"]}
-                                          for s in src["sources"]],
-            "output": self.data_dir("dedup"), "output_format": self.cfg.output_format,
-            **src["fields"]})
-        with self.progress.task("dedup: exact and near duplicates (Beam)", unit="documents") as t:
-            m = run_dedup(dc, self.beam_args, overwrite=True)
-            if m["status"] == "dry_run":
-                raise DryRunDone("dedup", m)
-            t.advance(m["counts"]["input"])     # the local runner reports counts at the end
-        self.mirror("dedup")
-        c = m["counts"]
-        return {"counts": {k: c[k] for k in ("input", "kept", "removed_exact", "removed_near", "rejected")}}
+            **self.cfg.dedup, "sources": src["sources"], "output": self.data_dir("dedup"),
+            "output_format": self.cfg.output_format, **src["fields"]})
+        return self.beam_stage("dedup", "exact and near duplicates", run_dedup, dc,
+                               ("input", "kept", "removed_exact", "removed_near", "rejected"))
 
     def stage_filter(self, src: dict) -> dict:
         from curation.config import FilterRunConfig
@@ -215,16 +217,10 @@ class Job:
         if self.cfg.enabled("dedup"):
             data["inputs"] = [self.documents_of("dedup")]
         else:
-            data.update({"sources": [{"input": s["input"], "domain": s["domain"]}
-                                     for s in src["sources"]], **src["fields"]})
-        with self.progress.task("filter: heuristic rules (Beam)", unit="documents") as t:
-            m = run_filter(FilterRunConfig.model_validate(data), self.beam_args, overwrite=True)
-            if m["status"] == "dry_run":
-                raise DryRunDone("filter", m)
-            t.advance(m["counts"]["input"])     # the local runner reports counts at the end
-        self.mirror("filter")
-        c = m["counts"]
-        return {"counts": {k: c[k] for k in ("input", "kept", "removed", "rejected")}}
+            data.update({"sources": src["sources"], **src["fields"]})
+        return self.beam_stage("filter", "heuristic rules", run_filter,
+                               FilterRunConfig.model_validate(data),
+                               ("input", "kept", "removed", "rejected"))
 
     def stage_label(self, src: dict) -> dict:
         from classifiers.claude import NoApiKey
@@ -288,14 +284,9 @@ class Job:
         data = {**self.cfg.score, "inputs": [self.documents_of("dedup", "filter")],
                 "output": self.data_dir("score"), "model": self.data_dir("train"),
                 "output_format": self.cfg.output_format}
-        with self.progress.task("score: quality classifier (Beam)", unit="documents") as t:
-            m = run_score(ScoreRunConfig.model_validate(data), self.beam_args, overwrite=True)
-            if m["status"] == "dry_run":
-                raise DryRunDone("score", m)
-            t.advance(m["counts"]["input"])     # the local runner reports counts at the end
-        self.mirror("score")
-        c = m["counts"]
-        return {"counts": {k: c[k] for k in ("input", "scored", "kept", "removed", "rejected")}}
+        return self.beam_stage("score", "quality classifier", run_score,
+                               ScoreRunConfig.model_validate(data),
+                               ("input", "scored", "kept", "removed", "rejected"))
 
     def stage_mix(self, src: dict) -> dict:
         from curation.mixture.config import MixConfig
@@ -347,25 +338,10 @@ class Job:
 
     # ------------------------------------------------------------------ driver
 
-    def settings(self, stage: str) -> object:
-        cfg = self.cfg
-        return {"dedup": cfg.dedup, "filter": cfg.filter, "label": cfg.label,
-                "train": cfg.classifier, "score": cfg.score, "mix": cfg.mix,
-                "export": cfg.export, "report": None}[stage]
-
     def chain_check(self) -> list[dict]:
         """Conservation across stages: what one stage kept is what the next one read."""
-        links = []
-        prev = None
-        for stage in ("dedup", "filter", "score"):
-            rec = next((r for r in self.run.doc["stages"] if r["name"] == stage), None)
-            if rec is None or "counts" not in rec:
-                continue
-            if prev is not None:
-                a, b = prev[1]["counts"]["kept"], rec["counts"]["input"]
-                links.append({"from": f"{prev[0]}.kept", "to": f"{stage}.input", "from_count": a,
-                              "to_count": b, "ok": a == b})
-            prev = (stage, rec)
+        recs = {r["name"]: r for r in self.run.doc["stages"] if "counts" in r}
+        links = chain_links([(s, recs[s]["counts"]) for s in BEAM_STAGES if s in recs])
         bad = [lk for lk in links if not lk["ok"]]
         if bad:
             raise RuntimeError(f"documents lost between stages: {bad}")
@@ -399,7 +375,7 @@ class Job:
                 extra["sources"] = src
             if stage in ("label", "mix"):
                 extra["claude_key"] = _has_key()   # a key set later makes the fallback stage rerun
-            fp = _fingerprint(stage, self.settings(stage), cfg.seed, cfg.output_format, extra,
+            fp = _fingerprint(stage, cfg.section(stage), cfg.seed, cfg.output_format, extra,
                               self.upstream(*upstream_of[stage]))
             self.fp[stage] = fp
             prev = self.run.previous.get(stage)

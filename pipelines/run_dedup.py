@@ -11,8 +11,8 @@ from curation.minhash import MinHasher
 from pipelines.dedup import NS, build_dedup
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
-                           is_dry_run, manifest_head, reuse_or_clear, write_manifest)
+from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run,
+                           manifest_head, Ran, reuse_or_clear, run_pipeline, write_manifest)
 
 OUTPUT_DIRS = ("documents", "clusters", "rejected")
 
@@ -59,14 +59,11 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                 verify=cfg.verify, cc_max_rounds=cfg.cc_max_rounds,
                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size,
                 lsh_partitions=cfg.lsh_partitions)
-    t_plan = time.time()
-    result = p.run()
-    if dry_run:
-        return dry_run_manifest("dedup", runner, params, result)
-    state = result.wait_until_finish()
-    t_run = time.time()
+    ran = run_pipeline(p, "dedup", runner, params, dry_run=dry_run, t0=t0)
+    if not isinstance(ran, Ran):
+        return ran
 
-    raw = counters(result, NS)
+    raw = counters(ran.result, NS)
     counts = {k: raw.get(k, 0) for k in ("input", "input_documents", "kept", "removed_exact",
                                           "removed_near", "rejected")}
     counts["blank_lines_skipped"] = raw.get("blank_lines", 0)   # not records: not in the balance
@@ -81,7 +78,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                        + raw.get(f"cc_round_{i:02d}_small_changed", 0))
     converged_at = next((i + 1 for i, c in enumerate(changes) if c == 0), None)
     manifest = {
-        **manifest_head("dedup", balance["ok"] and passes_agree, runner, state, params, t0, t_plan, t_run),
+        **manifest_head("dedup", balance["ok"] and passes_agree, ran, params),
         "counts": counts,
         "removed_by_reason": {"exact_duplicate": counts["removed_exact"],
                               "near_duplicate": counts["removed_near"]},

@@ -12,8 +12,8 @@ from curation.manifest import BalanceError, check_balance
 from pipelines.filter import COUNTS_FILE, NS, build_filter, sample_name
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
-                           is_dry_run, manifest_head, read_counts, reuse_or_clear,
+from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run,
+                           manifest_head, Ran, read_counts, reuse_or_clear, run_pipeline,
                            write_manifest)
 
 OUTPUT_DIRS = ("documents", "removed", "rejected")
@@ -97,12 +97,9 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
     build_filter(p, files, output=cfg.output, fmt=cfg.output_format, fields=fields,
                  chain_spec=chain_spec, removed_sample=cfg.removed_sample,
                  max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict)
-    t_plan = time.time()
-    result = p.run()
-    if dry_run:
-        return dry_run_manifest("filter", runner, params, result)
-    state = result.wait_until_finish()
-    t_run = time.time()
+    ran = run_pipeline(p, "filter", runner, params, dry_run=dry_run, t0=t0)
+    if not isinstance(ran, Ran):
+        return ran
 
     data = read_counts(fs, cfg.output, COUNTS_FILE)
     summary = _summarise(data, list(chain.reasons))
@@ -123,7 +120,7 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
     parts["removed_written_ok"] = sample_ok
     ok = balance["ok"] and parts["ok"] and sample_ok
     manifest = {
-        **manifest_head("filter", ok, runner, state, params, t0, t_plan, t_run),
+        **manifest_head("filter", ok, ran, params),
         "chain": chain.config(),
         "counts": counts,
         "removed_by_reason": summary["removed_by_reason"],
@@ -133,7 +130,7 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
         "domain_of_unlabelled": NO_DOMAIN,
         "balance": balance,
         "parts_agree": parts,
-        "counters": dict(sorted(counters(result, NS).items())),
+        "counters": dict(sorted(counters(ran.result, NS).items())),
     }
     path = write_manifest(fs, cfg.output, manifest)
     fs.delete(fs.join(cfg.output, COUNTS_FILE))   # folded into the manifest

@@ -13,8 +13,8 @@ from curation.io import SCORE_FIELD, expand_sources
 from curation.manifest import BalanceError, check_balance
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, dry_run_manifest, field_map, input_files,
-                           is_dry_run, manifest_head, read_counts, reuse_or_clear,
+from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run,
+                           manifest_head, Ran, read_counts, reuse_or_clear, run_pipeline,
                            write_manifest)
 from curation.scores import BINS, KEY_SHIFT
 from pipelines.score import COUNTS_FILE, NS, SCORES_DIR, ModelRef, build_score, load_quality_model
@@ -225,12 +225,9 @@ def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = Fa
                 model=ref, max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict,
                 batch_size=cfg.batch_size, min_score=cfg.min_score, keep_top=cfg.keep_top,
                 keep_top_by=cfg.keep_top_by)
-    t_plan = time.time()
-    result = p.run()
-    if dry_run:
-        return dry_run_manifest("score", runner, params, result)
-    state = result.wait_until_finish()
-    t_run = time.time()
+    ran = run_pipeline(p, "score", runner, params, dry_run=dry_run, t0=t0)
+    if not isinstance(ran, Ran):
+        return ran
 
     data = read_counts(fs, cfg.output, COUNTS_FILE)
     raw, scores = data["counts"], data["scores"]
@@ -244,7 +241,7 @@ def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = Fa
                    domains, scores)
     ok = balance["ok"] and parts["ok"]
     manifest = {
-        **manifest_head("score", ok, runner, state, params, t0, t_plan, t_run),
+        **manifest_head("score", ok, ran, params),
         "model": _model_section(ref, metrics),
         "score_field": SCORE_FIELD,
         "selection": _selection(cfg, counts, domains, scores),
@@ -255,7 +252,7 @@ def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = Fa
                    "domains": dict(sorted(scores["domains"].items()))},
         "balance": balance,
         "parts_agree": parts,
-        "counters": dict(sorted(counters(result, NS).items())),
+        "counters": dict(sorted(counters(ran.result, NS).items())),
     }
     _clear_scores(fs, cfg.output)                  # a complete run holds no temporaries
     fs.delete(fs.join(cfg.output, COUNTS_FILE))    # folded into the manifest

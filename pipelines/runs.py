@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from curation.fs import normpath
@@ -35,27 +37,45 @@ def field_map(cfg) -> FieldMap:
                     domain_field=cfg.domain_field, domain=cfg.domain)
 
 
-def manifest_head(command: str, ok: bool, runner: str, state, params: dict,
-                  t0: float, t_plan: float, t_run: float) -> dict:
+@dataclass
+class Ran:
+    """A pipeline that ran to the end: its result, final state and when each phase ended."""
+
+    result: object
+    state: object
+    runner: str
+    t0: float
+    t_plan: float
+    t_run: float
+
+
+def run_pipeline(p, command: str, runner: str, params: dict, *, dry_run: bool,
+                 t0: float) -> Ran | dict:
+    """Run the built pipeline and wait for it; under --dry_run (Dataflow builds the job
+    without submitting it) the dry-run manifest instead: nothing ran."""
+    t_plan = time.time()
+    result = p.run()
+    if dry_run:
+        return {"command": command, "status": "dry_run", "runner": runner,
+                "parameters": params, "job": getattr(result, "job", None)}
+    state = result.wait_until_finish()
+    return Ran(result, state, runner, t0, t_plan, time.time())
+
+
+def manifest_head(command: str, ok: bool, ran: Ran, params: dict) -> dict:
     """What every stage's manifest.json starts with."""
     return {
         "command": command,
         "status": "complete" if ok else "failed",
-        "runner": runner,
-        "pipeline_state": str(state),
+        "runner": ran.runner,
+        "pipeline_state": str(ran.state),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
         "parameters": params,
         "versions": package_versions(),
-        "timings_s": {"plan": round(t_plan - t0, 3), "pipeline": round(t_run - t_plan, 3),
-                      "total": round(t_run - t0, 3)},
+        "timings_s": {"plan": round(ran.t_plan - ran.t0, 3), "pipeline": round(ran.t_run - ran.t_plan, 3),
+                      "total": round(ran.t_run - ran.t0, 3)},
     }
-
-
-def dry_run_manifest(command: str, runner: str, params: dict, result) -> dict:
-    # Dataflow's --dry_run builds the job without submitting it: nothing ran.
-    return {"command": command, "status": "dry_run", "runner": runner,
-            "parameters": params, "job": getattr(result, "job", None)}
 
 
 def is_dry_run(beam_args: list[str]) -> bool:

@@ -41,3 +41,18 @@ def write_small_corpus(root: Path) -> dict[str, str]:
                 f.write(json.dumps(r) + "\n")
         mapping[domain] = str(d / "*.jsonl")
     return mapping
+
+
+class Counting:
+    """A backend wrapper that counts real runs."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+        self.name, self.version = inner.name, inner.version
+
+    def identity(self):
+        return self.inner.identity()
+
+    def run(self, *a, **k):
+        self.calls += 1
+        return self.inner.run(*a, **k)

@@ -16,7 +16,7 @@ from curation.mixture.proxy import (NGramBackend, ResultCache, Target, draw_docu
                                    run_identity, token_shares)
 from curation.mixture.tokenizer import StatedTokenizer
 from curation.mixture.types import mixture_key
-from tests.mixture_corpus import write_small_corpus
+from tests.mixture_corpus import Counting, write_small_corpus
 
 
 @pytest.fixture(scope="module")
@@ -280,20 +280,6 @@ def test_weighted_target_is_used_by_the_backend(corpus):
 
 
 # ---------------------------------------------------------------- the cache
-
-class Counting:
-    """A backend wrapper that counts real runs."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
-        self.name, self.version = inner.name, inner.version
-
-    def identity(self):
-        return self.inner.identity()
-
-    def run(self, *a, **k):
-        self.calls += 1
-        return self.inner.run(*a, **k)
 
 
 def test_cache_never_reruns_and_survives_a_restart(corpus, backend, tmp_path):

@@ -19,7 +19,7 @@ from curation.mixture.proxy import NGramBackend, ResultCache, run_identity
 from curation.mixture.tokenizer import StatedTokenizer
 from curation.mixture.transformer import (IGNORE, TransformerBackend, lr_at, pack_evaluation,
                                           pack_training)
-from tests.mixture_corpus import write_small_corpus
+from tests.mixture_corpus import Counting, write_small_corpus
 
 TORCH_REASON = "PyTorch is an optional extra: pip install 'curation[transformer]'"
 TINY = dict(d_model=32, n_layers=1, n_heads=2, context=32, batch_size=8, lr=1e-2, device="cpu")
@@ -213,19 +213,6 @@ def test_a_model_of_one_domain_fits_that_domain_best(backend):
             if other != d:
                 assert res[d].loss[d] < res[other].loss[d] - 0.1, (d, other)
                 assert res[d].bpb[d] < res[other].bpb[d]
-
-
-class Counting:
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
-        self.name, self.version = inner.name, inner.version
-
-    def identity(self):
-        return self.inner.identity()
-
-    def run(self, *a, **k):
-        self.calls += 1
-        return self.inner.run(*a, **k)
 
 
 def test_the_cache_keys_on_backend_and_settings(torch, corpus, backend, tmp_path):

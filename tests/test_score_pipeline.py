@@ -6,7 +6,6 @@ reruns, the rerun check, the Dataflow job graph built offline, and clear errors.
 import gzip
 import json
 import math
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -16,44 +15,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import xxhash
-from apache_beam.io.localfilesystem import LocalFileSystem
 
 from classifiers.fasttext_train import QualityModel, train_classifier
 from curation.config import ConfigError, FilterRunConfig, ScoreRunConfig, load_config
 from curation.documents import Document
-from curation.io import document_from_row, expand_inputs, read_documents, read_rows
+from curation.io import document_from_row, expand_inputs, read_documents
 from pipelines.run_score import run_score
 from pipelines.runner import UsageError
 from curation.scores import (BINS, ScoreHistogram, key_bins, keep_mask, needs_tie_break, score_bins,
                              summarise, tie_break_cut, tie_histograms, tie_key, tie_keys, top_cut)
+from tests.remote_fs import PREFIX, ROOT
 from tests.test_fasttext_train import SMALL, synthetic_labels
+from tests.test_filter_pipeline import output_files, rows_of
 
 FAST = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 TWO_PROCS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-
-
-# ---------------------------------------------------------------- a remote scheme, in this process
-
-MIRROR_ROOT: list[str] = []
-
-
-class MirrorFileSystem(LocalFileSystem):
-    """`testmirror://x` is the local path MIRROR_ROOT[0]/x: a remote (non-local) model
-    directory for the driver's checks, the in-memory runner's workers and the Dataflow
-    job graph, without a network."""
-
-    @classmethod
-    def scheme(cls):
-        return "testmirror"
-
-    def _local(self, path):
-        return os.path.join(MIRROR_ROOT[0], path[len("testmirror://"):])
-
-    def exists(self, path):
-        return super().exists(self._local(path))
-
-    def open(self, path, *args, **kwargs):
-        return super().open(self._local(path), *args, **kwargs)
 
 
 # ---------------------------------------------------------------- model and corpus
@@ -135,17 +111,6 @@ def score(inputs, out: Path, model_dir, *extra, overwrite=False, **settings) -> 
                          output=str(out), model=str(model_dir), **settings)
     return run_score(cfg, list(extra) or FAST, overwrite=overwrite)
 
-
-def rows_of(out: Path, sub: str) -> list[dict]:
-    rows = []
-    for p in sorted((out / sub).glob("*")):
-        rows.extend(read_rows(str(p)))
-    return rows
-
-
-def output_files(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes()
-            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"}
 
 
 def expected_cut(scores: list[float], fraction: float) -> float:
@@ -572,9 +537,10 @@ def test_rerun_is_skipped_unless_settings_model_or_overwrite_change(corpus, mode
 
 @pytest.fixture
 def remote_model(model_dir, tmp_path):
-    MIRROR_ROOT[:] = [str(tmp_path / "bucket")]
+    ROOT[:] = [str(tmp_path / "bucket")]
     shutil.copytree(model_dir, tmp_path / "bucket" / "models" / "q")
-    return "testmirror://models/q"
+    yield f"{PREFIX}models/q"
+    ROOT.clear()
 
 
 def test_a_remote_model_is_copied_to_the_workers(corpus, remote_model, min_run, tmp_path):
@@ -619,7 +585,7 @@ def test_dataflow_job_graph_offline(remote_model, selection):
 
     # a local model directory cannot reach Dataflow workers: said before anything is built
     with pytest.raises(UsageError, match="Dataflow workers cannot read a local directory"):
-        run_score(cfg.model_copy(update={"model": str(Path(MIRROR_ROOT[0]) / "models" / "q")}), beam_args)
+        run_score(cfg.model_copy(update={"model": str(Path(ROOT[0]) / "models" / "q")}), beam_args)
 
 
 # ---------------------------------------------------------------- errors

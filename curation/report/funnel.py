@@ -33,6 +33,7 @@ from typing import Any, Iterable
 
 from curation.documents import NO_DOMAIN, Document, Rejected
 from curation.io import FieldMap, InputFile, expand_sources, input_format, read_documents
+from curation.manifest import chain_links
 from curation.report.rundir import RunDir, Stage, rows
 from curation.report.tokens import TokenCounter
 
@@ -366,13 +367,10 @@ def compute_funnel(rd: RunDir, counter: TokenCounter) -> dict:
 
 
 def _chain_checks(dedup, filt, score, checks) -> None:
-    pairs = [(a, b) for a, b in ((dedup, filt), (filt, score)) if a is not None and b is not None]
-    if dedup is not None and filt is None and score is not None:
-        pairs.append((dedup, score))
-    for a, b in pairs:
-        kept, inp = int(a.data["counts"]["kept"]), int(b.data["counts"]["input"])
-        checks.append({"name": f"{b.name} read what {a.name} kept", "ok": kept == inp,
-                       "detail": f"{a.name} kept {kept}, {b.name} read {inp}"})
+    ran = [(st.name, st.data["counts"]) for st in (dedup, filt, score) if st is not None]
+    for lk in chain_links(ran):
+        checks.append({"name": f"{lk['to']} read what {lk['from']} kept", "ok": lk["ok"],
+                       "detail": f"{lk['from']} kept {lk['kept']}, {lk['to']} read {lk['read']}"})
     for st in (dedup, filt, score):
         if st is not None and "balance" in st.data:
             checks.append({"name": f"{st.name} manifest balances (input = kept + removed + rejected)",
