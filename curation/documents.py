@@ -50,7 +50,10 @@ REJECT_CAUSES = (
     "nul_bytes",        # raw NUL bytes in the line or the text
     "too_large",        # over max_doc_bytes
     "bad_id",           # the id field is present but not a string or integer
-    "unreadable_file",  # the file could not be opened or decompressed past this line
+    "unreadable_file",  # the file could not be opened, or its layout (a Parquet footer) read
+    "truncated_file",   # the file ends early (inside a gzip member / zstd frame / Arrow stream)
+    "corrupt_data",     # compressed bytes that do not decode; skipped to the next frame or the end
+    "unreadable_row_group",  # one row of a Parquet row group (or its tail) that cannot be decoded
     "filter_error",     # a filter raised on the document (the message is in the detail)
     "score_error",      # the quality model failed on the document (curate score)
 )

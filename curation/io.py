@@ -43,7 +43,7 @@ from curation.documents import Document, InputError, Rejected, make_ordinal
 from curation.fs import FS, basename, default_fs, dirname, is_remote, normpath
 
 __all__ = [
-    "DEFAULT_MAX_DOC_BYTES", "DOCUMENT_SCHEMA", "REJECTED_SCHEMA", "OUTPUT_FORMATS",
+    "DAMAGE_CAUSES", "DEFAULT_MAX_DOC_BYTES", "DOCUMENT_SCHEMA", "REJECTED_SCHEMA", "OUTPUT_FORMATS",
     "SCORE_FIELD", "SCORED_DOCUMENT_SCHEMA", "scored_document_row",
     "InputFile", "FieldMap", "ReadStats", "DocumentReader",
     "input_format", "expand_inputs", "read_documents",
@@ -58,6 +58,10 @@ _PREFIX_BYTES = 4 * RAW_PREFIX_CHARS
 _ARROW_SLICE_ROWS = 256         # Arrow rows turned into Python objects at a time
 _HF_META = ("state.json", "dataset_info.json", "dataset_dict.json")
 _SUPPORTED = ".jsonl/.json/.ndjson (optionally .gz or .zst), .parquet, .arrow, or a datasets save_to_disk directory"
+
+# Reject causes that mean "the input file is damaged and data was lost" (each
+# Rejected's detail says how much, in bytes or rows); drivers report them apart.
+DAMAGE_CAUSES = frozenset({"unreadable_file", "truncated_file", "corrupt_data", "unreadable_row_group"})
 
 # Errors that mean "the bytes of this file cannot be read any further".
 _READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError, pa.ArrowException)

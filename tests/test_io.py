@@ -10,7 +10,7 @@ import pytest
 import zstandard
 
 from curation.documents import REJECT_CAUSES, Document, InputError, Rejected, make_ordinal
-from curation.io import (DEFAULT_MAX_DOC_BYTES, FieldMap, InputFile, expand_inputs, input_format,
+from curation.io import (DAMAGE_CAUSES, DEFAULT_MAX_DOC_BYTES, FieldMap, InputFile, expand_inputs, input_format,
                          read_documents)
 
 from conftest import read_jsonl_gz, shared_corpus
@@ -84,10 +84,9 @@ def test_every_bad_record_is_rejected_with_file_line_and_cause(tmp_path, suffix)
     assert all(r.file == str(path) and r.cause in REJECT_CAUSES for r in rej)
     assert all(len(r.raw_prefix) <= 200 and r.raw_bytes > 0 for r in rej)
     assert rej[0].raw_prefix == "{not json" and rej[0].raw_bytes == 9
-    # every cause a reader can give (unreadable_file has its own tests; filter_error and
-    # score_error are the filter and score stages')
-    assert {r.cause for r in rej} == set(REJECT_CAUSES) - {"unreadable_file", "filter_error",
-                                                          "score_error"}
+    # every cause a reader can give for a record (damage causes have their own tests in
+    # test_damaged_inputs.py; filter_error and score_error are the filter and score stages')
+    assert {r.cause for r in rej} == set(REJECT_CAUSES) - DAMAGE_CAUSES - {"filter_error", "score_error"}
     # conservation: every physical line is a document, a rejection or a counted blank
     s = reader.stats
     assert (s.documents, s.rejected, s.blank_lines) == (2, len(BAD), 2)
