@@ -479,6 +479,22 @@ def _own_row_meta(row: dict, meta: dict) -> dict:
     return out
 
 
+class _LostRows:
+    """Rows of a Parquet row group that could not be decoded (counted from the footer)."""
+
+    __slots__ = ("count", "detail")
+
+    def __init__(self, count: int, detail: str):
+        self.count, self.detail = count, detail
+
+
+def _size_note(f) -> str:
+    try:
+        return f" (the file is {f.seek(0, 2)} bytes)"
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 class _TooLarge:
     """An Arrow row already known to be over the limit, kept only as a prefix."""
 
@@ -488,72 +504,220 @@ class _TooLarge:
         self.size, self.prefix = size, prefix
 
 
-class _ZstdReader(io.RawIOBase):
-    """Streaming .zst decompression that notices truncation.
+@dataclass
+class _Damage:
+    """Where a compressed stream stopped decoding, and what is known of the loss."""
 
-    zstandard's ``stream_reader`` returns a clean end of file when the input stops
-    in the middle of a frame (a truncated upload reads as a shorter file), so this
-    drives ``decompressobj`` frame by frame and raises EOFError if the input ends
-    inside one. Concatenated frames are read in turn. Input is fed 16 KiB at a time,
-    which bounds the output of one step for ordinary data (a crafted
-    "decompression bomb" can still expand 16 KiB by ~30000x).
-    """
+    cause: str                # truncated_file | corrupt_data | unreadable_file
+    error: str                # what went wrong
+    frame: int                # 1-based gzip member / zstd frame it happened in
+    at: int                   # compressed offset of the read that failed
+    good: int                 # compressed bytes decoded cleanly before it (whole file so far)
+    resume: int | None        # where decoding resumed (the next frame that decodes), None: nowhere
+    end: int | None           # the file's size, when reading reached its end
+    lost: int | None = None   # decompressed bytes known lost (a zstd frame header's content size)
+    step: int = 0             # compressed bytes in the read that failed
 
-    CHUNK = 1 << 14
+    def unread(self) -> int | None:
+        stop = self.resume if self.resume is not None else self.end
+        return None if stop is None else stop - self.at
 
-    def __init__(self, source):
-        self._src = source
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = None
-        self._pending = b""
-        self._buf = b""
-        self._pos = 0
-        self._done = False
+    def describe(self) -> str:
+        kind = "gzip member" if self.error.startswith("gzip") else "zstd frame"
+        if self.cause == "truncated_file":
+            out = f"the file ends inside {kind} {self.frame} after {self.at} compressed bytes"
+            out += (f"; its header says {self.lost} more decompressed bytes were due" if self.lost is not None
+                    else "; how much followed is not recorded in the file")
+            return out
+        out = f"{self.error} in {kind} {self.frame} within compressed bytes {self.at}-{self.at + self.step}"
+        if self.resume is not None:
+            return out + f"; {self.unread()} compressed bytes skipped to the next readable frame at byte {self.resume}"
+        return out + f"; {self.unread()} compressed bytes of {self.end} unread (no readable frame after it)"
 
-    def readable(self):
-        return True
 
-    def _fill(self) -> None:
-        data = self._pending or self._src.read(self.CHUNK)
-        self._pending = b""
-        if not data:
-            if self._obj is not None:
-                raise EOFError("zstd stream ends in the middle of a frame (truncated file)")
-            self._done = True
-            self._buf, self._pos = b"", 0
-            return
-        if self._obj is None:
-            self._obj = self._dctx.decompressobj()
-        self._buf, self._pos = self._obj.decompress(data), 0
-        if self._obj.eof:
-            self._pending = self._obj.unused_data
-            self._obj = None
+_CHUNK = 1 << 16          # compressed bytes fed to a decoder at a time
+_RESYNC_CHECK = 1 << 16   # decompressed bytes a frame found by scanning must yield cleanly (or end)
+_MAGIC = {"gz": b"\x1f\x8b\x08", "zst": b"\x28\xb5\x2f\xfd"}
 
-    def readinto(self, b) -> int:
-        while self._pos >= len(self._buf):
-            if self._done:
-                return 0
-            self._fill()
-        n = min(len(b), len(self._buf) - self._pos)
-        b[:n] = self._buf[self._pos:self._pos + n]
-        self._pos += n
-        return n
 
-    def close(self):
-        if not self.closed:
+def _decoder(comp: str):
+    return zlib.decompressobj(16 + zlib.MAX_WBITS) if comp == "gz" else zstandard.ZstdDecompressor().decompressobj()
+
+
+class _Decoded:
+    """The decompressed bytes of a .gz or .zst file, as pieces (bytes, or a `_Damage`).
+
+    Decoding stops at damage instead of raising, after yielding everything decoded
+    before it. Gzip members and zstd frames each start with a magic number, so after
+    corrupt bytes the rest of the file is scanned for the next one that decodes
+    cleanly for 64 KiB (or to its end), and reading resumes there; a deflate or
+    zstd stream cannot be resumed inside a member/frame. Deterministic: the same
+    bytes give the same pieces. Concatenated members/frames are read in turn (gzip's
+    zero padding between members is skipped, as Python's gzip does)."""
+
+    def __init__(self, src, comp: str):
+        self.src, self.comp = src, comp
+        self.buf, self.base, self.eof = bytearray(), 0, False
+
+    def _fill_to(self, end: int) -> None:
+        while not self.eof and self.base + len(self.buf) < end:
+            data = self.src.read(max(_CHUNK, end - self.base - len(self.buf)))
+            if not data:
+                self.eof = True
+            self.buf += data
+
+    def _drop(self, off: int) -> None:
+        if off > self.base:
+            del self.buf[:off - self.base]
+            self.base = off
+
+    def _peek(self, off: int, n: int) -> bytes:
+        self._fill_to(off + n)
+        return bytes(self.buf[off - self.base:off - self.base + n])
+
+    def _take(self, off: int, n: int) -> bytes:
+        self._drop(off)
+        return self._peek(off, n)
+
+    def _find(self, p: int) -> int:
+        magic = _MAGIC[self.comp]
+        while True:
+            self._drop(p)
+            j = self.buf.find(magic)
+            if j >= 0:
+                return self.base + j
+            if self.eof:
+                return -1
+            p = max(p, self.base + len(self.buf) - len(magic) + 1)
+            self._fill_to(self.base + len(self.buf) + _CHUNK)
+
+    def _decodes(self, off: int) -> bool:
+        """Whether a frame starting at `off` decodes cleanly (for _RESYNC_CHECK bytes or to its end)."""
+        d, n = _decoder(self.comp), 0
+        while True:
+            chunk = self._peek(off, _CHUNK)
+            if not chunk:
+                return n > 0
             try:
-                self._src.close()
-            finally:
-                super().close()
+                n += len(d.decompress(chunk))
+            except (zlib.error, zstandard.ZstdError):
+                return False
+            if d.eof or n >= _RESYNC_CHECK:
+                return True
+            off += len(chunk)
+
+    def pieces(self) -> Iterator[bytes | _Damage]:
+        d, fed, frame, good, content, frame_out, produced = None, 0, 0, 0, None, 0, 0
+        step = _CHUNK if self.comp == "gz" else _CHUNK // 4   # zstd output is lost by the step
+        while True:
+            if d is None:
+                if self.comp == "gz":           # zero padding between members
+                    while (b := self._take(fed, 1)) == b"\x00":
+                        fed += 1
+                if not self._take(fed, 1):
+                    return
+                d, frame, frame_out, content = _decoder(self.comp), frame + 1, 0, None
+                if self.comp == "zst":
+                    with contextlib.suppress(zstandard.ZstdError):
+                        size = zstandard.get_frame_parameters(self._take(fed, 18)).content_size
+                        content = size if 0 <= size < zstandard.CONTENTSIZE_UNKNOWN else None
+            chunk = self._take(fed, step)
+            if not chunk:
+                lost = content - frame_out if content is not None else None
+                yield _Damage("truncated_file", f"{'gzip' if self.comp == 'gz' else 'zstd'}: stream ends early",
+                              frame, fed, good, None, fed, lost)
+                return
+            saved = d.copy() if self.comp == "gz" else None
+            try:
+                out = d.decompress(chunk)
+            except (zlib.error, zstandard.ZstdError) as e:
+                err = f"{'gzip' if self.comp == 'gz' else 'zstd'} data is corrupt ({type(e).__name__}: {e})"
+                if saved is not None and (head := _salvage(saved, chunk)):
+                    produced += len(head)
+                    yield head
+                p = fed + 1
+                while (nxt := self._find(p)) >= 0 and not self._decodes(nxt):
+                    p = nxt + 1
+                resume = nxt if nxt >= 0 else None
+                cause = "unreadable_file" if produced == 0 and resume is None else "corrupt_data"
+                end = None if resume is not None else self.base + len(self.buf)
+                yield _Damage(cause, err, frame, fed, good, resume, end, step=len(chunk))
+                if resume is None:
+                    return
+                d, fed = None, resume
+                continue
+            used = len(chunk) - len(d.unused_data) if d.eof else len(chunk)
+            fed += used
+            good += used
+            frame_out += len(out)
+            produced += len(out)
+            if out:
+                yield out
+            if d.eof:
+                d = None
 
 
-def _open_jsonl(fs: FS, path: str, compression: str, stack: contextlib.ExitStack):
+def _salvage(d, chunk: bytes) -> bytes:
+    """What a (copied) zlib decoder yields from `chunk` before the error in it."""
+    out = []
+    for i in range(0, len(chunk), 256):
+        try:
+            out.append(d.decompress(chunk[i:i + 256]))
+        except zlib.error:
+            break
+    return b"".join(out)
+
+
+def _plain_pieces(src) -> Iterator[bytes | _Damage]:
+    pos = 0
+    while True:
+        try:
+            data = src.read(_CHUNK)
+        except OSError as e:
+            yield _Damage("unreadable_file", f"{type(e).__name__}: {e}", 1, pos, pos, None, None)
+            return
+        if not data:
+            return
+        pos += len(data)
+        yield data
+
+
+class _Lines:
+    """`readline` over pieces: returns ``(bytes, damage)``; `damage` is set when the
+    line was cut by damage (bytes is then its partial start, possibly empty).
+    ``(b"", None)`` at the end."""
+
+    def __init__(self, pieces: Iterator[bytes | _Damage]):
+        self._pieces, self._buf, self._pos = pieces, b"", 0
+        self.decoded = 0          # decompressed bytes handed out
+
+    def readline(self, limit: int) -> tuple[bytes, _Damage | None]:
+        parts, n = [], 0
+        while n < limit:
+            if self._pos >= len(self._buf):
+                piece = next(self._pieces, None)
+                if piece is None:
+                    break
+                if isinstance(piece, _Damage):
+                    line = b"".join(parts)
+                    self.decoded += len(line)
+                    return line, piece
+                self._buf, self._pos = piece, 0
+            nl = self._buf.find(b"\n", self._pos, self._pos + limit - n)
+            stop = nl + 1 if nl >= 0 else min(len(self._buf), self._pos + limit - n)
+            parts.append(self._buf[self._pos:stop])
+            n += stop - self._pos
+            self._pos = stop
+            if nl >= 0:
+                break
+        line = b"".join(parts)
+        self.decoded += len(line)
+        return line, None
+
+
+def _open_jsonl(fs: FS, path: str, compression: str, stack: contextlib.ExitStack) -> _Lines:
     raw = stack.enter_context(fs.open_read(path))
-    if compression == "gz":
-        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
-    if compression == "zst":
-        return stack.enter_context(io.BufferedReader(_ZstdReader(raw), buffer_size=1 << 16))
-    return raw
+    return _Lines(_Decoded(raw, compression).pieces() if compression else _plain_pieces(raw))
 
 
 class DocumentReader:
@@ -666,14 +830,23 @@ class DocumentReader:
 
     # -- JSON Lines
 
-    def _jsonl_lines(self) -> Iterator[tuple[int, bytes | None, int, bytes]]:
-        """(line number, line without its end or None if over the limit, size, prefix bytes)."""
+    def _jsonl_lines(self) -> Iterator[tuple[int, bytes | _Damage | None, int, bytes]]:
+        """(line number, line without its end or None if over the limit, size, prefix bytes).
+        Where damage cut the stream: (its own line number, the `_Damage`, size and prefix
+        of the partial line it cut). After damage, line numbers count the lines read, as
+        the number of lines lost is unknown."""
         cap = self.max_doc_bytes
         with contextlib.ExitStack() as stack:
-            f = _open_jsonl(self.fs, self.file.path, self.file.compression, stack)
+            f = self._lines = _open_jsonl(self.fs, self.file.path, self.file.compression, stack)
             line_no = 0
             while True:
-                chunk = f.readline(cap + 2)     # room for the record, "\r" and "\n"
+                chunk, damage = f.readline(cap + 2)     # room for the record, "\r" and "\n"
+                if damage is not None:
+                    line_no += 1
+                    yield line_no, damage, len(chunk), chunk[:_PREFIX_BYTES]
+                    if damage.resume is None:
+                        return
+                    continue
                 if not chunk:
                     return
                 line_no += 1
@@ -689,15 +862,40 @@ class DocumentReader:
                         yield line_no, None, len(raw), raw[:_PREFIX_BYTES]
                     continue
                 # Longer than the limit: skip to the end of the line, counting bytes.
-                head, size, last = chunk[:_PREFIX_BYTES], len(chunk), chunk
+                head, size, last, damage = chunk[:_PREFIX_BYTES], len(chunk), chunk, None
                 while not last.endswith(b"\n"):
-                    more = f.readline(1 << 20)
-                    if not more:
-                        break
+                    more, damage = f.readline(1 << 20)
                     size += len(more)
+                    if damage is not None or not more:
+                        break
                     last = more
+                if damage is not None:
+                    yield line_no, damage, size, head
+                    if damage.resume is None:
+                        return
+                    continue
                 size -= 2 if last.endswith(b"\r\n") else 1 if last.endswith(b"\n") else 0
                 yield line_no, None, size, head
+
+    def _damaged(self, line: int, damage: _Damage, size: int, head: bytes) -> Rejected:
+        """One Rejected for damage in a compressed stream, saying what was lost in numbers."""
+        lines, decoded = self._lines_read, self._lines.decoded
+        parts = [damage.describe()]
+        if size:
+            parts.append(f"a partial line of {size} bytes cut by it is dropped")
+        estimate = None
+        if lines and damage.lost is not None and decoded:
+            estimate = damage.lost * lines / decoded
+        elif lines and damage.cause != "truncated_file" and damage.unread() and damage.good:
+            estimate = damage.unread() * lines / damage.good
+        if estimate is not None:
+            unit = "decompressed" if damage.lost is not None else "compressed"
+            parts.append(f"about {max(1, round(estimate))} lines lost (estimated from the {lines} lines "
+                         f"in the {damage.good if damage.lost is None else decoded} {unit} bytes before it)")
+        elif damage.cause == "truncated_file":
+            parts.append("the number of lines lost is unknown")
+        parts.append(f"{lines} lines read before it")
+        return self._reject(line, damage.cause, "; ".join(parts)[:1000], _prefix(head), size)
 
     def _parse(self, line: int, raw: bytes) -> Any:
         """The JSON value of a line, or a Rejected."""
@@ -723,20 +921,36 @@ class DocumentReader:
 
     def _jsonl(self) -> Iterator[Document | Rejected]:
         lines = self._jsonl_lines()
-        last = 0
+        last, after_gap = 0, False
+        self._lines_read = 0
         while True:
             try:
                 line_no, raw, size, head = next(lines)
             except StopIteration:
                 return
-            except _READ_ERRORS as e:
+            except _READ_ERRORS as e:      # could not open the file
                 yield self._unreadable(last + 1, e)
                 return
             last = line_no
+            if isinstance(raw, _Damage):
+                yield self._damaged(line_no, raw, size, head)
+                after_gap = True
+                continue
+            self._lines_read += 1
             if raw is None:
                 yield self._reject(line_no, "too_large", f"record is {size} bytes > max_doc_bytes "
                                    f"{self.max_doc_bytes}", _prefix(head), size)
                 continue
+            if after_gap:
+                after_gap = False
+                if raw.strip():
+                    try:
+                        orjson.loads(raw)
+                    except orjson.JSONDecodeError:   # most likely the tail of a line the gap cut
+                        yield self._reject(line_no, "corrupt_data", "the first line after skipped damage "
+                                           "does not parse: the tail of a line the damage cut",
+                                           _prefix(raw), size)
+                        continue
             if not raw.strip():
                 self.stats.blank_lines += 1
                 continue
@@ -748,9 +962,9 @@ class DocumentReader:
 
     # -- Parquet and Arrow
 
-    def _batches(self, f) -> Iterator[pa.RecordBatch]:
+    def _batches(self, f) -> Iterator[pa.RecordBatch | _LostRows]:
         if self.file.format == "parquet":
-            yield from pq.ParquetFile(f).iter_batches(batch_size=_ARROW_SLICE_ROWS * 4)
+            yield from self._parquet_batches(f)
             return
         magic = f.read(6)
         f.seek(0)
@@ -761,9 +975,36 @@ class DocumentReader:
         else:                                   # IPC stream format (datasets' .arrow)
             yield from pa.ipc.open_stream(f)
 
+    def _parquet_batches(self, f) -> Iterator[pa.RecordBatch | _LostRows]:
+        """Row group by row group: a row group that fails to decode loses only its rows
+        from the failing batch on (counted from the footer), and reading goes on with the
+        next one. Pages with a CRC are checked; corruption that decodes without an error
+        in a page without one cannot be seen. A footer that cannot be read raises."""
+        try:
+            pf = pq.ParquetFile(f, page_checksum_verification=True)
+        except _READ_ERRORS as e:
+            raise type(e)(f"the Parquet footer cannot be read, so no row can be located or "
+                          f"counted{_size_note(f)}: {e}") from e
+        md, start = pf.metadata, 0
+        for g in range(md.num_row_groups):
+            total, done = md.row_group(g).num_rows, 0
+            try:
+                for batch in pf.iter_batches(batch_size=_ARROW_SLICE_ROWS * 4, row_groups=[g]):
+                    done += batch.num_rows
+                    yield batch
+            except _READ_ERRORS as e:
+                lost = total - done
+                yield _LostRows(lost, f"row group {g + 1} of {md.num_row_groups} (rows {start}-{start + total - 1}) "
+                                      f"cannot be read from row {start + done}: {lost} of its {total} rows lost, "
+                                      f"by the footer's count ({type(e).__name__}: {e})"[:1000])
+            start += total
+
     def _arrow_rows(self) -> Iterator[Any]:
         with self.fs.open_read(self.file.path) as f:
             for batch in self._batches(f):
+                if isinstance(batch, _LostRows):
+                    yield batch
+                    continue
                 for off in range(0, batch.num_rows, _ARROW_SLICE_ROWS):
                     chunk = batch.slice(off, _ARROW_SLICE_ROWS)
                     sizes = _string_bytes(chunk)
@@ -785,8 +1026,18 @@ class DocumentReader:
             except StopIteration:
                 return
             except _READ_ERRORS as e:
-                yield self._unreadable(row_no, e)
+                if row_no == 0:
+                    yield self._unreadable(row_no, e)
+                else:    # an Arrow stream or file that breaks off: what follows cannot be counted
+                    cause = "truncated_file" if isinstance(e, EOFError) or "Expected to" in str(e) else "corrupt_data"
+                    yield self._reject(row_no, cause, f"Arrow data unreadable after {row_no} rows; the rest of "
+                                       f"the file is lost, its row count unknown ({type(e).__name__}: {e})"[:1000])
                 return
+            if isinstance(row, _LostRows):   # one rejection per lost row: conservation holds by record
+                for _ in range(row.count):
+                    yield self._reject(row_no, "unreadable_row_group", row.detail)
+                    row_no += 1
+                continue
             line, row_no = row_no, row_no + 1
             limit = f"max_doc_bytes {self.max_doc_bytes}"
             if isinstance(row, _TooLarge):
@@ -1090,7 +1341,13 @@ def iter_rows(path: str, fs: FS | None = None) -> Iterator[dict]:
                 yield from batch.to_pylist()
     elif fmt[0] == "jsonl":
         with contextlib.ExitStack() as stack:
-            for line in _open_jsonl(fs, path, fmt[1], stack):
+            lines = _open_jsonl(fs, path, fmt[1], stack)
+            while True:
+                line, damage = lines.readline(1 << 62)
+                if damage is not None:
+                    raise OSError(f"{path}: {damage.cause}: {damage.describe()}")
+                if not line:
+                    return
                 if line.strip():
                     yield orjson.loads(line)
     else:

@@ -166,7 +166,7 @@ def _truncated(path, frac=0.5):
 
 @pytest.mark.parametrize("suffix,opener", [(".jsonl.gz", gzip.open),
                                            (".jsonl.zst", lambda p, m: zstandard.open(p, m))])
-def test_truncated_file_keeps_what_was_read_then_one_unreadable(tmp_path, suffix, opener):
+def test_truncated_file_keeps_what_was_read_then_one_truncated_file(tmp_path, suffix, opener):
     lines = [json.dumps({"id": i, "text": f"document {i} " * 40}).encode() for i in range(3000)]
     path = write(tmp_path / f"t{suffix}", lines, opener)
     _truncated(path)
@@ -174,10 +174,10 @@ def test_truncated_file_keeps_what_was_read_then_one_unreadable(tmp_path, suffix
     docs, rej = split(reader)
     assert 0 < len(docs) < 3000
     assert [d.id for d in docs] == [str(i) for i in range(len(docs))]   # nothing half-read
-    assert [r.cause for r in rej] == ["unreadable_file"]
+    assert [r.cause for r in rej] == ["truncated_file"]
     assert rej[0].line == len(docs) + 1 and rej[0].file == str(path)
-    assert "EOFError" in rej[0].detail or "truncated" in rej[0].detail.lower()
-    with pytest.raises(InputError, match="unreadable_file"):
+    assert "the file ends inside" in rej[0].detail and f"{len(docs)} lines read" in rej[0].detail
+    with pytest.raises(InputError, match="truncated_file"):
         list(read_documents(one(path), strict=True))
 
 
@@ -189,15 +189,15 @@ def test_corrupt_and_mislabelled_compressed_files(tmp_path):
         data[i] ^= 0x5A
     gz.write_bytes(bytes(data))
     docs, rej = split(read_documents(one(gz)))
-    assert 0 < len(docs) < 3000 and [r.cause for r in rej] == ["unreadable_file"]
-    assert rej[0].line == len(docs) + 1
+    assert 0 < len(docs) < 3000 and [r.cause for r in rej] == ["corrupt_data"]
+    assert rej[0].line == len(docs) + 1 and "no readable frame after it" in rej[0].detail
 
     # a second gzip member whose deflate data is invalid (zlib.error, not OSError)
     members = tmp_path / "m.jsonl.gz"
     members.write_bytes(gzip.compress(b"\n".join(lines[:2]) + b"\n")
                         + bytes([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF, 0x07, 0, 0, 0, 0]))
     docs, rej = split(read_documents(one(members)))
-    assert len(docs) == 2 and [(r.line, r.cause) for r in rej] == [(3, "unreadable_file")]
+    assert len(docs) == 2 and [(r.line, r.cause) for r in rej] == [(3, "corrupt_data")]
     assert "invalid block type" in rej[0].detail
 
     plain = write(tmp_path / "notgz.jsonl.gz", lines[:3])         # not gzip at all
@@ -306,7 +306,8 @@ def test_truncated_arrow_stream_keeps_earlier_rows(tmp_path):
     _truncated(path, 0.6)
     docs, rej = split(read_documents(one(path)))
     assert len(docs) == 1000 and docs[-1].line == 999
-    assert [(r.line, r.cause) for r in rej] == [(1000, "unreadable_file")]
+    assert [(r.line, r.cause) for r in rej] == [(1000, "truncated_file")]
+    assert "after 1000 rows" in rej[0].detail
 
 
 def test_arrow_ipc_file_format(tmp_path):
