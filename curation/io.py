@@ -517,6 +517,7 @@ class _Damage:
     end: int | None           # the file's size, when reading reached its end
     lost: int | None = None   # decompressed bytes known lost (a zstd frame header's content size)
     step: int = 0             # compressed bytes in the read that failed
+    dropped: int = 0          # decoded bytes of the frame dropped because its checksum failed
 
     def unread(self) -> int | None:
         stop = self.resume if self.resume is not None else self.end
@@ -530,12 +531,15 @@ class _Damage:
                     else "; how much followed is not recorded in the file")
             return out
         out = f"{self.error} in {kind} {self.frame} within compressed bytes {self.at}-{self.at + self.step}"
+        if self.dropped:
+            out += f"; its {self.dropped} decoded bytes are dropped, as its checksum failed"
         if self.resume is not None:
             return out + f"; {self.unread()} compressed bytes skipped to the next readable frame at byte {self.resume}"
         return out + f"; {self.unread()} compressed bytes of {self.end} unread (no readable frame after it)"
 
 
 _CHUNK = 1 << 16          # compressed bytes fed to a decoder at a time
+_HOLD = 8 << 20           # a frame's output held until its checksum is checked, up to this size
 _RESYNC_CHECK = 1 << 16   # decompressed bytes a frame found by scanning must yield cleanly (or end)
 _MAGIC = {"gz": b"\x1f\x8b\x08", "zst": b"\x28\xb5\x2f\xfd"}
 
@@ -609,6 +613,10 @@ class _Decoded:
     def pieces(self) -> Iterator[bytes | _Damage]:
         d, fed, frame, good, content, frame_out, produced = None, 0, 0, 0, None, 0, 0
         step = _CHUNK if self.comp == "gz" else _CHUNK // 4   # zstd output is lost by the step
+        # A frame's output is held until its checksum passes, while it is under _HOLD bytes:
+        # corrupt deflate data can decode into wrong bytes that only the checksum notices.
+        held: list[bytes] | None = None
+        held_n = 0
         while True:
             if d is None:
                 if self.comp == "gz":           # zero padding between members
@@ -617,6 +625,7 @@ class _Decoded:
                 if not self._take(fed, 1):
                     return
                 d, frame, frame_out, content = _decoder(self.comp), frame + 1, 0, None
+                held, held_n = [], 0
                 if self.comp == "zst":
                     with contextlib.suppress(zstandard.ZstdError):
                         size = zstandard.get_frame_parameters(self._take(fed, 18)).content_size
@@ -624,6 +633,7 @@ class _Decoded:
             chunk = self._take(fed, step)
             if not chunk:
                 lost = content - frame_out if content is not None else None
+                yield from held or ()
                 yield _Damage("truncated_file", f"{'gzip' if self.comp == 'gz' else 'zstd'}: stream ends early",
                               frame, fed, good, None, fed, lost)
                 return
@@ -632,16 +642,24 @@ class _Decoded:
                 out = d.decompress(chunk)
             except (zlib.error, zstandard.ZstdError) as e:
                 err = f"{'gzip' if self.comp == 'gz' else 'zstd'} data is corrupt ({type(e).__name__}: {e})"
-                if saved is not None and (head := _salvage(saved, chunk)):
-                    produced += len(head)
-                    yield head
+                dropped = 0
+                if held is not None and ("incorrect data check" in str(e) or "checksum" in str(e)):
+                    dropped = held_n         # wrong somewhere in the frame: none of it is trusted
+                else:
+                    for piece in held or ():
+                        produced += len(piece)
+                        yield piece
+                    if saved is not None and (head := _salvage(saved, chunk)):
+                        produced += len(head)
+                        yield head
+                held = None
                 p = fed + 1
                 while (nxt := self._find(p)) >= 0 and not self._decodes(nxt):
                     p = nxt + 1
                 resume = nxt if nxt >= 0 else None
                 cause = "unreadable_file" if produced == 0 and resume is None else "corrupt_data"
                 end = None if resume is not None else self.base + len(self.buf)
-                yield _Damage(cause, err, frame, fed, good, resume, end, step=len(chunk))
+                yield _Damage(cause, err, frame, fed, good, resume, end, step=len(chunk), dropped=dropped)
                 if resume is None:
                     return
                 d, fed = None, resume
@@ -650,11 +668,20 @@ class _Decoded:
             fed += used
             good += used
             frame_out += len(out)
-            produced += len(out)
             if out:
-                yield out
+                if held is not None and held_n + len(out) <= _HOLD:
+                    held.append(out)
+                    held_n += len(out)
+                else:
+                    pending, held = (held or []) + [out], None
+                    for piece in pending:
+                        produced += len(piece)
+                        yield piece
             if d.eof:
-                d = None
+                for piece in held or ():
+                    produced += len(piece)
+                    yield piece
+                d, held = None, None
 
 
 def _salvage(d, chunk: bytes) -> bytes:
