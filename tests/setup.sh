@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x /usr/bin/chromium ]; then
+# CURATION_SETUP_NO_BROWSER=1 skips the browser (tests/test_setup_sequence.py uses it)
+if [ -z "${CURATION_SETUP_NO_BROWSER:-}" ] && [ ! -x /usr/bin/chromium ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
@@ -18,3 +19,25 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 python -m pip install -e ".[test]"
+
+# A `curation`, `pipelines` or `classifiers` folder left in site-packages without its
+# __init__.py (an earlier `pip install .` whose uninstall left cache files behind, such
+# as Numba's before it kept them elsewhere) would shadow this checkout as a namespace
+# package and break `curate`: remove such a folder, unless it holds Python sources.
+python - <<'EOF'
+import os, shutil, site, sys, sysconfig
+
+dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+if site.ENABLE_USER_SITE:
+    dirs.add(site.getusersitepackages())
+for d in sorted(dirs):
+    for name in ("curation", "pipelines", "classifiers"):
+        path = os.path.join(d, name)
+        if not os.path.isdir(path) or os.path.exists(os.path.join(path, "__init__.py")):
+            continue
+        sources = [os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs if f.endswith(".py")]
+        if sources:
+            sys.exit(f"tests/setup.sh: {path} shadows this checkout but holds {sources[0]}: remove it by hand")
+        print(f"tests/setup.sh: removing {path} (left over from an earlier install; it would shadow this checkout)")
+        shutil.rmtree(path)
+EOF
