@@ -4,9 +4,15 @@ Reading: JSON Lines (plain, .gz, .zst), Parquet, and Hugging Face `datasets`
 directories written by ``save_to_disk`` (read as Arrow IPC streams; `datasets` is
 not imported). Every record becomes a `Document` or a `Rejected` naming file, line
 and cause; nothing is dropped silently and nothing malformed crashes the reader.
-A file that stops being readable part-way (truncated .gz/.zst, corrupt Parquet)
-yields what was read, then one ``unreadable_file`` rejection at the line where
-reading stopped.
+A damaged file yields everything still readable (`DAMAGE_CAUSES` name the loss):
+a truncated or corrupt .gz/.zst is decoded up to the damage and resumes at the next
+gzip member / zstd frame that decodes (one ``truncated_file`` or ``corrupt_data``
+rejection per gap, its detail giving bytes read, skipped and, where the format
+records it, lost; lines after a gap are numbered by lines read, as the number lost
+is unknown); Parquet is read row group by row group, and each row a corrupt row
+group loses is one ``unreadable_row_group`` rejection (the footer counts them, so
+conservation holds by record); a file that cannot be opened, or a Parquet file
+without a readable footer, is one ``unreadable_file`` rejection.
 
 Writing: deterministic bytes (gzip with mtime 0 and no name, Parquet with zstd and
 a fixed schema) and atomic (written under a hidden temporary name in the target
@@ -644,7 +650,8 @@ class _Decoded:
                 err = f"{'gzip' if self.comp == 'gz' else 'zstd'} data is corrupt ({type(e).__name__}: {e})"
                 dropped = 0
                 if held is not None and ("incorrect data check" in str(e) or "checksum" in str(e)):
-                    dropped = held_n         # wrong somewhere in the frame: none of it is trusted
+                    # wrong somewhere in the frame: none of it is trusted
+                    dropped = held_n + (len(_salvage(saved, chunk)) if saved is not None else 0)
                 else:
                     for piece in held or ():
                         produced += len(piece)
@@ -657,7 +664,7 @@ class _Decoded:
                 while (nxt := self._find(p)) >= 0 and not self._decodes(nxt):
                     p = nxt + 1
                 resume = nxt if nxt >= 0 else None
-                cause = "unreadable_file" if produced == 0 and resume is None else "corrupt_data"
+                cause = "unreadable_file" if produced == dropped == 0 and resume is None else "corrupt_data"
                 end = None if resume is not None else self.base + len(self.buf)
                 yield _Damage(cause, err, frame, fed, good, resume, end, step=len(chunk), dropped=dropped)
                 if resume is None:
