@@ -12,11 +12,14 @@ however long, and we want a cap and a count.
 - other 4xx (bad request, authentication): stored as a failure, not retried.
 
 The API key is read by the SDK from ``ANTHROPIC_API_KEY``; it is never passed
-around, logged or stored here.
+around, logged or stored here. An API (or a proxy in front of it) may repeat the key
+in an error message, so every error text passes through :func:`redact` before it is
+stored, logged, printed or raised.
 """
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +30,36 @@ from dataclasses import dataclass, field
 from classifiers.grading import AnswerError, cost_usd, parse_answer, request_params
 from classifiers.rubrics import Rubric
 from classifiers.store import Label, LabelStore
+
+
+REDACTED = "<redacted>"
+# a credential's value after its name (header, JSON or query style), a Bearer token (8+
+# characters, so that prose keeps "the bearer of"), or anything shaped like an Anthropic key
+_CREDENTIAL = re.compile(
+    r"""(?ix)
+    ( \b(?:x-api-key|authorization|api[-_]?key|auth[-_]?token)["']?\s*[:=]\s*["']?(?:bearer\s+)? )
+      (?!<redacted>|bearer\s)[^\s"',;)}\]]+
+    | ( \bbearer\s+ ) (?!<redacted>)[^\s"',;)}\]]{8,}
+    """)
+_KEY_SHAPED = re.compile(r"\bsk-ant-[A-Za-z0-9_-]+")
+
+
+def redact(text: object, *secrets: str | None) -> str:
+    """``text`` without credentials: the values of ANTHROPIC_API_KEY and
+    ANTHROPIC_AUTH_TOKEN, any of ``secrets`` (e.g. a client's own key), Bearer tokens,
+    ``x-api-key``/``authorization`` values and anything shaped like an Anthropic key.
+    Every error text we keep goes through here."""
+    out = str(text)
+    for value in (os.environ.get("ANTHROPIC_API_KEY"), os.environ.get("ANTHROPIC_AUTH_TOKEN"),
+                  *secrets):
+        if isinstance(value, str) and len(value.strip()) >= 6:   # a short value would eat words
+            out = out.replace(value.strip(), REDACTED)
+    out = _KEY_SHAPED.sub(REDACTED, out)
+    return _CREDENTIAL.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, out)
+
+
+def _client_secrets(client) -> tuple[str | None, str | None]:
+    return getattr(client, "api_key", None), getattr(client, "auth_token", None)
 
 
 class NoApiKey(RuntimeError):
@@ -163,6 +196,7 @@ class MessagesGrader:
             self.stats.cost_usd += call
 
     def _fail(self, key: str, why: str, tokens: list[int], cost: float) -> None:
+        why = redact(why, *_client_secrets(self.client))
         self.store.put(Label(key, self.rubric.key, self.s.model, error=why, input_tokens=tokens[0],
                              output_tokens=tokens[1], cache_read_tokens=tokens[2],
                              cache_write_tokens=tokens[3], cost_usd=cost, mode="messages"))
@@ -194,6 +228,15 @@ def call_with_retries(client, params: dict, s: Settings, parse: Callable[[Any], 
     ``reserve`` runs before each attempt and may raise BudgetExceeded or Interrupted:
     the exception then carries ``.outcome`` (what was already paid for). ``paid(cost,
     held)`` accounts each answered attempt; ``release(held)`` one that was not."""
+    out = _call_with_retries(client, params, s, parse, sleep=sleep, count=count,
+                             reserve=reserve, release=release, paid=paid, sent=sent)
+    if out.error is not None:
+        out.error = redact(out.error, *_client_secrets(client))
+    return out
+
+
+def _call_with_retries(client, params, s, parse, *, sleep, count, reserve, release, paid,
+                       sent) -> CallOutcome:
     import anthropic
     out = CallOutcome()
     transport = answers = limited = 0
@@ -201,6 +244,8 @@ def call_with_retries(client, params: dict, s: Settings, parse: Callable[[Any], 
         try:
             held = reserve()
         except (BudgetExceeded, Interrupted) as e:
+            if out.error is not None:
+                out.error = redact(out.error, *_client_secrets(client))
             e.outcome = out
             raise
         try:
@@ -228,7 +273,7 @@ def call_with_retries(client, params: dict, s: Settings, parse: Callable[[Any], 
             sleep(min(s.backoff_s * 2 ** (transport - 1), s.max_wait_s))
             continue
         except anthropic.APIStatusError as e:
-            out.error = f"{type(e).__name__} ({e.status_code}): {_short(e)}"
+            out.error = f"{type(e).__name__} ({e.status_code}): {_short(e, *_client_secrets(client))}"
             return out
         except ValueError as e:           # a 200 whose body is not JSON
             answers += 1
@@ -269,8 +314,13 @@ def _retry_after(e) -> float | None:
         return None
 
 
-def _short(e) -> str:
-    return str(getattr(e, "message", e))[:200]
+def _short(e, *secrets: str | None) -> str:
+    """The API's own message (not the SDK's repr of the body), redacted before it is
+    cut so that no part of a key survives the cut."""
+    body = getattr(e, "body", None)
+    detail = body.get("error") if isinstance(body, dict) else None
+    text = detail.get("message") if isinstance(detail, dict) else None
+    return redact(text if isinstance(text, str) else getattr(e, "message", e), *secrets)[:200]
 
 
 class BatchGrader:
@@ -307,11 +357,17 @@ class BatchGrader:
             todo = self.store.pending(todo, self.rubric.key, self.s.model)
         stored = self.store.get(todo, self.rubric.key, self.s.model)
         for key in todo:        # still no label after the last round: say why
-            if key not in stored:   # (an invalid answer is stored already, with its cost)
+            why = self._why.get(key, "no result")
+            # (an invalid answer is stored already, with its cost; a failure left by an
+            # earlier run gets this run's reason)
+            if key not in stored or stored[key].error != why:
                 self.store.put(Label(key, self.rubric.key, self.s.model,
-                                     error=self._why.get(key, "no result"), mode="batch"))
+                                     error=why, mode="batch"))
             self.stats.failed += 1
         return self.stats
+
+    def _redact(self, text) -> str:
+        return redact(text, *_client_secrets(self.client))
 
     def collect_open(self) -> int:
         """Collect the batches a previous run submitted and did not collect; returns how
@@ -343,7 +399,18 @@ class BatchGrader:
         requests = [{"custom_id": f"d{i}", "params": request_params(
             self.rubric, texts[k], model=self.s.model, max_doc_chars=self.s.max_doc_chars,
             max_tokens=self.s.max_tokens)} for i, k in enumerate(keys)]
-        batch = self.client.messages.batches.create(requests=requests)
+        import anthropic
+        try:
+            batch = self.client.messages.batches.create(requests=requests)
+        except anthropic.APIStatusError as e:
+            # refused (a bad key, a bad request) or unavailable: nothing was submitted, so
+            # nothing is paid; the documents go to the next round, then fail with this reason
+            why = self._redact(f"batch not accepted: {type(e).__name__} ({e.status_code}): "
+                               f"{_short(e, *_client_secrets(self.client))}")
+            for k in keys:
+                self._why[k] = why
+            self.stats.retries["batch_refused"] = self.stats.retries.get("batch_refused", 0) + 1
+            return
         self.stats.sent += len(requests)
         self.store.add_batch(batch.id, self.rubric.key, self.s.model, keys)
         self._collect(batch.id, keys)
@@ -364,7 +431,8 @@ class BatchGrader:
             result = entry.result
             if result.type != "succeeded":
                 detail = getattr(getattr(getattr(result, "error", None), "error", None), "message", "")
-                self._why[key] = f"batch entry {result.type}" + (f": {detail}" if detail else "")
+                self._why[key] = self._redact(f"batch entry {result.type}"
+                                              + (f": {detail}" if detail else ""))
                 self.stats.retries[result.type] = self.stats.retries.get(result.type, 0) + 1
                 continue
             msg = result.message
@@ -373,10 +441,10 @@ class BatchGrader:
             try:
                 grade = parse_answer(msg, self.rubric)
             except AnswerError as e:
-                self._why[key] = str(e)
+                self._why[key] = self._redact(e)
                 self.stats.retries["invalid_answer"] = self.stats.retries.get("invalid_answer", 0) + 1
                 # the tokens were paid for: keep the cost on record with the failure
-                self.store.put(Label(key, self.rubric.key, self.s.model, error=str(e),
+                self.store.put(Label(key, self.rubric.key, self.s.model, error=self._why[key],
                                      cost_usd=cost, mode="batch"))
                 continue
             u = msg.usage

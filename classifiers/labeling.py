@@ -16,7 +16,9 @@ One pass over the inputs draws a deterministic sample stratified by domain
 
 DIR/labels.jsonl has one line per sampled document, labelled or failed with the
 reason; DIR/summary.json has the counts, tokens and cost. Both are written
-atomically, the summary last.
+atomically, the summary last. When no sampled document got a label (a refused key, a
+field the documents do not carry), both are still written and :class:`NothingLabelled`
+says why and what to check.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from curation.config import ConfigError, InputConfig
 from curation.documents import NO_DOMAIN, Document
 from curation.io import FieldMap, expand_sources, read_documents
 from curation.minhash import exact_key, normalize
+from curation.outputs import check_stage_paths, claim_output, locked_output
 
 LABELS_FILE = "labels.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -46,6 +49,51 @@ PROBE_DOCS = 8                # documents whose tokens are counted for the estim
 EXPECTED_OUTPUT_TOKENS = 120  # a score and one or two sentences through the tool
 HEURISTIC = "heuristic"
 BUDGET_NOT_SENT = "not sent: --max-usd budget reached"
+
+
+class NothingLabelled(RuntimeError):
+    """Every sampled document failed. Raised by run_label after labels.jsonl and
+    summary.json are written; the message names the commonest reason and the likely
+    fix, ``summary`` is what was written."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
+
+
+# (what the stored reason contains, the likely fix); the first match wins
+_FIXES = (
+    (("AuthenticationError", "(401)"), "check ANTHROPIC_API_KEY: the API refused the key"),
+    (("PermissionDeniedError", "(403)"), "check ANTHROPIC_API_KEY: the key may not use this "
+                                         "model or API"),
+    (("NotFoundError", "(404)"), "check --model and ANTHROPIC_BASE_URL"),
+    (("rate limited", "InternalServerError", "OverloadedError", "APITimeoutError",
+      "APIConnectionError", "batch entry expired", "batch entry canceled"),
+     "the API was unavailable or too busy: rerun the same command later (labels are kept in "
+     "the store, and only the missing ones are paid for)"),
+    (("no label in the field",), "check --labels-from-field: it names no field the documents "
+                                 "carry"),
+    (("is not a number",), "the field holds text: give --label-map VALUE=SCORE,..."),
+    (("is not in --label-map",), "check --label-map: it must map every value the field "
+                                 "holds"),
+)
+
+
+def _likely_fix(reason: str) -> str:
+    for needles, fix in _FIXES:
+        if any(n in reason for n in needles):
+            return fix
+    return "see failures_by_reason in summary.json"
+
+
+def _nothing_labelled(summary: dict, out: Path) -> NothingLabelled:
+    reasons = summary["failures_by_reason"]
+    top = max(sorted(reasons), key=reasons.get)
+    n = summary["counts"]["sampled"]
+    more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+    return NothingLabelled(
+        f"no document was labelled: all {n} failed, {reasons[top]} with \"{top}\"{more}; "
+        f"{_likely_fix(top)} (details in {out / SUMMARY_FILE})", summary)
 
 
 class LabelConfig(InputConfig):
@@ -250,11 +298,13 @@ def _atomic_write(path: Path, text: str) -> None:
     write_atomic(str(path), text.encode("utf-8"))
 
 
+@locked_output("label", arg="cfg")   # one run at a time per output directory
 def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
               base_url: str | None = None, prices: dict | None = None,
               sleep: Callable[[float], None] = time.sleep, stop=None, progress=None,
               fs=None) -> dict:
-    """Sample, label, write DIR/labels.jsonl and DIR/summary.json; returns the summary.
+    """Sample, label, write DIR/labels.jsonl and DIR/summary.json; returns the summary,
+    or raises NothingLabelled (after writing both) when every sampled document failed.
 
     ``progress`` (a curation.progress.Task) counts the sampled documents labelled.
 
@@ -269,6 +319,8 @@ def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
         prices = {**(prices or PRICES), **cfg.prices}
     rubric = load_rubric(cfg.rubric)
     out = Path(cfg.output)
+    check_stage_paths(cfg.patterns(), cfg.output, fs)   # not an input; inputs whole
+    claim_output(cfg.output, (LABELS_FILE, SUMMARY_FILE), SUMMARY_FILE, "label")
     if cfg.labeler == "claude":
         price_of(cfg.model, prices)  # an unknown model fails before any reading
     try:
@@ -332,6 +384,9 @@ def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
     summary = _summary(cfg, rubric, rows, threshold, sample_info, extra, time.time() - t0)
     _atomic_write(out / LABELS_FILE, "".join(_json_line(r) for r in rows))
     _atomic_write(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    c = summary["counts"]
+    if c["sampled"] and not c["labelled"] and not extra.get("budget_stop"):
+        raise _nothing_labelled(summary, out)
     return summary
 
 

@@ -320,8 +320,10 @@ def _run_export(args) -> int:
 
 
 def _run_label(parser, args) -> int:
-    from classifiers.claude import Interrupted, NoApiKey
-    from classifiers.labeling import LabelConfig, parse_label_map, run_label
+    import anthropic
+
+    from classifiers.claude import Interrupted, NoApiKey, redact
+    from classifiers.labeling import LabelConfig, NothingLabelled, parse_label_map, run_label
     from curation.demo import demo_glob
     keys = ("inputs", "output", "text_field", "id_field", "domain", "max_doc_bytes", "strict",
             "sample", "seed", "allocation", "rubric", "model", "mode", "max_usd",
@@ -353,6 +355,13 @@ def _run_label(parser, args) -> int:
         print(f"label: interrupted ({e}); labels so far are in the store: rerun the same "
               f"command to finish", file=sys.stderr)
         return 130
+    except NothingLabelled as e:
+        print(f"curate: label: {e}", file=sys.stderr)
+        return 5
+    except anthropic.APIError as e:   # e.g. a batch poll refused; the API may echo the key
+        print(f"curate: label: {type(e).__name__}: {redact(e)}; labels so far are in the "
+              f"store: rerun the same command to finish", file=sys.stderr)
+        return 1
     c = s["counts"]
     print(f"label: {c['sampled']} sampled, {c['labelled']} labelled ({c['hq']} hq, {c['lq']} lq), "
           f"{c['failed']} failed, ${s['cost_usd']:.4f} -> {cfg.output}", file=sys.stderr)

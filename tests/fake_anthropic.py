@@ -14,7 +14,10 @@ refused answers, and per-request batch failures. It listens on 127.0.0.1 only.
 The server never follows instructions found in a document: the grade comes from
 `grader(document_text, request_json)` (default `default_grader`, a function of simple text
 features). API keys are checked for presence and never recorded: `x-api-key` and
-`authorization` headers are stored as "<redacted>".
+`authorization` headers are stored as "<redacted>". Two switches play a careless API
+instead: `accepted_keys` refuses (401) any other key, and `echo_credentials` repeats the
+request's `x-api-key` and `authorization` values in every error message (HTTP error
+bodies and errored batch entries), so a client's redaction can be tested.
 """
 
 from __future__ import annotations
@@ -295,6 +298,10 @@ class FakeAnthropic:
       min_cacheable_tokens: cached prefixes shorter than this are not cached (the real
         API's minimum is 1024-4096 by model; 0 here so short tests see caching).
       require_api_key: answer 401 when neither x-api-key nor Authorization is sent.
+      accepted_keys: if given, answer 401 to a request whose x-api-key (or Bearer token)
+        is not one of them.
+      echo_credentials: every error message ends with the request's x-api-key and
+        authorization header values, verbatim.
     """
 
     def __init__(
@@ -305,12 +312,16 @@ class FakeAnthropic:
         processed_before_cancel: int = 0,
         min_cacheable_tokens: int = 0,
         require_api_key: bool = True,
+        accepted_keys: Any = None,
+        echo_credentials: bool = False,
     ) -> None:
         self.grader: Grader = grader or default_grader
         self.batch_polls_before_end = batch_polls_before_end
         self.processed_before_cancel = processed_before_cancel
         self.min_cacheable_tokens = min_cacheable_tokens
         self.require_api_key = require_api_key
+        self.accepted_keys = None if accepted_keys is None else set(accepted_keys)
+        self.echo_credentials = echo_credentials
         self.requests: list[RecordedRequest] = []
         self.batches: dict[str, dict] = {}
         self._faults: dict[str, collections.deque] = {e: collections.deque() for e in ENDPOINTS}
@@ -485,6 +496,12 @@ class FakeAnthropic:
         return message
 
     # ---- Batches
+    def echo(self, message: str, credentials: dict) -> str:
+        """`message`, with the credentials appended verbatim in echo mode."""
+        if not self.echo_credentials or not credentials:
+            return message
+        return message + " (request had " + ", ".join(f"{k}: {v}" for k, v in sorted(credentials.items())) + ")"
+
     def _batch_view(self, b: dict) -> dict:
         counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
         if b["processing_status"] == "ended":
@@ -518,7 +535,8 @@ class FakeAnthropic:
             elif outcome is not None and outcome.type in ("expired", "canceled"):
                 result = {"type": outcome.type}
             elif outcome is not None and outcome.type == "errored":
-                result = {"type": "errored", "error": error_body(outcome.error_type, outcome.message)}
+                result = {"type": "errored", "error": error_body(
+                    outcome.error_type, self.echo(outcome.message, b.get("credentials") or {}))}
             else:
                 params = req.get("params")
                 try:
@@ -526,13 +544,14 @@ class FakeAnthropic:
                     msg = self.make_message(params, outcome.fault if outcome else None)
                     result = {"type": "succeeded", "message": msg}
                 except _ApiError as e:
-                    result = {"type": "errored", "error": error_body(e.error_type, e.message)}
+                    result = {"type": "errored", "error": error_body(
+                        e.error_type, self.echo(e.message, b.get("credentials") or {}))}
             results.append({"custom_id": cid, "result": result})
         b["results"] = results
         b["processing_status"] = "ended"
         b["ended_at"] = _now()
 
-    def _create_batch(self, body: Any) -> dict:
+    def _create_batch(self, body: Any, credentials: dict | None = None) -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("requests"), list) or not body["requests"]:
             raise _ApiError(400, "invalid_request_error", "requests: at least one request is required")
         ids = [r.get("custom_id") for r in body["requests"] if isinstance(r, dict)]
@@ -549,6 +568,7 @@ class FakeAnthropic:
             "ended_at": None,
             "cancel_initiated_at": None,
             "results": None,
+            "credentials": dict(credentials or {}),   # only echoed, in echo mode
         }
         with self._lock:
             self.batches[b["id"]] = b
@@ -651,11 +671,17 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         fake._record(method, path, headers, body)
+        credentials = {k.lower(): v for k, v in self.headers.items() if k.lower() in _SECRET_HEADERS}
         try:
             if raw and body is None:
                 raise _ApiError(400, "invalid_request_error", "body: not valid JSON")
             if fake.require_api_key and not (self.headers.get("x-api-key") or self.headers.get("authorization")):
                 raise _ApiError(401, "authentication_error", "x-api-key header is required")
+            if fake.accepted_keys is not None:
+                key = credentials.get("x-api-key") or re.sub(
+                    r"(?i)^bearer\s+", "", credentials.get("authorization", ""))
+                if key not in fake.accepted_keys:
+                    raise _ApiError(401, "authentication_error", "invalid x-api-key")
             if not self.headers.get("anthropic-version"):
                 raise _ApiError(400, "invalid_request_error", "anthropic-version: header is required")
             endpoint, batch_id = fake._route(method, path)
@@ -678,7 +704,7 @@ class _Handler(BaseHTTPRequestHandler):
                 n = estimate_tokens({k: body.get(k) for k in ("system", "messages", "tools")})
                 self._send_json(200, {"input_tokens": n})
             elif endpoint == "batches.create":
-                self._send_json(200, fake._create_batch(body))
+                self._send_json(200, fake._create_batch(body, credentials))
             elif endpoint == "batches.retrieve":
                 self._send_json(200, fake._retrieve_batch(batch_id))
             elif endpoint == "batches.cancel":
@@ -686,4 +712,4 @@ class _Handler(BaseHTTPRequestHandler):
             elif endpoint == "batches.results":
                 self._send(200, fake._batch_results(batch_id), "application/x-jsonl")
         except _ApiError as e:
-            self._send_json(e.status, error_body(e.error_type, e.message), e.headers)
+            self._send_json(e.status, error_body(e.error_type, fake.echo(e.message, credentials)), e.headers)

@@ -330,3 +330,30 @@ def test_inject_rejects_unknown_endpoint(fake_anthropic):
         fake_anthropic.inject("message", Fault.server_error())
     with pytest.raises(ValueError):
         fake_anthropic.inject("batches.create", Fault.refusal())
+
+
+def test_echo_mode_refuses_other_keys_and_repeats_credentials_in_errors():
+    with FakeAnthropic(accepted_keys={"good-key"}, echo_credentials=True) as server:
+        bad = anthropic.Anthropic(api_key="wrong-key-123456", base_url=server.base_url, max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError) as info:
+            bad.messages.create(**grade_params(PROSE))
+        assert "wrong-key-123456" in str(info.value)             # echoed, as a careless API does
+        bearer = anthropic.Anthropic(auth_token="token-abcdef", base_url=server.base_url,
+                                     max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError, match="Bearer token-abcdef"):
+            bearer.messages.create(**grade_params(PROSE))
+        good = anthropic.Anthropic(api_key="good-key", base_url=server.base_url, max_retries=0)
+        assert good.messages.create(**grade_params(PROSE)).stop_reason == "tool_use"
+        server.inject("messages", Fault.invalid_request("too long"))
+        with pytest.raises(anthropic.BadRequestError, match="too long .*good-key"):
+            good.messages.create(**grade_params(PROSE))
+        server.batch_result("a", BatchOutcome.errored(message="boom"))
+        batch = good.messages.batches.create(requests=[{"custom_id": "a", "params": grade_params(PROSE)}])
+        good.messages.batches.retrieve(batch.id)
+        (line,) = list(good.messages.batches.results(batch.id))
+        # the SDK sends the key as x-api-key or as a Bearer token, by version
+        assert line.result.error.error.message in ("boom (request had x-api-key: good-key)",
+                                                   "boom (request had authorization: Bearer good-key)")
+        # what the fake records stays redacted
+        assert all(r.headers.get(h) in (None, REDACTED) for r in server.requests
+               for h in ("x-api-key", "authorization"))

@@ -225,9 +225,12 @@ def test_labels_from_field(corpus, tmp_path, capsys):
     rows2 = {r["id"]: r for r in _labels(out2)}
     assert rows2["d1"]["score"] == 1.0 and rows2["d0"]["score"] == 0.0
     out3 = tmp_path / "f3"
+    capsys.readouterr()
+    # nothing labelled: the rows are written, and the exit code and message say why
     assert main(["label", "--input", str(corpus), "--output", str(out3),
-                 "--labels-from-field", "kind", "--threshold", "1"]) == 0
+                 "--labels-from-field", "kind", "--threshold", "1"]) == 5
     assert "is not a number" in _labels(out3)[0]["error"]
+    assert "no document was labelled" in capsys.readouterr().err.replace("\n", " ")
     with pytest.raises(SystemExit) as e:
         main(["label", "--input", str(corpus), "--output", str(out3), "--labels-from-field", "kind"])
     assert e.value.code == 2
@@ -338,3 +341,59 @@ def test_a_batch_left_by_a_killed_run_is_collected_in_any_mode(api, corpus, tmp_
     rows = _labels(out)
     assert len(rows) == 6 and all(r["error"] is None for r in rows)
     assert json.loads((out / "summary.json").read_text())["collected_batches"] == 1
+
+
+@pytest.fixture
+def refusing(monkeypatch):
+    """An API that refuses our key and repeats it in every error message."""
+    from tests.fake_anthropic import FakeAnthropic
+    with FakeAnthropic(accepted_keys={"another-key"}, echo_credentials=True) as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        yield server
+
+
+def _no_secret_in(out: Path, err: str) -> None:
+    assert SECRET not in err
+    for f in out.iterdir():          # labels.jsonl, summary.json, labels.sqlite (and its WAL)
+        assert SECRET.encode() not in f.read_bytes(), f
+
+
+@pytest.mark.parametrize("mode", ["messages", "batch"])
+def test_a_refused_key_fails_the_run_and_its_echo_is_never_kept(refusing, corpus, tmp_path,
+                                                                capsys, mode):
+    out = tmp_path / "labels"
+    rc = main(["label", "--input", str(corpus), "--output", str(out), "--sample", "6",
+               "--mode", mode, "--batch-poll-s", "0.01", "--model", "claude-haiku-4-5"])
+    err = capsys.readouterr().err
+    assert rc == 5, err
+    assert "no document was labelled" in err and "check ANTHROPIC_API_KEY" in err
+    rows = _labels(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(rows) == 6 and summary["counts"]["failed"] == 6
+    assert all("AuthenticationError (401)" in r["error"] and "<redacted>" in r["error"]
+               for r in rows)
+    _no_secret_in(out, err)
+
+
+def test_echoed_keys_in_failed_entries_are_redacted(corpus, tmp_path, capsys, monkeypatch):
+    from tests.fake_anthropic import FakeAnthropic
+    with FakeAnthropic(accepted_keys={SECRET}, echo_credentials=True) as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        server.batch_result("d0", BatchOutcome.errored(message="boom"))
+        out = tmp_path / "batch"
+        assert main(["label", "--input", str(corpus), "--output", str(out), "--sample", "4",
+                     "--mode", "batch", "--batch-poll-s", "0.01",
+                     "--model", "claude-haiku-4-5"]) == 0
+        failed = [r["error"] for r in _labels(out) if r["error"]]
+        assert failed and all("boom" in e and "<redacted>" in e for e in failed)
+        _no_secret_in(out, capsys.readouterr().err)
+        server.inject("messages", Fault.invalid_request("prompt is too long"))
+        out = tmp_path / "messages"
+        assert main(["label", "--input", str(corpus), "--output", str(out), "--sample", "4",
+                     "--mode", "messages", "--concurrency", "1",
+                     "--model", "claude-haiku-4-5"]) == 0
+        (failed,) = [r["error"] for r in _labels(out) if r["error"]]
+        assert "prompt is too long" in failed and "<redacted>" in failed
+        _no_secret_in(out, capsys.readouterr().err)

@@ -113,3 +113,39 @@ def test_no_key(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(NoApiKey):
         proposer()
+
+
+SECRET = "test-key-echoed-by-a-careless-api"
+
+
+@pytest.fixture
+def echoing(monkeypatch):
+    """An API that refuses our key and repeats it in its error messages."""
+    from tests.fake_anthropic import FakeAnthropic
+    with FakeAnthropic(accepted_keys={"another-key"}, echo_credentials=True) as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        yield server
+
+
+def test_a_key_echoed_in_an_error_is_redacted(echoing):
+    with pytest.raises(ProposalError) as info:
+        proposer().propose([], 1)
+    assert "AuthenticationError (401)" in str(info.value)
+    assert SECRET not in str(info.value) and "<redacted>" in str(info.value)
+
+
+def test_curate_mix_never_prints_an_echoed_key(echoing, tmp_path, capsys):
+    from pipelines.cli import main
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text("demo: true\nproxy: {backend: ngram, budget_tokens: 200000}\n"
+                   "search: {rounds: 1, runs_per_round: 1, noise_seeds: 2, final_seeds: 3, "
+                   "final_top: 1}\nbaselines: [{name: uniform}]\nproposers: [{name: claude}]\n"
+                   "claude_model: claude-haiku-4-5\n")
+    main(["mix", "--config", str(cfg), "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert "claude round 1: no proposals" in err and "AuthenticationError (401)" in err
+    assert SECRET not in err
+    for f in (tmp_path / "run").rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f

@@ -6,7 +6,7 @@ rationale: text}]}``.
 The call goes through the official SDK with the labelling client's fault handling,
 cost accounting and key handling (classifiers.claude.call_with_retries): retries on
 429/529/5xx/timeouts, one retry of a reply that is not a valid proposal, the key read
-from the environment only. ``hide_names`` shows the domains as d1..dK (largest
+from the environment only and redacted from every error (classifiers.claude.redact). ``hide_names`` shows the domains as d1..dK (largest
 first) with their statistics only, to separate Claude's prior knowledge of "code" or
 "books" from its use of the feedback.
 """
@@ -221,7 +221,9 @@ class ClaudeProposer:
 
     def propose(self, history: Sequence[Mapping[str, Any]], n: int,
                 rng: np.random.Generator | None = None) -> list[Proposal]:
-        from classifiers.claude import BudgetExceeded, call_with_retries
+        import anthropic
+
+        from classifiers.claude import BudgetExceeded, call_with_retries, redact
         self.round += 1
         names = sorted(self.alias.values())
         real = {v: k for k, v in self.alias.items()}
@@ -238,9 +240,16 @@ class ClaudeProposer:
         def paid(call: float, held: float) -> None:
             self.stats.cost_usd += call
 
-        out = call_with_retries(self.client, params, self.s,
-                                lambda m: parse_mixtures(m, names, n), sleep=self.sleep,
-                                count=self._count, reserve=reserve, paid=paid)
+        try:
+            out = call_with_retries(self.client, params, self.s,
+                                    lambda m: parse_mixtures(m, names, n), sleep=self.sleep,
+                                    count=self._count, reserve=reserve, paid=paid)
+        except anthropic.APIError as e:   # one call_with_retries lets through: still no key in it
+            self.stats.calls += 1
+            self.stats.failed += 1
+            secrets = (getattr(self.client, "api_key", None), getattr(self.client, "auth_token", None))
+            raise ProposalError(f"Claude proposed nothing usable: {type(e).__name__}: "
+                                f"{redact(e, *secrets)}") from None
         self.stats.calls += 1
         self.stats.input_tokens += out.tokens[0] + out.tokens[2] + out.tokens[3]
         self.stats.output_tokens += out.tokens[1]
