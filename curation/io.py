@@ -726,6 +726,12 @@ class _Lines:
         self.decoded = 0          # decompressed bytes handed out
 
     def readline(self, limit: int) -> tuple[bytes, _Damage | None]:
+        pos = self._pos
+        nl = self._buf.find(b"\n", pos, pos + limit)
+        if nl >= 0:                        # the common case: the whole line is buffered
+            self._pos = nl + 1
+            self.decoded += nl + 1 - pos
+            return self._buf[pos:nl + 1], None
         parts, n = [], 0
         while n < limit:
             if self._pos >= len(self._buf):
