@@ -139,6 +139,20 @@ def content_key(text: str) -> str:
     return exact_key(normalize(text).encode("utf-8"), text).hex()
 
 
+SHARED_ID_SEP = "#"
+SHARED_ID_KEY_CHARS = 16
+
+
+def row_ids(sample: list[Document], keys: list[str]) -> list[str]:
+    """The ``id`` of each labels.jsonl row: the document's id, or, where different
+    sampled documents share an id, ``ID#`` and the first 16 hex digits of the content
+    key. A label belongs to its text, and train-classifier splits by a row's id, so rows
+    must not share one; the suffix depends on the text alone (not on input order)."""
+    counts = Counter(d.id for d in sample)
+    return [d.id if counts[d.id] == 1 else f"{d.id}{SHARED_ID_SEP}{k[:SHARED_ID_KEY_CHARS]}"
+            for d, k in zip(sample, keys)]
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -172,7 +186,7 @@ def read_sample(cfg: LabelConfig, fs=None) -> tuple[list[Document], SampleStats,
     info = {"files": len(files), "records_read": stats.seen + sum(rejected.values()),
             "rejected_by_cause": dict(sorted(rejected.items())),
             "exact_duplicates_skipped": stats.duplicates_skipped,
-            "duplicate_ids_skipped": stats.duplicate_ids_skipped,
+            "shared_ids": stats.shared_ids,
             "distinct_by_domain": dict(sorted(stats.distinct_by_domain.items())),
             "sampled_by_domain": dict(sorted(stats.sampled_by_domain.items())),
             "sample_size_asked": cfg.sample_size, "allocation": cfg.allocation,
@@ -330,6 +344,12 @@ def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
     out.mkdir(parents=True, exist_ok=True)
     threshold = cfg.threshold if cfg.threshold is not None else float(rubric.threshold)
     keys = [content_key(d.text) for d in sample]
+    ids = row_ids(sample, keys)
+    if sample_info["shared_ids"]:
+        log(f"label: {sample_info['shared_ids']} of {len(sample)} sampled documents share their "
+            f"id with another (different text): each is labelled, and its row's id is "
+            f"ID{SHARED_ID_SEP}KEY (KEY: the start of its content key); name a unique field "
+            f"with --id-field to keep your ids")
     rows: list[dict] = []
     extra: dict[str, Any] = {}
     if progress is not None:
@@ -362,11 +382,11 @@ def run_label(cfg: LabelConfig, *, log: Callable[[str], None] = print,
         if progress is not None:
             progress.advance(len(sample))
 
-    for d, k in zip(sample, keys):
+    for d, k, row_id in zip(sample, keys, ids):
         lab = results.get(k)
         ok = lab is not None and lab.ok
         rows.append({
-            "id": d.id, "domain": d.domain if d.domain is not None else NO_DOMAIN,
+            "id": row_id, "key": k, "domain": d.domain if d.domain is not None else NO_DOMAIN,
             "score": lab.score if ok else None,
             "label": ("hq" if lab.score >= threshold else "lq") if ok else None,
             "reasoning": lab.reasoning if ok else None,

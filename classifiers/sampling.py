@@ -7,6 +7,10 @@ memory bounded by the sample). The same corpus and seed give the same sample in 
 input order and on any machine (up to which copy of an exact duplicate stands for
 it). Exact duplicates (same normalised text, as `curate dedup` defines them) share a
 key and are sampled at most once, as their first occurrence in input order.
+Documents are told apart by what they are, not by their id: two different texts under
+one id are two documents, and both may be drawn (``SampleStats.shared_ids`` counts the
+drawn documents whose id another drawn document also has; curate label keeps them
+apart, see classifiers.labeling).
 
 Allocation across domains is proportional to each domain's distinct documents
 (largest remainders), with at least one per domain that has any, so that small
@@ -16,6 +20,7 @@ domains are present; ``allocation="equal"`` gives each domain the same share
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -31,7 +36,7 @@ from curation.minhash.text import normalize
 class SampleStats:
     seen: int = 0
     duplicates_skipped: int = 0
-    duplicate_ids_skipped: int = 0      # distinct texts under an id already in the sample
+    shared_ids: int = 0     # drawn documents whose id another drawn document also has
     distinct_by_domain: dict[str, int] = field(default_factory=dict)
     sampled_by_domain: dict[str, int] = field(default_factory=dict)
 
@@ -97,15 +102,12 @@ def sample_documents(docs: Iterable[Document], n: int, *, seed: int = 0,
             heapq.heapreplace(heap, item)
     share = _allocate(stats.distinct_by_domain, n, allocation)
     out: list[Document] = []
-    ids: set[str] = set()
     for dom in sorted(heaps):
         best = sorted(heaps[dom], reverse=True)[:share.get(dom, 0)]
-        # labels are keyed by id downstream (the classifier's split is a hash of it): a
-        # second text under a drawn id is left out, in this deterministic order
-        kept = [doc for _, _, doc in best if not (doc.id in ids or ids.add(doc.id))]
-        stats.duplicate_ids_skipped += len(best) - len(kept)
-        stats.sampled_by_domain[dom] = len(kept)
-        out.extend(kept)
+        stats.sampled_by_domain[dom] = len(best)
+        out.extend(doc for _, _, doc in best)
+    ids = Counter(d.id for d in out)
+    stats.shared_ids = sum(c for c in ids.values() if c > 1)
     return out
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 
@@ -84,6 +85,21 @@ def test_exact_duplicates_are_sampled_once():
     got = sample_documents(docs + dupes, 1000, seed=0, stats=stats)
     assert len(got) == 50 and stats.duplicates_skipped == 50
     assert all(not d.id.startswith("copy-") for d in got)     # the first occurrence stands
+
+
+def test_documents_that_share_an_id_are_all_sampled():
+    # 1,600 different texts whose ids repeat every 50: a sample of 400 is 400 documents
+    words = "river study light city music system garden history data model".split()
+    docs = [Document(id=f"row-{i % 50}", domain="web",
+                     text=" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) + f" {i}")
+            for i in range(1600)]
+    stats = SampleStats()
+    got = sample_documents(docs, 400, seed=0, stats=stats)
+    assert len(got) == 400 and len({d.text for d in got}) == 400
+    per_id = Counter(d.id for d in got)
+    assert len(per_id) == 50 and stats.shared_ids == sum(c for c in per_id.values() if c > 1) > 390
+    again = sample_documents(list(reversed(docs)), 400, seed=0)
+    assert sorted(d.text for d in again) == sorted(d.text for d in got)
 
 
 def test_small_and_bad_sizes():
