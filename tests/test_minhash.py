@@ -472,16 +472,16 @@ static inline unsigned int atomicMin(unsigned int* address, unsigned int val) {
 """
 
 
-@pytest.fixture(scope="module")
-def emulated_kernels(tmp_path_factory):
-    """gpu.KERNEL_SOURCE compiled as C++ for the CPU, launched block by block and
-    thread by thread: the kernels' logic checked on a machine without a GPU."""
+def compile_emulated_kernels(source: str, workdir: Path):
+    """`source` (gpu.KERNEL_SOURCE or a variant) compiled as C++ for the CPU; returns
+    make_launch(max_grid, max_block), a launcher that runs each kernel block by block
+    and thread by thread. Skips the test without a C++ compiler."""
     cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     if cxx is None:
         pytest.skip("no C++ compiler to emulate the CUDA kernels")
-    d = tmp_path_factory.mktemp("kernels")
+    d = workdir
     (d / "shim.h").write_text(_SHIM)
-    (d / "kernels.cu").write_text(gpu.KERNEL_SOURCE)
+    (d / "kernels.cu").write_text(source)
     subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-Wall", "-Werror", "-x", "c++", "-include",
                     str(d / "shim.h"), str(d / "kernels.cu"), "-o", str(d / "kernels.so")], check=True)
     lib = ctypes.CDLL(str(d / "kernels.so"))
@@ -512,6 +512,13 @@ def emulated_kernels(tmp_path_factory):
     return make_launch
 
 
+@pytest.fixture(scope="module")
+def emulated_kernels(tmp_path_factory):
+    """gpu.KERNEL_SOURCE compiled as C++ for the CPU, launched block by block and
+    thread by thread: the kernels' logic checked on a machine without a GPU."""
+    return compile_emulated_kernels(gpu.KERNEL_SOURCE, tmp_path_factory.mktemp("kernels"))
+
+
 @pytest.mark.parametrize("kwargs", [dict(), dict(ngram=1, num_perm=40), dict(char_ngrams=True, num_perm=24),
                                     dict(family="oph"), dict(family="oph", ngram=2, num_perm=300)])
 @pytest.mark.parametrize("grid,block", [(1, 1), (3, 7), (16, 64)])
@@ -532,6 +539,8 @@ def test_cupy_backend_path_emulated(emulated_kernels, monkeypatch):
     """MinHasher(backend="cupy") end to end (normalise on the host, chunking, keys),
     with the kernels emulated and NumPy standing in for CuPy."""
     monkeypatch.setattr(gpu, "cupy_available", lambda: True)
+    monkeypatch.setattr(gpu, "current_device", lambda: 0)
+    monkeypatch.setattr(gpu, "_CHECKED", {})       # the self-check runs on these kernels too
     monkeypatch.setattr(gpu, "signatures", lambda norm, off, ngram, char, a, b, fam, probes: (
         gpu.device_signatures(np, emulated_kernels(4, 32), norm, off, ngram, char, a, b, fam, probes)))
     monkeypatch.setitem(mhmod._CHUNK, "gpu", (17, 50_000))
@@ -539,6 +548,7 @@ def test_cupy_backend_path_emulated(emulated_kernels, monkeypatch):
     for kw in (dict(num_perm=32), dict(num_perm=8, char_ngrams=True, ngram=3), dict(family="oph")):
         mh = MinHasher(backend="cupy", **kw)
         assert mh.backend == "cupy" and mh.params()["backend"] == "cupy"
+        assert gpu._CHECKED == {0: None}
         _assert_same(mh.sign_batch(texts), MinHasher(backend="numpy", **kw).sign_batch(texts))
 
 
@@ -568,6 +578,13 @@ def test_cupy_equals_reference_bit_for_bit(kwargs):
     assert MinHasher(backend="auto", **kwargs).backend == "cupy"
     # the reference itself, run on CuPy arrays, agrees too
     assert np.array_equal(slow.reference_signatures(texts, xp=cupy), want.signatures)
+
+
+@needs_gpu
+def test_self_check_passes_on_this_gpu():
+    """The first-use self-check, on the real device and CuPy: no fallback here."""
+    assert gpu.self_check() is None
+    assert gpu.choose_backend("cupy", cache={}) == "cupy"
 
 
 @needs_gpu

@@ -13,7 +13,6 @@ import shutil
 import site
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -159,7 +158,8 @@ class _Env:
     def run(self, *cmd, cwd=None, timeout=600):
         out = subprocess.run(list(cmd), cwd=cwd or self.tmp, env=self.env, capture_output=True, text=True,
                              timeout=timeout)
-        assert out.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        shown = " ".join(map(str, cmd))
+        assert out.returncode == 0, f"{shown} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
         return out
 
     def install_regular(self):       # the README's first command, its install

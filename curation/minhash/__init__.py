@@ -109,9 +109,11 @@ def _concat(parts):
 class MinHasher:
     """Word (default) or character n-gram MinHash with `num_perm` permutations.
 
-    backend: "auto" (the CUDA kernels when CuPy and a CUDA device are available,
-    else the compiled CPU loop), "numba" (the compiled CPU loop), "numpy" (the
-    reference, on NumPy) or "cupy" (the CUDA kernels; an error without a device).
+    backend: "auto" (the CUDA kernels when CuPy and a CUDA device are available
+    and the device passes its self-check, see gpu.choose_backend; else the
+    compiled CPU loop), "numba" (the compiled CPU loop), "numpy" (the reference,
+    on NumPy) or "cupy" (the CUDA kernels; an error without a device or when the
+    self-check fails).
     Every backend gives the same signatures bit for bit.
 
     family: "minhash" (default; num_perm affine permutations, min over the
@@ -139,15 +141,10 @@ class MinHasher:
             self.a, self.b = ref.permutation_params(self.num_perm, self.seed)
             self.probes = np.zeros((self.num_perm, 0), dtype=np.int64)
         if backend in ("auto", "cupy"):
-            from curation.minhash.gpu import cupy_available
-            if cupy_available():
-                backend = "cupy"
-            elif backend == "cupy":
-                raise RuntimeError("backend='cupy' needs CuPy and a CUDA device, and none was found "
-                                   "(install the 'gpu' extra on a machine with a GPU, or use "
-                                   "backend='numba' or 'auto')")
-            else:
-                backend = "numba"
+            # CuPy with a device whose kernels passed their self-check, else the CPU
+            # loop ("auto", with a warning if the check failed) or an error ("cupy")
+            from curation.minhash.gpu import choose_backend
+            backend = choose_backend(backend)
         self.backend = backend
         self._local = threading.local()
 
@@ -197,6 +194,7 @@ class MinHasher:
             if self.backend == "cupy":
                 norm, norm_off = self._normalize_numba(buf, offsets, latin1[s:e])
                 from curation.minhash import gpu
+                gpu.require_checked_device()
                 sig[s:e], counts[s:e] = gpu.signatures(norm, norm_off, self.ngram, self.char_ngrams,
                                                        self.a, self.b, self.family, self.probes)
             else:

@@ -8,8 +8,10 @@ and takes the permutation minima (or fills the OPH bins). It must equal
 reference.py bit for bit; tests/test_minhash.py checks that it does.
 
 Compiled with cache=True: the first process compiles (about a second), later ones
-load the machine code from __pycache__ (or $NUMBA_CACHE_DIR). The loops release the
-GIL (nogil=True); MinHasher keeps their scratch buffers per thread.
+load the machine code from $NUMBA_CACHE_DIR, which curation/__init__.py points at
+$XDG_CACHE_HOME/curation/numba (~/.cache/curation/numba) unless it is set: never
+inside the installed package. The loops release the GIL (nogil=True); MinHasher
+keeps their scratch buffers per thread.
 """
 from __future__ import annotations
 

@@ -3,14 +3,26 @@ tokenizer as the CPU path), then CUDA kernels find the tokens, hash the tokens a
 the shingles and take the permutation minima on the device; only the signatures
 and shingle counts come back.
 
-The kernels are plain CUDA C with grid-stride loops and no shared memory, block
-synchronisation or atomics, so any launch shape gives the same result. That lets
-the tests also compile this very source as C++ and run `device_signatures` with
-NumPy arrays and an emulated launch on a machine without a GPU; on a machine with
-one, the same function runs on CuPy arrays and `cupy.RawModule`, and the tests
-compare both with reference.py bit for bit.
+The kernels are plain CUDA C with grid-stride loops and no shared memory or block
+synchronisation. One uses an atomic: mh_oph_bins takes each OPH bin's minimum with
+atomicMin (and sets the bin's `filled` flag, which every writer sets to 1). A
+minimum does not depend on the order of its updates, so any launch shape gives the
+same result. That lets the tests also compile this very source as C++ (atomicMin
+as a plain compare-and-store, the emulation running one thread at a time) and run
+`device_signatures` with NumPy arrays and an emulated launch on a machine without
+a GPU; on a machine with one, the same function runs on CuPy arrays and
+`cupy.RawModule`, and the tests compare both with reference.py bit for bit.
+
+Because a user's GPU is not the test machine, the first use of each device in a
+process runs a self-check (`device_problem`): the reference on NumPy and the kernels
+on a small fixed batch, compared bit for bit. `choose_backend` falls back to the
+compiled CPU path with a warning when they differ (backend "auto") or refuses
+(backend "cupy"); docs/gpu.md describes it.
 """
 from __future__ import annotations
+
+import threading
+import warnings
 
 import numpy as np
 
@@ -266,3 +278,153 @@ def signatures(norm, doc_offsets, ngram: int, char_ngrams: bool, a, b, family="m
     sig, counts = device_signatures(cupy, _cupy_launch, cupy.asarray(norm), cupy.asarray(doc_offsets),
                                     ngram, char_ngrams, a, b, family, probes)
     return cupy.asnumpy(sig), cupy.asnumpy(counts)
+
+
+# -- the self-check on first use of a device
+
+class GpuSelfCheckError(RuntimeError):
+    """The CUDA kernels disagree with the reference on this device (backend "cupy")."""
+
+
+# Each mode the kernels have, all six kernels: word and character shingles, n-grams
+# shorter than, equal to and longer than some documents, both families; "oph" with
+# more bins than a short document has shingles (densification) and many shingles
+# per bin in the long documents (atomicMin under contention).
+SELF_CHECK_MODES = (
+    dict(family="minhash", ngram=5, char_ngrams=False, num_perm=64, seed=1),
+    dict(family="minhash", ngram=1, char_ngrams=False, num_perm=16, seed=2),
+    dict(family="minhash", ngram=3, char_ngrams=True, num_perm=32, seed=3),
+    dict(family="oph", ngram=2, char_ngrams=False, num_perm=256, seed=4),
+    dict(family="oph", ngram=4, char_ngrams=True, num_perm=64, seed=5),
+)
+_WORDS = ("the", "a", "of", "quick", "brown", "fox", "straße", "naïve", "über", "ǆemal", "σας", "日本語",
+          "テキスト", "한국어", "😀", "x_y", "42", "data", "ﬃ", "i̇stanbul")
+
+
+def self_check_texts() -> list[str]:
+    """The fixed batch: edge cases, then pseudo-random documents (a fixed LCG over a
+    mixed-script vocabulary) long enough to span many thread blocks."""
+    from curation.minhash.text import normalize
+    texts = ["", " ", "!!!", "one", "two words", "a b c d", "a b c d e", "Straße ǅemal ΣΑΣ İstanbul",
+             "emoji 😀 🎉🎉 ok", "日本語のテキスト 中文 한국어", "x" * 700]
+    state = 0x2545F4914F6CDD1D
+    for n in (3, 9, 40, 300, 2500):
+        words = []
+        for _ in range(n):
+            state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+            words.append(_WORDS[(state >> 33) % len(_WORDS)])
+        texts.append(" ".join(words))
+    texts.append(texts[-2] + " and a tail")          # a near duplicate
+    return [normalize(t) for t in texts]
+
+
+def _mode_label(mode: dict) -> str:
+    unit = "character" if mode["char_ngrams"] else "word"
+    return f"{mode['family']}, {unit} {mode['ngram']}-grams, num_perm={mode['num_perm']}"
+
+
+def compare_outputs(name: str, got, want) -> str | None:
+    """None when `got` (the kernels') equals `want` (the reference's) bit for bit,
+    else which positions differ: how many, the first index, both values there."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return (f"{name}: the kernels gave {got.dtype} {tuple(got.shape)}, "
+                f"the reference {want.dtype} {tuple(want.shape)}")
+    diff = got != want
+    count = int(np.count_nonzero(diff))
+    if count == 0:
+        return None
+    first = tuple(int(i) for i in np.argwhere(diff)[0])
+    return (f"{name}: {count} of {diff.size} positions differ, first at index {list(first)}: "
+            f"kernels {got[first].item()!r}, reference {want[first].item()!r}")
+
+
+def self_check(run_kernels=None) -> str | None:
+    """Run the NumPy reference and the kernels on the fixed batch in every mode of
+    SELF_CHECK_MODES. None when they agree bit for bit, else what differs (or how the
+    kernels failed). `run_kernels` has the signature of `signatures` (the CuPy path,
+    the default); the tests pass others to check this decision on a CPU."""
+    run = signatures if run_kernels is None else run_kernels
+    parts = [t.encode("utf-8") for t in self_check_texts()]
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    norm = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    problems = []
+    for mode in SELF_CHECK_MODES:
+        k, seed = mode["num_perm"], mode["seed"]
+        if mode["family"] == "oph":
+            a, b, probes = ref.oph_params(k, seed)
+        else:
+            (a, b), probes = ref.permutation_params(k, seed), np.zeros((k, 0), dtype=np.int64)
+        args = (mode["ngram"], mode["char_ngrams"], a, b, mode["family"], probes)
+        want_sig, want_counts = ref.signatures(np, norm, offsets, *args)
+        label = _mode_label(mode)
+        try:
+            got_sig, got_counts = run(norm.copy(), offsets.copy(), *args)
+        except Exception as e:          # a compile or launch failure is a failed check too
+            problems.append(f"{label}: the kernels failed: {type(e).__name__}: {e}")
+            continue
+        for name, got, want in (("signatures", got_sig, want_sig), ("shingle counts", got_counts, want_counts)):
+            found = compare_outputs(f"{name} ({label})", got, want)
+            if found:
+                problems.append(found)
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more outputs differ)" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
+_CHECKED: dict = {}          # CUDA device id -> self_check()'s verdict, for this process
+_CHECK_LOCK = threading.Lock()
+
+
+def current_device() -> int:
+    import cupy
+    return int(cupy.cuda.runtime.getDevice())
+
+
+def device_problem(device: int | None = None, run_kernels=None, cache: dict | None = None) -> str | None:
+    """The self-check's verdict for `device` (default: the current CUDA device, on
+    which the check runs), computed on its first use and remembered per process."""
+    cache = _CHECKED if cache is None else cache
+    device = current_device() if device is None else device
+    with _CHECK_LOCK:
+        if device not in cache:
+            cache[device] = self_check(run_kernels)
+        return cache[device]
+
+
+def choose_backend(requested: str, available: bool | None = None, device: int | None = None,
+                   run_kernels=None, cache: dict | None = None) -> str:
+    """"cupy" or "numba" for a requested "auto" or "cupy": the CUDA path when CuPy
+    sees a device and the device passed its self-check; under "auto" otherwise the
+    compiled CPU path (with a warning when the self-check failed); under "cupy" an
+    error. `available` (default: cupy_available()), `device`, `run_kernels` and
+    `cache` are there so the tests can run this decision on a CPU."""
+    if not (cupy_available() if available is None else available):
+        if requested == "cupy":
+            raise RuntimeError("backend='cupy' needs CuPy and a CUDA device, and none was found "
+                               "(install the 'gpu' extra on a machine with a GPU, or use "
+                               "backend='numba' or 'auto')")
+        return "numba"
+    device = current_device() if device is None else device
+    problem = device_problem(device, run_kernels, cache)
+    if problem is None:
+        return "cupy"
+    what = (f"the CUDA kernels disagree with the NumPy reference on CUDA device {device} "
+            f"in the self-check: {problem}")
+    if requested == "cupy":
+        raise GpuSelfCheckError(f"backend='cupy': {what}; use backend='numba' (or 'auto', "
+                                "which falls back to it)")
+    warnings.warn(f"{what}; using the compiled CPU path (backend 'numba') instead", RuntimeWarning,
+                  stacklevel=3)
+    return "numba"
+
+
+def require_checked_device() -> None:
+    """Before a batch goes to the GPU: the current device passed its self-check (it
+    may not be the device the MinHasher was made on)."""
+    problem = device_problem()
+    if problem is not None:
+        raise GpuSelfCheckError(f"the CUDA kernels disagree with the NumPy reference on CUDA device "
+                                f"{current_device()} in the self-check: {problem}; use backend='numba'")
