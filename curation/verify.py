@@ -37,7 +37,9 @@ by ``curate verify`` on an old run. Pure Python, NumPy and pyarrow: no Beam.
 from __future__ import annotations
 
 import array
+import dataclasses
 import json
+import posixpath
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -265,6 +267,10 @@ class Reconciler:
         if len(self.res.discrepancies) < MAX_EXAMPLES:
             self.res.discrepancies.append(msg)
 
+    def _locate_later(self, fid: int, pos: int, what: str) -> None:
+        if len(self.to_locate) < MAX_EXAMPLES:   # the second pass looks for these few only
+            self.to_locate.setdefault((fid, pos), what)
+
     def _where(self, fid: int, pos: int) -> str:
         r = self.inputs[fid]
         return f"{r.file.path} {r.unit} {pos}"
@@ -301,6 +307,8 @@ class Reconciler:
                     self._say(f"{where} row {row_no(i)}: {self._where(fid, int(lines[i]))} "
                               f"is not an input record (past the end of the file)")
                 pos, rows = pos[~out], rows[~out]
+                if not len(pos):
+                    continue
             srt = np.argsort(pos, kind="stable")
             sp = pos[srt]
             again = seen[pos]
@@ -308,7 +316,7 @@ class Reconciler:
             if again.any():
                 self.res.twice += int(again.sum())
                 for p in pos[again][:MAX_EXAMPLES].tolist():
-                    self.to_locate.setdefault((fid, p), "found twice")
+                    self._locate_later(fid, p, "found twice")
             seen[pos] = True
 
     def finish(self) -> Reconciliation:
@@ -330,7 +338,7 @@ class Reconciler:
                 res.not_input += int(stray.sum())
                 for p in np.flatnonzero(stray)[:MAX_EXAMPLES].tolist():
                     what = "a blank line" if r.file.format == "jsonl" and p > 0 else "not a record"
-                    self.to_locate.setdefault((fid, p), f"not an input record ({what})")
+                    self._locate_later(fid, p, f"not an input record ({what})")
         return res
 
 
@@ -422,21 +430,25 @@ def stage_counts(command: str, counts: dict) -> dict:
 
 def reconcile_output(command: str, output: str, files: list[InputFile], counts: dict | None = None, *,
                      max_doc_bytes: int, removed_sample: int | None = None,
-                     fs: FS | None = None) -> Reconciliation:
+                     fs: FS | None = None, read_from=None) -> Reconciliation:
     """Reconcile the outputs under `output` of one stage (`command`: dedup, filter or
     score) with its input `files`; `counts` (the manifest's) are checked against the
-    rows written. `removed_sample`: filter's --removed-sample."""
+    rows written. `removed_sample`: filter's --removed-sample. `read_from` maps an
+    input's path (as the rows name it) to where to read it now."""
     fs = default_fs(fs)
     if command not in STAGE_PARTS:
         raise ValueError(f"no reconciliation for a {command!r} stage")
     parts = STAGE_PARTS[command]
     inputs, errors = [], []
     for f in files:
-        if not fs.exists(f.path):   # the run would have said unreadable_file; here it moved
+        at = read_from(f.path) if read_from else f.path
+        if not fs.exists(at):   # the run would have said unreadable_file; here it moved
             errors.append(f"{f.path}: the input file is not there (moved or deleted since the run?)")
             inputs.append(InputRecords(f, np.zeros(0, dtype=bool)))
             continue
-        inputs.append(count_input_records(f, max_doc_bytes, fs))
+        rec = count_input_records(dataclasses.replace(f, path=at), max_doc_bytes, fs)
+        rec.file = f
+        inputs.append(rec)
     rc = Reconciler(command, inputs)
     rc.res.errors.extend(errors)
     try:
@@ -482,6 +494,19 @@ def _read_manifest(path: str, fs: FS) -> dict:
         return json.loads(f.read().decode("utf-8"))
 
 
+def _moved(written_to: str | None, stage_dir: str):
+    """A run directory moved or copied since it ran: its stages' inputs inside the old
+    run directory (filter reads dedup/documents) are read at the same place in this
+    one. Rows still name the old paths, so those stay the files' names."""
+    if not written_to or "://" in written_to or "://" in stage_dir:
+        return lambda p: p
+    old = posixpath.dirname(posixpath.normpath(written_to)) + "/"
+    new = posixpath.dirname(posixpath.abspath(stage_dir)) + "/"
+    if old == new:
+        return lambda p: p
+    return lambda p: new + p[len(old):] if p.startswith(old) else p
+
+
 def verify_stage_dir(stage_dir: str, fs: FS | None = None, manifest: dict | None = None) -> Reconciliation:
     """Reconcile a finished stage's output directory (dedup, filter or score) from
     its manifest: the input files and settings it lists, the counts it claims.
@@ -496,6 +521,7 @@ def verify_stage_dir(stage_dir: str, fs: FS | None = None, manifest: dict | None
                          f"outputs are reconciled")
     params = manifest.get("parameters") or {}
     cfg = params.get("config") or {}
+    moved = _moved(cfg.get("output"), stage_dir)
     files = []
     for f in params.get("files") or []:
         fmt = input_format(f["path"])
@@ -506,4 +532,4 @@ def verify_stage_dir(stage_dir: str, fs: FS | None = None, manifest: dict | None
         output = cfg["output"]
     return reconcile_output(command, output, files, manifest.get("counts"),
                             max_doc_bytes=int(cfg["max_doc_bytes"]),
-                            removed_sample=cfg.get("removed_sample"), fs=fs)
+                            removed_sample=cfg.get("removed_sample"), fs=fs, read_from=moved)

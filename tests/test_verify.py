@@ -165,6 +165,18 @@ def test_curate_verify_passes_on_a_run_and_on_a_stage(run_dir, capsys):
     assert main(["verify", str(run_dir / "filter")]) == 0
 
 
+def test_a_moved_run_directory_is_verified_where_it_is_now(run_dir, tmp_path, capsys):
+    # filter's manifest names its inputs at dedup/documents of the old place
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(run_dir, moved)
+    assert main(["verify", str(moved)]) == 0
+    assert all("reconciled" in line for line in capsys.readouterr().out.splitlines())
+    (moved / "dedup" / "documents" / "part-00000.parquet").unlink()
+    assert main(["verify", str(moved)]) == 1    # the moved copy is read, not the original
+    out = capsys.readouterr().out
+    assert "dedup: FAILED" in out and "filter: FAILED" in out and "input file is not there" in out
+
+
 def _corrupt(src: Path, dst: Path, shard: str, edit) -> Path:
     shutil.copytree(src, dst)
     path = dst / shard
@@ -231,3 +243,46 @@ def test_the_driver_fails_a_run_whose_shard_lost_a_counted_row(corpus, tmp_path,
     m = manifest(out)
     assert m["status"] == "failed" and m["balance"]["ok"]
     assert m["reconciled"]["missing"] == 3 and not m["reconciled"]["ok"]
+
+
+def test_score_output_is_reconciled_and_checked(run_dir, tmp_path, capsys):
+    from classifiers.fasttext_train import train_classifier
+    from tests.test_fasttext_train import SMALL, synthetic_labels
+    model = tmp_path / "model"
+    train_classifier(synthetic_labels(), model, threshold=3, **SMALL)
+    out = tmp_path / "score"
+    assert main(["score", "--input", str(run_dir / "dedup" / "documents"), "--model", str(model),
+                 "--output", str(out), "--keep-top", "0.5", *FAST]) == 0
+    m = manifest(out)
+    r = m["reconciled"]
+    assert r["ok"] and r["records"] == m["counts"]["input"] == manifest(run_dir / "dedup")["counts"]["kept"]
+    assert r["rows"]["removed"] == m["counts"]["removed"] > 0
+    _corrupt(out, tmp_path / "bad", "removed/part-00000.parquet", lambda t: pa.concat_tables([t, t.slice(0, 1)]))
+    assert main(["verify", str(tmp_path / "bad")]) == 1
+    assert "found twice: removed/part-00000.parquet row 0" in capsys.readouterr().out
+
+
+def test_data_on_a_remote_location(corpus, tmp_path, capsys):
+    """A stage that read and wrote a remote location (the gs:// stand-in): the driver
+    reconciles there, and `curate verify` on a local folder holding only the manifest
+    (as `curate run --data-output` mirrors it) reads the data where the manifest says."""
+    from tests.remote_fs import PREFIX, ROOT
+    root = tmp_path / "bucket"
+    (root / "src").mkdir(parents=True)
+    shutil.copy(corpus / "a.jsonl", root / "src" / "a.jsonl")
+    ROOT[:] = [str(root)]
+    try:
+        assert main(["dedup", "--input", f"{PREFIX}src/a.jsonl", "--output", f"{PREFIX}out", *FAST]) == 0
+        m = manifest(root / "out")
+        assert m["reconciled"]["ok"] and m["reconciled"]["records"] == m["counts"]["input"] == 53
+        local = tmp_path / "mirror"
+        local.mkdir()
+        shutil.copy(root / "out" / "manifest.json", local / "manifest.json")
+        assert main(["verify", str(local)]) == 0
+        assert "53 input records in 1 files reconciled" in capsys.readouterr().out
+        shard = root / "out" / "documents" / "part-00000.parquet"
+        pq.write_table(pq.read_table(shard).slice(1), shard)
+        assert main(["verify", str(local)]) == 1
+        assert f"{PREFIX}src/a.jsonl line 1: missing" in capsys.readouterr().out
+    finally:
+        ROOT.clear()
