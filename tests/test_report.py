@@ -11,14 +11,16 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
+from html import unescape as html_unescape
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from curation.report import REPORT_FILES, write_report
 from curation.report import svg
-from curation.report.document import Diff, Excerpt, P, Section, Table
+from curation.report.document import Diff, Excerpt, P, Section, Sub, Table, build_sections
 from curation.report.funnel import choose_clusters, word_diff
 from curation.report.render import md_escape, to_html, to_markdown
 from curation.report.tokens import TokenCounter
@@ -257,8 +259,8 @@ def test_token_counts_match_an_independent_recount(report_run):
         for k in f["rows"]:
             if k.startswith("filter:"):
                 assert t[k] == rules[d][k], (d, k)
-        attributed = sum(v for k, v in t.items() if k not in ("input", "unattributed") and v)
-        assert t["unattributed"] == t["input"] - attributed
+        attributed = sum(v for k, v in t.items() if k not in ("input", "not_on_file") and v)
+        assert t["not_on_file"] == t["input"] - attributed
     assert sum(inp[d]["exact_duplicate"] + inp[d]["near_duplicate"] for d in SUBSET) > 0
 
 
@@ -281,7 +283,7 @@ def test_sections_plots_and_content(report_run):
     # clusters: sizes add up, examples carry a diff
     c = r["clusters"]
     assert sum(s * k for s, k in c["size_histogram"]) == c["documents_in_clusters"]
-    assert c["examples"] and all("diff" in m for e in c["examples"] for m in e["members"])
+    assert c["examples"] and all("diff" in e["shown"] for e in c["examples"])
     assert "<del>" in html and "<ins>" in html
     # classifier agreement, from its metrics
     metrics = json.loads((report_run / "classifier" / "metrics.json").read_text())["held_out"]
@@ -501,9 +503,192 @@ def test_cli_report(report_run, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------------ read by a reviewer (issue 12)
+
+def _member(i, kept, reason=None, line=0):
+    return {"id": i, "kept": kept, "reason": reason, "source": "f", "line": line}
+
+
+def test_cluster_examples_show_each_cluster_once_and_only_differences():
+    from curation.report.funnel import _cluster_examples, differs
+    words = " ".join(f"w{i}" for i in range(40))
+    clusters = {   # in rule order: "big" (4 members), then "same", then "small"
+        "big": [_member("big", True, line=1), _member("big-a", False, "near_duplicate", 2),
+                _member("big-b", False, "near_duplicate", 3), _member("big-c", False, "exact_duplicate", 4)],
+        "same": [_member("same", True, line=5), _member("same-a", False, "near_duplicate", 6)],
+        "small": [_member("small", True, line=7), _member("small-a", False, "near_duplicate", 8)],
+    }
+    texts = {("f", 1): words, ("f", 2): words + " x", ("f", 3): "y " + words[:60] + " z", ("f", 4): words,
+             ("f", 5): words, ("f", 6): words, ("f", 7): words, ("f", 8): words + " tail"}
+    texts = {k: {"domain": "web", "text": v} for k, v in texts.items()}
+    examples, identical = _cluster_examples(clusters, texts)
+    ids = [e["cluster_id"] for e in examples]
+    assert ids == ["big", "small"] and identical == 1          # "same" reads identical: passed over
+    assert examples[0]["shown"]["id"] == "big-b"                # the member that differs most
+    assert examples[0]["removed_in_cluster"] == 3
+    assert all(differs(e["shown"]["diff"]) for e in examples)
+    assert not differs(word_diff(words, words))
+
+
+def test_histograms_have_a_count_axis_and_a_log_one_where_one_bin_holds_most():
+    root = _parse(svg.histograms("h", [("flat", [3, 5, 4, 2], None), ("spike", [900, 30, 5, 1], 0.01)],
+                                 title="h"))
+    axes = [g for g in root.iter("g") if g.get("class") == "count-axis"]
+    assert [g.get("data-scale") for g in axes] == ["linear", "log"]
+    flat = [t.text for t in axes[0].iter("text")]
+    assert flat[0] == "0" and float(flat[-1]) >= 5                # from 0 to at least the tallest bin
+    assert [t.text for t in axes[1].iter("text")] == ["1", "10", "100", "1000"]
+    labels = "".join(root.itertext())
+    assert "spike (n=936, log count axis)" in labels and "flat (n=14)" in labels
+    bars = [float(r.get("height")) for r in root.iter("rect")][4:]
+    assert bars[1] > bars[0] / 3                                  # 30 beside 900 still shows on a log axis
+    assert svg.log_counts([900, 30]) and not svg.log_counts([3, 5, 4]) and not svg.log_counts([5, 0])
+
+
+def _blocks_text(sections) -> list[str]:
+    """What the report says in its own words: paragraphs, headings and table cells (not
+    the corpus excerpts and diffs, which quote documents as they are)."""
+    out = []
+    for sec in sections:
+        for b in sec.blocks:
+            if isinstance(b, (P, Sub)):
+                out.append(b.text if isinstance(b, P) else b.title)
+            elif isinstance(b, Table):
+                out += b.headers + [c for row in b.rows for c in row]
+    return out
+
+
+def test_no_python_dict_reprs_and_seconds_to_one_decimal(report_run):
+    r = _report(report_run)
+    said = _blocks_text(build_sections(r))
+    reprs = [x for x in said if re.search(r"""\{\s*['"]""", x)]
+    assert reprs == []
+    checks = next(b for b in build_sections(r)[0].blocks if isinstance(b, Table) and b.headers[0] == "check")
+    dedup = json.loads((report_run / "dedup" / "manifest.json").read_text())["counts"]
+    details = {row[0]: row[2] for row in checks.rows}                  # in words, with the numbers
+    assert details["dedup manifest balances (input = kept + removed + rejected)"] == \
+        f"input {dedup['input']:,} = kept + removed + rejected {dedup['input']:,}"
+    assert details["the inputs read again agree with the dedup manifest"] == (
+        f"read {dedup['input']:,} in, {dedup['removed_exact']:,} exact duplicates, "
+        f"{dedup['removed_near']:,} near duplicates, {dedup['rejected']:,} rejected; the manifest says the same")
+    timings = next(b for b in build_sections(r)[-1].blocks if isinstance(b, Table))
+    col = timings.headers.index("seconds")
+    cells = [row[col] for row in timings.rows]
+    assert cells and all(re.fullmatch(r"\d[\d,]*\.\d|—", c) for c in cells), cells
+    assert any(c != "—" for c in cells)
+
+
+def test_headline_gives_documents_tokens_in_and_kept_and_the_chosen_mixture(report_run):
+    r = _report(report_run)
+    html = (report_run / "report.html").read_text()
+    md = (report_run / "report.md").read_text()
+    docs, toks = r["funnel"]["total"]["documents"], r["funnel"]["total"]["tokens"]
+    head = re.search(r'<header>.*?<p class="headline" id="headline">(.*?)</p>', html, re.S)
+    assert head, "no headline in the header"
+    text = head.group(1)
+    assert (f"In: {docs['input']:,} documents ({toks['input']:,} tokens). "
+            f"Kept: {docs['kept']:,} documents ({toks['kept']:,} tokens)") in text
+    mixture = yaml.safe_load((report_run / "mix" / "mixture.yaml").read_text())
+    strategy = r["mixture"]["chosen"]["strategy"]
+    assert f"Chosen mixture, {strategy}: " in text
+    for d, w in mixture["weights"].items():
+        assert f"{d} {w:.3f}" in text
+    assert md.split("\n\n")[1] == f"**{md_escape(html_unescape(text))}**"
+    assert html.index('id="headline"') < html.index("<section")
+
+
+def test_poor_agreement_is_said_before_the_selection_it_drove(report_run, tmp_path):
+    run = _copy(report_run, tmp_path)
+    p = run / "classifier" / "metrics.json"
+    m = json.loads(p.read_text())
+    assert m["held_out"]["f1"] >= 0.7                  # the fixture's classifier agrees well
+    write_report(run, log=silent)
+    html = (run / "report.html").read_text()
+    assert "agrees poorly" not in html and 'class="warn"' not in html
+    m["held_out"]["f1"] = 0.55
+    p.write_text(json.dumps(m))
+    write_report(run, log=silent)
+    html = (run / "report.html").read_text()
+    scores = re.search(r'<section id="scores">(.*?)</section>', html, re.S).group(1)
+    warn = scores.index('<p class="warn">Warning: the quality classifier agrees poorly with its labels: '
+                        'held-out F1 0.55 (below 0.7')
+    assert warn < scores.index("Selection:")
+    assert "agrees poorly" in re.search(r'<section id="classifier">(.*?)</section>', html, re.S).group(1)
+    assert "agrees poorly" in re.search(r'id="headline">(.*?)</p>', html).group(1)
+    assert "**Warning: the quality classifier agrees poorly" in (run / "report.md").read_text()
+
+
+def test_the_labeler_is_spelled_one_way_and_says_what_the_heuristic_measures(report_run):
+    html = (report_run / "report.html").read_text()
+    md = (report_run / "report.md").read_text()
+    for text in (html, md):
+        assert "labeller" not in text.lower()
+        assert "Labeler: heuristic (no model read the documents): a document" in text
+        assert "share of 4 heuristic rule sets it passes" in text
+        assert "not the rubric" in text
+    assert "rubric educational" not in html
+    r = _report(report_run)
+    assert r["classifier"]["labeler"]["rule_sets"] == ["gopher_quality", "gopher_repetition", "c4_quality",
+                                                      "fineweb_quality"]
+
+
+def test_the_not_on_file_row_is_named_for_what_it_holds(report_run, tmp_path):
+    r = _report(report_run)
+    f = r["funnel"]
+    filt = json.loads((report_run / "filter" / "manifest.json").read_text())
+    assert filt["counts"]["edited"] > 0 and filt["counts"]["removed_written"] == filt["counts"]["removed"]
+    # line edits, no cap, no rejects mid-chain: the row says exactly that
+    assert f["labels"]["not_on_file"] == "not on file: lines cut by line-level rules"
+    assert f["total"]["tokens"]["not_on_file"] > 0
+    assert "unattributed" not in json.dumps(r)
+    check = next(c for c in r["checks"] if c["name"].startswith("tokens:"))
+    assert check["ok"]
+    # the same texts but a manifest that says nothing was edited: the row cannot be
+    # explained, and the check says so
+    run = _copy(report_run, tmp_path)
+    p = run / "filter" / "manifest.json"
+    filt["counts"]["edited"] = 0
+    p.write_text(json.dumps(filt))
+    r = write_report(run, log=silent)
+    assert r["funnel"]["labels"]["not_on_file"] == "not on file (none expected)"
+    check = next(c for c in r["checks"] if c["name"].startswith("tokens:"))
+    assert not check["ok"] and "tokens not on file" in check["detail"]
+    assert "0 edited by line-level rules" in (run / "report.html").read_text()
+
+
+def test_tables_fit_their_card_or_scroll_with_their_header_visible(tmp_path):
+    sync_playwright = _playwright()
+    wide = Table(["row"] + [f"a long column header {i}" for i in range(30)],
+                 [[f"r{j}"] + [f"{i * j:,}" for i in range(30)] for j in range(200)])
+    html = to_html("t", [Section("s", "S", [P("before"), wide, P("after")])])
+    path = tmp_path / "t.html"
+    path.write_text(html)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(path.as_uri())
+            box = page.evaluate("""() => {
+                const w = document.querySelector('div.table'), s = w.closest('section');
+                const r = w.getBoundingClientRect(), sr = s.getBoundingClientRect();
+                w.scrollTop = w.scrollHeight / 2; w.scrollLeft = 0;
+                const th = w.querySelector('thead th').getBoundingClientRect();
+                const r2 = w.getBoundingClientRect();
+                return {left: r.left, right: r.right, sleft: sr.left, sright: sr.right, height: r.height,
+                        sw: w.scrollWidth, cw: w.clientWidth, scrolled: w.scrollTop,
+                        thTop: th.top, top: r2.top};
+            }""")
+        finally:
+            browser.close()
+    assert box["sleft"] <= box["left"] and box["right"] <= box["sright"]       # inside its card
+    assert box["sw"] > box["cw"]                                               # too wide: it scrolls
+    assert box["height"] <= 900 and box["scrolled"] > 0                        # too tall: it scrolls inside
+    assert abs(box["thTop"] - box["top"]) <= 2                                 # with its header in view
+
+
 # ------------------------------------------------------------------ in a real browser
 
-def test_report_in_headless_chromium(report_run):
+def _playwright():
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: run tests/setup.sh (it installs the system Chromium "
                     f"and Playwright)")
@@ -511,6 +696,11 @@ def test_report_in_headless_chromium(report_run):
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("the playwright package is missing: run tests/setup.sh")
+    return sync_playwright
+
+
+def test_report_in_headless_chromium(report_run):
+    sync_playwright = _playwright()
     url = (report_run / "report.html").resolve().as_uri()
     requests, errors = [], []
     shot = REPO / "test-artifacts" / "report.png"

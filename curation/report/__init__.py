@@ -17,7 +17,7 @@ import os
 from typing import Any, Callable
 
 from curation.mixture._files import write_atomic
-from curation.report.document import build_sections
+from curation.report.document import build_sections, headline
 from curation.report.funnel import compute_funnel
 from curation.report.render import to_html, to_markdown
 from curation.report.rundir import open_run_dir
@@ -80,10 +80,11 @@ def write_report(run_dir: str | os.PathLike, log: Callable[[str], None] = print,
     report = _finite(build_report(path, tokens=tokens))
     title = f"Mixture report: {os.path.basename(os.path.abspath(path))}"
     sections = build_sections(report)
+    top = headline(report)
     files = {
         "report.json": json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-        "report.md": to_markdown(title, sections),
-        "report.html": to_html(title, sections),
+        "report.md": to_markdown(title, sections, top),
+        "report.html": to_html(title, sections, top),
     }
     for name, text in files.items():
         write_atomic(os.path.join(path, name), text.encode("utf-8"))

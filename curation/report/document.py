@@ -10,12 +10,16 @@ from curation.report import svg
 from curation.report.funnel import DIFF_WORDS
 
 MISSING = "—"
+# held-out F1 below this: the report says plainly that the classifier agrees poorly with
+# its labels, before the selection it drove
+POOR_F1 = 0.7
 
 
 @dataclass
 class P:
     text: str
     note: bool = False          # a muted remark (why something is missing, how it was counted)
+    warn: bool = False          # a caution the reader must not miss (set apart, in bold in Markdown)
 
 
 @dataclass
@@ -73,6 +77,22 @@ def f4(x: Any) -> str:
     return MISSING if x is None else f"{x:.4f}"
 
 
+def seconds(x: Any) -> str:
+    return MISSING if x is None else f"{x:,.1f}"
+
+
+def plain(x: Any) -> str:
+    """A value as words for a reader: mappings as "key value" pairs, lists joined, never a
+    Python repr."""
+    if isinstance(x, dict):
+        return ", ".join(f"{str(k).replace('_', ' ')} {plain(v)}" for k, v in x.items())
+    if isinstance(x, (list, tuple)):
+        return ", ".join(plain(v) for v in x)
+    if isinstance(x, float):
+        return f"{x:g}"
+    return MISSING if x is None else str(x)
+
+
 def pct(x: Any) -> str:
     return MISSING if x is None else f"{x:.1%}"
 
@@ -123,12 +143,12 @@ def stages_blocks(r: dict) -> Section:
 
 FUNNEL_GROUPS = (("exact duplicates", ("exact_duplicate",)), ("near duplicates", ("near_duplicate",)),
                  ("filter rules", None), ("classifier", ("classifier",)), ("rejected", ("rejected",)),
-                 ("unattributed", ("unattributed",)), ("kept", ("kept",)))
+                 ("not on file", ("not_on_file",)), ("kept", ("kept",)))
 
 
 def _funnel_plot(f: dict, unit: str) -> Plot | None:
     doms = list(f["domains"])
-    groups = [(g, keys) for g, keys in FUNNEL_GROUPS if not (unit == "documents" and g == "unattributed")]
+    groups = [(g, keys) for g, keys in FUNNEL_GROUPS if not (unit == "documents" and g == "not on file")]
     values = []
     for d in doms:
         v = f["domains"][d][unit]
@@ -165,7 +185,7 @@ def funnel_blocks(r: dict) -> Section:
                                 True))
         rows = []
         for k in f["rows"]:
-            if unit == "documents" and k == "unattributed":
+            if unit == "documents" and k == "not_on_file":
                 continue
             mark = " (≥)" if unit == "tokens" and k in f["tokens_partial"] else ""
             rows.append([f["labels"][k] + mark]
@@ -208,22 +228,30 @@ def clusters_blocks(r: dict) -> Section:
     sec.blocks.append(Plot(svg.bar_chart("cluster-sizes", [str(s) for s, _ in sizes], [k for _, k in sizes],
                                          title=title, xlabel="cluster size", ylabel="clusters"), title))
     sec.blocks.append(Table(["cluster size", "clusters"], [[str(s), n(k)] for s, k in sizes]))
-    sec.blocks.append(Sub("Examples: the kept document beside the ones removed as its duplicates"))
+    sec.blocks.append(Sub("Examples: the kept document beside a member removed as its duplicate"))
     sec.blocks.append(P("Chosen by rule: clusters with a near duplicate first, then the largest, "
-                        "then by cluster id. Words only on the left are struck out, words only "
-                        "on the right are highlighted.", True))
+                        "then by cluster id; each cluster once, beside the removed member whose "
+                        "words differ most from the kept one. Words only on the left are struck "
+                        "out, words only on the right are highlighted.", True))
+    if c.get("identical_passed_over"):
+        sec.blocks.append(P(f"{c['identical_passed_over']} cluster(s) earlier in that order were passed "
+                            f"over: their members read the same in the first {DIFF_WORDS} words.", True))
+    if not c["examples"]:
+        sec.blocks.append(P("No cluster shows a difference in the words compared: there is no example "
+                            "to show.", True))
     for ex in c["examples"]:
-        kept = ex["kept"] or {}
-        for m in ex["members"]:
-            head = f"Cluster {ex['cluster_id']} ({ex['size']} documents)"
-            if "diff" not in m:
-                sec.blocks.append(P(f"{head}: {m['id']} ({m['reason']}): texts not available "
-                                    f"(the inputs cannot be read now).", True))
-                continue
-            d = m["diff"]
-            cap = f"{d['similarity']:.0%} of words in common" + (
-                f" (the first {DIFF_WORDS} words of each compared)" if d["truncated"] else "")
-            sec.blocks.append(Diff(head, f"kept: {kept.get('id')}", _diff_title(m), d["left"], d["right"], cap))
+        kept, m = ex["kept"] or {}, ex["shown"]
+        others = ex["removed_in_cluster"] - 1
+        head = f"Cluster {ex['cluster_id']} ({ex['size']} documents)"
+        if "diff" not in m:
+            sec.blocks.append(P(f"{head}: {m['id']} ({m['reason'].replace('_', ' ')}): texts not "
+                                f"available (the inputs cannot be read now).", True))
+            continue
+        d = m["diff"]
+        cap = f"{d['similarity']:.0%} of words in common" + (
+            f" (the first {DIFF_WORDS} words of each compared)" if d["truncated"] else "") + (
+            f"; {others} more removed member(s) of this cluster not shown" if others else "")
+        sec.blocks.append(Diff(head, f"kept: {kept.get('id')}", _diff_title(m), d["left"], d["right"], cap))
     return sec
 
 
@@ -262,7 +290,7 @@ def filters_blocks(r: dict) -> Section:
         if not exs:
             sec.blocks.append(P("No removed document of this rule was written to removed/.", True))
         for e in exs:
-            sig = ", ".join(f"{s.split('.', 1)[-1]} {v}" for s, v in e["signals"].items())
+            sig = ", ".join(f"{s.split('.', 1)[-1]} {plain(v)}" for s, v in e["signals"].items())
             sec.blocks.append(Excerpt(f"{e['id']} ({e['domain']}, {n(e['chars'])} characters)",
                                       e["excerpt"], f"signals: {sig}" if sig else ""))
     return sec
@@ -270,8 +298,27 @@ def filters_blocks(r: dict) -> Section:
 
 # ------------------------------------------------------------------ scores and classifier
 
+def poor_agreement(r: dict, short: bool = False) -> str | None:
+    """The plain warning when the classifier agrees poorly with its labels, else None;
+    ``short``: without what it means for the selection."""
+    c = r.get("classifier") or {}
+    f1 = (c.get("held_out") or {}).get("f1") if c.get("ran") else None
+    if f1 is None or f1 >= POOR_F1:
+        return None
+    h = c["held_out"]
+    said = (f"Warning: the quality classifier agrees poorly with its labels: held-out F1 "
+            f"{f1:.2f} (below {POOR_F1}; precision {h.get('precision') or 0:.2f}, recall "
+            f"{h.get('recall') or 0:.2f}).")
+    return said if short else (said + " The selection below follows its scores, so which documents "
+                               "it kept is weakly supported by the labels; see \"The classifier "
+                               "against its labels\".")
+
+
 @_stage_section("scores", "Quality scores")
 def scores_blocks(sec: Section, s: dict, r: dict) -> None:
+    warning = poor_agreement(r)
+    if warning:
+        sec.blocks.append(P(warning, warn=True))
     how = {"keep_top": f"keep the top {pct(s['asked'])} of {'the corpus' if s['by'] == 'corpus' else 'each domain'}",
            "min_score": f"keep scores ≥ {f4(s['threshold'])}", "all": "keep every document"}
     sec.blocks.append(P(f"Selection: {how.get(s['mode'], s['mode'])}"
@@ -279,8 +326,18 @@ def scores_blocks(sec: Section, s: dict, r: dict) -> None:
                         + (f"; threshold {f4(s['threshold'])}" if s["threshold"] is not None else "") + "."))
     panels = [(d, v["histogram"], v["threshold"]) for d, v in s["domains"].items() if v["histogram"]]
     if panels:
-        title = "Quality-score distribution per domain (bins of 0.05; dashed: the cut)"
+        title = "Quality scores per domain: documents per bin of 0.05 (dashed: the cut)"
         sec.blocks.append(Plot(svg.histograms("score-histograms", panels, title=title), title))
+        if any(svg.log_counts(h) for _, h, _ in panels):
+            sec.blocks.append(P("A panel marked \"log count axis\" has one bin holding most of its "
+                                "documents; its bars are drawn on a logarithmic count axis so that "
+                                "the other bins stay readable.", True))
+        low = [d for d, v in s["domains"].items()
+               if v["threshold"] is not None and v["threshold"] < s["bin_width"]]
+        if low:
+            sec.blocks.append(P(f"The cut lies inside the first bin (scores below {s['bin_width']}) "
+                                f"for {', '.join(low)}: the table gives its value and the deciles.",
+                                True))
     sec.blocks.append(Table(["domain", "scored", "mean", "p10", "p50", "p90", "threshold", "kept", "removed"],
                             [[d, n(v["count"]), f4(v["mean"]), f4(v["p10"]), f4(v["p50"]), f4(v["p90"]),
                               f4(v["threshold"]), n(v["kept"]), n(v["removed"])]
@@ -290,6 +347,9 @@ def scores_blocks(sec: Section, s: dict, r: dict) -> None:
 @_stage_section("classifier", "The classifier against its labels")
 def classifier_blocks(sec: Section, c: dict, r: dict) -> None:
     h = c["held_out"]
+    warning = poor_agreement(r, short=True)
+    if warning:
+        sec.blocks.append(P(warning, warn=True))
     sec.blocks.append(P(f"Held-out agreement of the fastText classifier with the labels it was "
                         f"trained on (hq = score ≥ {c['label_threshold']}), from {c['source']}."))
     sec.blocks.append(Table(["metric", "value"],
@@ -309,13 +369,33 @@ def classifier_blocks(sec: Section, c: dict, r: dict) -> None:
     if c.get("labels"):
         facts.append("classes: " + ", ".join(f"{k} {n(v)}" for k, v in sorted(c["labels"].items())))
     if c.get("hyperparameters"):
-        facts.append("hyperparameters: " + ", ".join(f"{k} {v}" for k, v in c["hyperparameters"].items()))
+        facts.append("hyperparameters: " + plain(c["hyperparameters"]))
     lab = c.get("labeler")
     if lab:
-        facts.append(f"labeller: {lab['labeler']}" + (f" ({lab['model']})" if lab.get("model") else "")
-                     + (f", rubric {lab['rubric']}" if lab.get("rubric") else ""))
+        facts.append(labeler_text(lab))
     for x in facts:
         sec.blocks.append(P(x[0].upper() + x[1:] + "."))
+
+
+def labeler_text(lab: dict) -> str:
+    """Who gave the labels, and what their scores measure."""
+    scale = lab.get("scale") or {}
+    on_scale = (f"the {lab['rubric']} rubric's {plain(scale.get('min'))} to {plain(scale.get('max'))} scale"
+                if lab.get("rubric") and scale else "the rubric's scale")
+    if lab.get("labeler") == "heuristic":
+        sets = lab.get("rule_sets") or []
+        return (f"labeler: heuristic (no model read the documents): a document's score is the share "
+                f"of {len(sets) or 'the'} heuristic rule sets it passes"
+                + (f" ({', '.join(sets)})" if sets else "")
+                + f", mapped onto {on_scale}; hq means score ≥ {plain(lab.get('threshold'))}. "
+                  f"It measures surface quality (length, repetition, punctuation, boilerplate), "
+                  f"not the rubric's criteria")
+    if lab.get("labeler") == "claude":
+        return (f"labeler: Claude ({lab.get('model') or 'model not recorded'}), grading each "
+                f"document against the {lab.get('rubric') or 'configured'} rubric on {on_scale}; "
+                f"hq means score ≥ {plain(lab.get('threshold'))}")
+    return (f"labeler: {lab.get('labeler')}" + (f" ({lab['model']})" if lab.get("model") else "")
+            + (f", rubric {lab['rubric']}" if lab.get("rubric") else ""))
 
 
 # ------------------------------------------------------------------ mixture
@@ -389,11 +469,13 @@ def mixture_blocks(sec: Section, m: dict, r: dict) -> None:
                    [f["bpb_sd"][d] for d in doms], f["chosen"]) for f in fin]
         sec.blocks.append(Plot(svg.dot_errorbars("test-loss", doms, series, title=title,
                                                  ylabel="bits per byte"), title))
-        sec.blocks.append(Table(["finalist", "kind", "seeds", "target"] + doms,
-                                [[f["strategy"], "chosen" if f["chosen"] else "baseline" if f["baseline"] else "candidate",
-                                  str(f["seeds"]), f"{f['target_mean']:.4f} ± {f['target_sd']:.4f}"]
-                                 + [f"{f['bpb_mean'][d]:.4f} ± {f['bpb_sd'][d]:.4f}" for d in doms]
-                                 for f in fin], text_cols=2))
+        # finalists as columns: a row per domain keeps the table as narrow as the finalists are few
+        kind = ["chosen" if f["chosen"] else "baseline" if f["baseline"] else "candidate" for f in fin]
+        sec.blocks.append(Table(["bits per byte (mean ± sd)"]
+                                + [f"{f['strategy']} ({k}, {f['seeds']} seeds)" for f, k in zip(fin, kind)],
+                                [["target"] + [f"{f['target_mean']:.4f} ± {f['target_sd']:.4f}" for f in fin]]
+                                + [[d] + [f"{f['bpb_mean'][d]:.4f} ± {f['bpb_sd'][d]:.4f}" for f in fin]
+                                   for d in doms]))
     else:
         sec.blocks.append(P("Not available: candidates.csv has no final (test) runs.", True))
 
@@ -438,15 +520,47 @@ def timings_blocks(r: dict) -> Section:
     sec = Section("timings", "Time per stage")
     sec.blocks.append(P("Everything in this section changes from one run to the next; the rest "
                         "of the report does not.", True))
-    rows = [[name, n(v["seconds"]) if v["seconds"] is not None else MISSING, v["run_status"] or "",
-             v["source"] or "not recorded", v["finished_at"] or ""] for name, v in t["stages"].items()]
-    rows.append(["total (known)", n(t["total_seconds"]), t["run_status"] or "", "", ""])
-    sec.blocks.append(Table(["stage", "seconds", "run.json status", "from", "finished at"], rows))
+    rows = [[name, v["run_status"] or "", v["source"] or "not recorded", v["finished_at"] or "",
+             seconds(v["seconds"])] for name, v in t["stages"].items()]
+    rows.append(["total (known)", t["run_status"] or "", "", "", seconds(t["total_seconds"])])
+    sec.blocks.append(Table(["stage", "run.json status", "from", "finished at", "seconds"], rows, text_cols=4))
     computed = t["stages"].get("mix", {}).get("proxy_runs_computed")
     if computed is not None:
         sec.blocks.append(P(f"Proxy runs computed by this run: {n(computed)} (the others came "
                             f"from the cache, mix/proxy_cache.jsonl)."))
     return sec
+
+
+def headline(r: dict) -> str:
+    """One line for the top of the report: documents and tokens in and kept, and the
+    chosen mixture (and the classifier warning, when there is one)."""
+    f, m = r["funnel"], r["mixture"]
+    parts = []
+    if f["domains"]:
+        docs, toks = f["total"]["documents"], f["total"]["tokens"]
+
+        def amount(k):
+            t = toks.get(k)
+            return f"{n(docs[k])} documents" + (f" ({n(t)} tokens)" if t is not None else "")
+
+        share = [pct(docs["kept"] / docs["input"]) + " of documents"] if docs["input"] else []
+        if toks.get("input") and toks.get("kept") is not None:
+            share.append(pct(toks["kept"] / toks["input"]) + " of tokens")
+        parts.append(f"In: {amount('input')}. Kept: {amount('kept')}"
+                     + (f", {' and '.join(share)}" if share else "") + ".")
+    else:
+        parts.append("No document stage (dedup, filter, score) ran.")
+    if m.get("ran"):
+        ch = m["chosen"]
+        w = ch.get("weights") or {}
+        parts.append(f"Chosen mixture, {ch['strategy']}: "
+                     + ", ".join(f"{d} {w[d]:.3f}" for d in m["domains"] if d in w) + ".")
+    else:
+        parts.append(f"No mixture was chosen: {m.get('why') or 'the mix stage did not run'}.")
+    warning = poor_agreement(r, short=True)
+    if warning:
+        parts.append(warning)
+    return " ".join(parts)
 
 
 def build_sections(r: dict) -> list[Section]:

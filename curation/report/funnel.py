@@ -15,10 +15,12 @@ streaming pass per file:
 
 Rows, in order: input, exact_duplicate, near_duplicate, one "filter:<rule>" per rule
 that removed anything, classifier, rejected, kept; and for tokens only
-"unattributed": input tokens minus every attributed row (the lines the filter's
-line-level rules cut from documents it kept, removed documents a --removed-sample cap
-did not write, and the text of documents rejected mid-chain). In documents every
-domain balances: input = the sum of the other rows (checked, not assumed).
+"not_on_file": input tokens minus every row whose text a file keeps. It holds the
+lines the filter's line-level rules cut from documents, removed documents a
+--removed-sample cap did not write, and the text of documents rejected mid-chain; the
+row's label names which of these the run has, and where it has none the row must be
+0 (checked). In documents every domain balances: input = the sum of the other rows
+(checked, not assumed).
 
 Memory: the cluster rows (documents in a duplicate cluster) and a bounded memo of
 token counts; everything else streams.
@@ -40,7 +42,8 @@ from curation.report.tokens import TokenCounter
 EXCERPT_CHARS = 400
 EXAMPLES_PER_RULE = 3
 CLUSTER_EXAMPLES = 3
-MEMBERS_PER_CLUSTER = 2        # removed members shown beside the kept one
+CLUSTER_CANDIDATES = 4 * CLUSTER_EXAMPLES   # clusters whose texts are read to find examples
+MEMBERS_PER_CLUSTER = 4        # removed members read per candidate; the one differing most is shown
 DIFF_WORDS = 250
 UNKNOWN_DOMAIN = "(unknown)"   # dedup removals whose input files could not be read
 _TOKEN_BATCH = 512
@@ -51,7 +54,6 @@ ROW_LABELS = {
     "near_duplicate": "near duplicates",
     "classifier": "classifier (below the score cut)",
     "rejected": "rejected (malformed or failed)",
-    "unattributed": "unattributed (filter line edits; see notes)",
     "kept": "kept",
 }
 CHAIN = ("dedup", "filter", "score")
@@ -105,7 +107,7 @@ def choose_clusters(clusters: dict[str, list[dict]], n: int = CLUSTER_EXAMPLES) 
     return sorted(clusters, key=key)[:n]
 
 
-def _shown_members(members: list[dict]) -> tuple[dict | None, list[dict]]:
+def _candidate_members(members: list[dict]) -> tuple[dict | None, list[dict]]:
     kept = next((m for m in sorted(members, key=lambda m: m["id"]) if m["kept"]), None)
     removed = sorted((m for m in members if not m["kept"]),
                      key=lambda m: (m["reason"] != "near_duplicate", m["id"]))
@@ -284,10 +286,9 @@ def compute_funnel(rd: RunDir, counter: TokenCounter) -> dict:
         clusters = read_clusters(dedup)
         removed_keys = {(m["source"], m["line"]): m["reason"]
                         for ms in clusters.values() for m in ms if not m["kept"]}
-        chosen = choose_clusters(clusters)
         wanted = set()
-        for cid in chosen:
-            kept, shown = _shown_members(clusters[cid])
+        for cid in choose_clusters(clusters, CLUSTER_CANDIDATES):
+            kept, shown = _candidate_members(clusters[cid])
             wanted.update((m["source"], m["line"]) for m in [kept, *shown] if m)
         texts = _input_pass(dedup, removed_keys, wanted, tokens, docs, notes)
         c = dedup.data["counts"]
@@ -307,7 +308,10 @@ def compute_funnel(rd: RunDir, counter: TokenCounter) -> dict:
                    "rejected": sum(v["rejected_dedup"] for v in docs.values())}
             want = {k: int(c.get(k, 0)) for k in got}
             checks.append({"name": "the inputs read again agree with the dedup manifest",
-                           "ok": got == want, "detail": f"read {got}; manifest {want}"})
+                           "ok": got == want,
+                           "detail": f"read {_counts_text(got)}" + (
+                               "; the manifest says the same" if got == want
+                               else f"; the manifest says {_counts_text(want)}")})
     elif present:
         texts = _input_pass(present[0], {}, set(), tokens, defaultdict(Counter), notes)
     # without dedup's pass over the inputs, the first later stage's manifest gives each
@@ -370,19 +374,39 @@ def _chain_checks(dedup, filt, score, checks) -> None:
     ran = [(st.name, st.data["counts"]) for st in (dedup, filt, score) if st is not None]
     for lk in chain_links(ran):
         checks.append({"name": f"{lk['to']} read what {lk['from']} kept", "ok": lk["ok"],
-                       "detail": f"{lk['from']} kept {lk['kept']}, {lk['to']} read {lk['read']}"})
+                       "detail": f"{lk['from']} kept {_num(lk['kept'])}, {lk['to']} read {_num(lk['read'])}"})
     for st in (dedup, filt, score):
         if st is not None and "balance" in st.data:
             checks.append({"name": f"{st.name} manifest balances (input = kept + removed + rejected)",
                            "ok": bool(st.data["balance"].get("ok")),
-                           "detail": json.dumps(st.data["balance"], sort_keys=True)})
+                           "detail": _balance_text(st.data["balance"])})
+
+
+def _num(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+_COUNT_WORDS = {"input": "in", "removed_exact": "exact duplicates", "removed_near": "near duplicates",
+                "rejected": "rejected"}
+
+
+def _counts_text(c: dict) -> str:
+    return ", ".join(f"{v:,} {_COUNT_WORDS.get(k, k.replace('_', ' '))}" for k, v in c.items())
+
+
+def _balance_text(b: dict) -> str:
+    """A manifest's balance record in words (it holds input and kept_plus_removed_plus_rejected)."""
+    rest = b.get("kept_plus_removed_plus_rejected")
+    if isinstance(b.get("input"), int) and isinstance(rest, int):
+        return f"input {b['input']:,} {'=' if b['input'] == rest else '≠'} kept + removed + rejected {rest:,}"
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(b.items()) if k != "ok")
 
 
 def _assemble(rd, docs, toks, rules, dedup, filt, score, inputs_read, clusters, texts,
               filter_info, notes, checks, counter, kept_read=True) -> dict:
     removed_rules = [r for r in rules if sum(docs[d]["filter:" + r] for d in docs)]
     keys = ["input", "exact_duplicate", "near_duplicate",
-            *("filter:" + r for r in removed_rules), "classifier", "rejected", "unattributed", "kept"]
+            *("filter:" + r for r in removed_rules), "classifier", "rejected", "not_on_file", "kept"]
     ran = {"exact_duplicate": dedup, "near_duplicate": dedup, "classifier": score}
     partial = []
     if filt is not None and filter_info.get("removed_sample") is not None:
@@ -400,20 +424,20 @@ def _assemble(rd, docs, toks, rules, dedup, filt, score, inputs_read, clusters, 
                 continue
             if k == "rejected":
                 dv[k] = v["rejected_dedup"] + v["rejected_filter"] + v["rejected_score"]
-                tv[k] = 0        # no text: malformed records; failed ones are unattributed
-            elif k == "unattributed":
+                tv[k] = 0        # no text: malformed records; failed ones are not on file
+            elif k == "not_on_file":
                 dv[k] = None
             else:
                 dv[k] = v[k]
                 tv[k] = t[k]
         if inputs_read:
-            tv["unattributed"] = tv["input"] - sum(x or 0 for k, x in tv.items()
-                                                   if k not in ("input", "unattributed"))
+            tv["not_on_file"] = tv["input"] - sum(x or 0 for k, x in tv.items()
+                                                   if k not in ("input", "not_on_file"))
         else:   # the texts of the input and of what dedup removed are not at hand
-            for k in ("input", "exact_duplicate", "near_duplicate", "unattributed"):
+            for k in ("input", "exact_duplicate", "near_duplicate", "not_on_file"):
                 tv[k] = None
         if not kept_read:
-            tv["kept"] = tv["unattributed"] = None
+            tv["kept"] = tv["not_on_file"] = None
         parts = sum(x or 0 for k, x in dv.items() if k != "input")
         return {"documents": dv, "tokens": tv, "balanced": dv["input"] == parts}
 
@@ -427,8 +451,23 @@ def _assemble(rd, docs, toks, rules, dedup, filt, score, inputs_read, clusters, 
                    "ok": total["balanced"] and bool(domains),
                    "detail": ", ".join(f"{d}: {'ok' if v['balanced'] else 'NO'}"
                                        for d, v in domains.items()) or "no stage ran"})
-    notes.extend(_token_notes(filt, score, partial, total_docs, dedup))
+    why, notes_more = _not_on_file(filt, score, partial, total_docs, dedup)
+    notes.extend(notes_more)
     labels = {k: ROW_LABELS.get(k, "filter " + k.split(":", 1)[-1]) for k in keys}
+    labels["not_on_file"] = ("not on file: " + " + ".join(short for short, _ in why) if why
+                             else "not on file (none expected)")
+    residual = {d: v["tokens"]["not_on_file"] for d, v in domains.items()
+                if v["tokens"]["not_on_file"] is not None}
+    if residual:
+        # what no file keeps is never negative, and is nothing when nothing explains it
+        bad = {d: x for d, x in residual.items() if x < 0 or (x and not why)}
+        checks.append({"name": "tokens: input = the rows with text on file + what the notes say is "
+                               "not on file" if why else
+                               "tokens: input = the rows with text on file (nothing is expected "
+                               "off file)",
+                       "ok": not bad,
+                       "detail": ", ".join(f"{d}: {x:,} tokens not on file" for d, x in bad.items())
+                       or "every domain: " + ("none negative" if why else "0 not on file")})
     return {
         "funnel": {"rows": keys, "labels": labels, "domains": domains, "total": total,
                    "tokens": counter.info(), "tokens_partial": partial,
@@ -445,7 +484,9 @@ def _sum(values: Iterable[int | None]) -> int | None:
     return None if vals and all(v is None for v in vals) else sum(v or 0 for v in vals)
 
 
-def _token_notes(filt, score, partial, total_docs, dedup) -> list[str]:
+def _not_on_file(filt, score, partial, total_docs, dedup) -> tuple[list[tuple[str, str]], list[str]]:
+    """What the "not on file" token row holds in this run, as (short, long) phrases, and
+    the funnel's notes."""
     out = []
     if dedup is None:
         out.append("Dedup did not run: the funnel starts at the first stage that did, and "
@@ -454,24 +495,67 @@ def _token_notes(filt, score, partial, total_docs, dedup) -> list[str]:
         out.append("The filter did not run: the funnel has no filter rows.")
     if score is None:
         out.append("Scoring did not run: the funnel has no classifier row.")
-    parts = []
-    if filt is not None and filt.data["counts"].get("edited"):
-        parts.append(f"the lines the filter's line-level rules cut from "
-                     f"{filt.data['counts']['edited']} documents")
+    why: list[tuple[str, str]] = []
+    edited = filt.data["counts"].get("edited") if filt is not None else 0
+    if edited:
+        why.append(("lines cut by line-level rules",
+                    f"the lines the filter's line-level rules cut from {edited:,} documents"))
     if partial:
-        parts.append(f"the removed documents that --removed-sample "
-                     f"{filt.data['removed_sample']['per_rule']} did not write "
-                     f"(rules {', '.join(p.split(':', 1)[1] for p in partial)}: their token "
-                     f"counts are lower bounds)")
+        cap = filt.data["removed_sample"]["per_rule"]
+        why.append((f"removed documents --removed-sample {cap} did not write",
+                    f"the removed documents that --removed-sample {cap} did not write "
+                    f"(rules {', '.join(p.split(':', 1)[1] for p in partial)}: their rows count "
+                    f"only the documents written, so they are lower bounds)"))
     if total_docs.get("rejected"):
         out.append("Rejected records count 0 tokens: a malformed record has no text, and the "
                    "text of a document a filter or the model failed on is not kept.")
         if (filt is not None and filt.data["counts"].get("rejected")) or \
                 (score is not None and score.data["counts"].get("rejected")):
-            parts.append("the text of documents rejected by a filter or score error")
-    out.append("Unattributed tokens: " + ("; ".join(parts) if parts else "none expected in this run")
-               + ".")
-    return out
+            why.append(("documents rejected mid-chain",
+                        "the text of documents rejected by a filter or score error"))
+    out.append("Tokens not on file (input minus every row whose text a file keeps): "
+               + ("; ".join(long for _, long in why) if why
+                  else "nothing in this run should be off file, so the row is 0 (checked)") + ".")
+    return why, out
+
+
+def differs(diff: dict) -> bool:
+    """Whether a word_diff shows any difference between its two sides."""
+    return any(op != "=" for op, _ in diff["left"] + diff["right"])
+
+
+def _cluster_examples(clusters, texts) -> tuple[list[dict], int]:
+    """Up to CLUSTER_EXAMPLES clusters, each once: among the candidates in rule order, the
+    kept document beside the removed member whose text differs most from it (lowest
+    similarity, then id). A cluster whose members read identical in the compared words
+    is passed over (returned: how many were); without texts, the first clusters by rule
+    with their first removed member and no diff."""
+    examples, identical = [], 0
+    for cid in choose_clusters(clusters, CLUSTER_CANDIDATES):
+        if len(examples) == CLUSTER_EXAMPLES:
+            break
+        kept, removed = _candidate_members(clusters[cid])
+        if kept is None or not removed:
+            continue
+        kt = texts.get((kept["source"], kept["line"]))
+        ex = {"cluster_id": cid, "size": len(clusters[cid]), "kept": {"id": kept["id"]},
+              "removed_in_cluster": sum(not m["kept"] for m in clusters[cid])}
+        if kt is None:
+            m = removed[0]
+            ex["shown"] = {"id": m["id"], "reason": m["reason"]}
+            examples.append(ex)
+            continue
+        ex["kept"]["domain"] = kt["domain"]
+        diffs = [(word_diff(kt["text"], mt["text"]), m, mt) for m in removed
+                 if (mt := texts.get((m["source"], m["line"]))) is not None]
+        diffs = [x for x in diffs if differs(x[0])]
+        if not diffs:
+            identical += 1
+            continue
+        d, m, mt = min(diffs, key=lambda x: (x[0]["similarity"], x[1]["id"]))
+        ex["shown"] = {"id": m["id"], "reason": m["reason"], "domain": mt["domain"], "diff": d}
+        examples.append(ex)
+    return examples, identical
 
 
 def _clusters_section(dedup, clusters, texts, inputs_read) -> dict:
@@ -479,26 +563,12 @@ def _clusters_section(dedup, clusters, texts, inputs_read) -> dict:
         return {"ran": False}
     sizes = Counter(len(ms) for ms in clusters.values())
     reasons = Counter(m["reason"] for ms in clusters.values() for m in ms if not m["kept"])
-    examples = []
-    for cid in choose_clusters(clusters):
-        kept, shown = _shown_members(clusters[cid])
-        ex = {"cluster_id": cid, "size": len(clusters[cid]),
-              "kept": None if kept is None else {"id": kept["id"]}, "members": []}
-        kt = texts.get((kept["source"], kept["line"])) if kept else None
-        if kept and kt:
-            ex["kept"]["domain"] = kt["domain"]
-        for m in shown:
-            mt = texts.get((m["source"], m["line"]))
-            row = {"id": m["id"], "reason": m["reason"]}
-            if mt and kt:
-                row["domain"] = mt["domain"]
-                row["diff"] = word_diff(kt["text"], mt["text"])
-            ex["members"].append(row)
-        examples.append(ex)
+    examples, identical = _cluster_examples(clusters, texts)
     return {"ran": True, "clusters": len(clusters),
             "documents_in_clusters": sum(len(ms) for ms in clusters.values()),
             "removed_by_reason": dict(sorted(reasons.items())),
             "size_histogram": [[k, v] for k, v in sorted(sizes.items())],   # [size, clusters]
             "examples": examples,
+            "identical_passed_over": identical,
             "texts_available": inputs_read,
             "threshold": ((dedup.data.get("parameters") or {}).get("lsh") or {}).get("threshold")}

@@ -15,15 +15,19 @@ CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#fafafa;line-height:1.45}
 header{background:#263238;color:#fff;padding:16px 24px}
 header h1{margin:0 0 8px;font-size:22px}
+header p.headline{margin:0 0 10px;font-size:15px;color:#eceff1;max-width:1100px}
 nav a{color:#cfd8dc;margin-right:14px;text-decoration:none;font-size:14px}
 main{max-width:1100px;margin:0 auto;padding:8px 24px 48px}
 section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;margin:18px 0;padding:8px 20px 16px}
 h2{font-size:19px;border-bottom:1px solid #eee;padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 6px}
 p.note{color:#666;font-size:13px}
-.table{overflow-x:auto}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}
-th,td{border:1px solid #e0e0e0;padding:3px 8px;vertical-align:top}
+p.warn{border-left:4px solid #d62728;background:#fdecea;padding:6px 10px;font-weight:600}
+.table{overflow:auto;max-height:75vh;margin:8px 0}
+table{border-collapse:separate;border-spacing:0;font-size:13px}
+th,td{border-right:1px solid #e0e0e0;border-bottom:1px solid #e0e0e0;padding:3px 8px;vertical-align:top}
+tr>:first-child{border-left:1px solid #e0e0e0}
+thead th{border-top:1px solid #e0e0e0;position:sticky;top:0;z-index:1}
 th{background:#f5f5f5;text-align:left}
 td.n{text-align:right;white-space:nowrap}
 svg.plot{display:block;max-width:100%;height:auto;margin:10px 0}
@@ -49,7 +53,8 @@ def _e(s: str) -> str:
 
 def _html_block(b) -> str:
     if isinstance(b, P):
-        return f'<p class="note">{_e(b.text)}</p>' if b.note else f"<p>{_e(b.text)}</p>"
+        cls = "warn" if b.warn else "note" if b.note else ""
+        return f'<p class="{cls}">{_e(b.text)}</p>' if cls else f"<p>{_e(b.text)}</p>"
     if isinstance(b, Sub):
         return f"<h3>{_e(b.title)}</h3>"
     if isinstance(b, Table):
@@ -73,7 +78,7 @@ def _html_block(b) -> str:
     raise TypeError(f"unknown block {type(b).__name__}")
 
 
-def to_html(title: str, sections: list[Section]) -> str:
+def to_html(title: str, sections: list[Section], headline: str = "") -> str:
     nav = "".join(f'<a href="#{_e(s.id)}">{_e(s.title)}</a>' for s in sections)
     body = "".join(f'<section id="{_e(s.id)}"><h2>{_e(s.title)}</h2>'
                    + "".join(_html_block(b) for b in s.blocks) + "</section>" for s in sections)
@@ -81,7 +86,9 @@ def to_html(title: str, sections: list[Section]) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-            f"<header><h1>{_e(title)}</h1><nav>{nav}</nav></header><main>{body}</main></body></html>\n")
+            f"<header><h1>{_e(title)}</h1>"
+            + (f'<p class="headline" id="headline">{_e(headline)}</p>' if headline else "")
+            + f"<nav>{nav}</nav></header><main>{body}</main></body></html>\n")
 
 
 # ------------------------------------------------------------------ Markdown
@@ -98,6 +105,8 @@ def md_escape(s: str) -> str:
 
 def _md_block(b) -> str:
     if isinstance(b, P):
+        if b.warn:
+            return f"**{md_escape(b.text)}**"
         return f"*{md_escape(b.text)}*" if b.note else md_escape(b.text)
     if isinstance(b, Sub):
         return f"### {md_escape(b.title)}"
@@ -120,8 +129,8 @@ def _md_block(b) -> str:
     raise TypeError(f"unknown block {type(b).__name__}")
 
 
-def to_markdown(title: str, sections: list[Section]) -> str:
-    parts = [f"# {md_escape(title)}"]
+def to_markdown(title: str, sections: list[Section], headline: str = "") -> str:
+    parts = [f"# {md_escape(title)}"] + ([f"**{md_escape(headline)}**"] if headline else [])
     for s in sections:
         parts.append(f"## {md_escape(s.title)}")
         parts.extend(_md_block(b) for b in s.blocks)

@@ -31,18 +31,19 @@ def _missing(rd: RunDir, name: str) -> dict:
 
 def _stage_summary(name: str, data: dict) -> str:
     c = data.get("counts", {}) if isinstance(data, dict) else {}
+    c = {k: f"{v:,}" if isinstance(v, int) else v for k, v in c.items()}
     if name == "dedup":
         return (f"{c.get('input', 0)} in, {c.get('removed_exact', 0)} exact and "
                 f"{c.get('removed_near', 0)} near duplicates removed, {c.get('rejected', 0)} "
                 f"rejected, {c.get('kept', 0)} kept")
     if name == "filter":
         return (f"{c.get('input', 0)} in, {c.get('removed', 0)} removed, {c.get('rejected', 0)} "
-                f"rejected, {c.get('kept', 0)} kept ({c.get('edited', 0)} edited)")
+                f"rejected, {c.get('kept', 0)} kept ({c.get('edited', 0)} edited by line-level rules)")
     if name == "score":
         return (f"{c.get('input', 0)} in, {c.get('scored', 0)} scored, {c.get('removed', 0)} "
                 f"removed, {c.get('rejected', 0)} rejected, {c.get('kept', 0)} kept")
     if name == "label":
-        return (f"{data.get('labeler')} labeller: {c.get('labelled', 0)} of {c.get('sampled', 0)} "
+        return (f"{data.get('labeler')} labeler: {c.get('labelled', 0)} of {c.get('sampled', 0)} "
                 f"sampled documents labelled ({c.get('hq', 0)} hq, {c.get('lq', 0)} lq, "
                 f"{c.get('failed', 0)} failed)")
     if name == "train":
@@ -129,9 +130,14 @@ def classifier_section(rd: RunDir) -> dict:
     lab = rd.stage("label")
     if lab.complete:
         s = lab.data
+        rubric = s.get("rubric") or {}
         out["labeler"] = {"labeler": s.get("labeler"), "model": s.get("model"),
-                          "rubric": (s.get("rubric") or {}).get("name"),
+                          "rubric": rubric.get("name"), "scale": rubric.get("scale"),
                           "threshold": s.get("threshold"), "counts": s.get("counts")}
+        if s.get("labeler") == "heuristic":
+            # what its scores measure: the rule sets it counts (classifiers.labeling)
+            from classifiers.labeling import heuristic_chain
+            out["labeler"]["rule_sets"] = [f.name for f in heuristic_chain()]
     return out
 
 

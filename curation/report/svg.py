@@ -205,24 +205,56 @@ def line_chart(name: str, series: dict[str, Sequence[tuple[float, float]]], *, t
     return _svg(name, w, h, title, body)
 
 
+def _log_ticks(top: float) -> list[int]:
+    """1, 10, 100, ... up to the first power of ten at or above top (the baseline is 0)."""
+    ticks, t = [1], 1
+    while t < top:
+        t *= 10
+        ticks.append(t)
+    return ticks
+
+
+def log_counts(counts: Sequence[int]) -> bool:
+    """Whether a histogram needs a log count axis: its tallest bin holds more than half
+    of its documents (and at least 10), which flattens the other bins on a linear axis."""
+    peak = max(counts, default=0)
+    return peak > sum(counts) / 2 and peak >= 10
+
+
 def histograms(name: str, panels: Sequence[tuple[str, Sequence[int], float | None]], *,
                title: str, per_row: int = 3) -> str:
-    """Small multiples of histograms over [0, 1] (equal-width bins), each with a dashed
-    line at its threshold when it has one."""
-    pw, ph, gap = (WIDTH - 16) / per_row, 130, 10
+    """Small multiples of histograms over [0, 1] (equal-width bins), each with a count
+    axis and a dashed line at its threshold when it has one. A panel whose tallest bin
+    holds more than half its documents gets a log count axis (position log10(1 + count),
+    said in its label), so the bins beside the tall one stay readable."""
+    pw, ph, gap = (WIDTH - 16) / per_row, 150, 10
     nrows = max(1, math.ceil(len(panels) / per_row))
     w, h = WIDTH, 26 + nrows * (ph + gap)
     body = [_text(8, 16, title, extra=' font-weight="bold"')]
     for k, (label, counts, thr) in enumerate(panels):
         x0, y0 = 8 + (k % per_row) * pw, 26 + (k // per_row) * (ph + gap)
-        ix, iy, iw, ih = x0 + 6, y0 + 18, pw - 18, ph - 40
-        top = max(counts, default=0) or 1
-        body.append(_text(x0 + 6, y0 + 12, f"{label} (n={sum(counts):,})"))
+        ix, iy, iw, ih = x0 + 36, y0 + 22, pw - 48, ph - 44
+        peak, total = max(counts, default=0), sum(counts)
+        log = log_counts(counts)
+        if log:
+            ticks = _log_ticks(peak)
+            scale = math.log10(1 + ticks[-1])
+            y_of = lambda v: iy + ih * (1 - math.log10(1 + v) / scale)  # noqa: E731
+        else:
+            ticks = nice_ticks(0, peak or 1, 3)
+            y_of = lambda v: iy + ih * (1 - v / ticks[-1])  # noqa: E731
+        body.append(_text(x0 + 6, y0 + 12, f"{label} (n={total:,}" + (", log count axis)" if log else ")")))
+        axis = [f'<line x1="{_n(ix)}" y1="{_n(iy)}" x2="{_n(ix)}" y2="{_n(iy + ih)}" stroke="#999"/>']
+        for t in ticks:
+            axis.append(f'<line x1="{_n(ix - 3)}" y1="{_n(y_of(t))}" x2="{_n(ix + iw)}" y2="{_n(y_of(t))}" '
+                        f'stroke="#eee"/>')
+            axis.append(_text(ix - 5, y_of(t) + 4, fmt_num(t), "end"))
+        body.append(f'<g class="count-axis" data-scale="{"log" if log else "linear"}">' + "".join(axis) + "</g>")
         body.append(f'<line x1="{_n(ix)}" y1="{_n(iy + ih)}" x2="{_n(ix + iw)}" '
                     f'y2="{_n(iy + ih)}" stroke="#999"/>')
         bw = iw / max(len(counts), 1)
         for i, c in enumerate(counts):
-            bh = ih * c / top
+            bh = iy + ih - y_of(c)
             lo = i / len(counts)
             body.append(_rect(ix + i * bw + 0.5, iy + ih - bh, bw - 1, bh, color(0),
                               f"{label}: {c:,} in [{lo:.2f}, {lo + 1 / len(counts):.2f})"))
