@@ -153,7 +153,7 @@ class _Env:
                         # offline, and only this package (its dependencies come from the links);
                         # pip reads PIP_NO_BUILD_ISOLATION=0 as "no build isolation"
                         PIP_NO_INDEX="1", PIP_NO_DEPS="1", PIP_NO_BUILD_ISOLATION="0",
-                        PIP_DISABLE_PIP_VERSION_CHECK="1", CURATION_SETUP_NO_BROWSER="1")
+                        PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1", CURATION_SETUP_NO_BROWSER="1")
 
     def run(self, *cmd, cwd=None, timeout=600):
         out = subprocess.run(list(cmd), cwd=cwd or self.tmp, env=self.env, capture_output=True, text=True,
