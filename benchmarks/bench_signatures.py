@@ -9,8 +9,10 @@ normalised text as UTF-8 bytes, through `MinHash(num_perm=128).update_batch(...)
 (and, as a second, faster baseline, with the permutations built once and passed in).
 Ours: `MinHasher(backend="numba").signatures(docs)` on the same documents (the
 documents go in as Python str; normalisation, shingling, exact keys all count).
-The two sides alternate within each round and the ratio is taken per round, then
-the median over rounds is reported, since the machines are shared and noisy.
+Every side signs the same documents (the first --docs of each corpus) with one timed
+call per round; the order of the sides flips every round, the ratio is taken per
+round, and the median over --rounds rounds is reported for every side alike, since
+the machines are shared and noisy.
 
 Accuracy: mean absolute error |J_est - J| over every pair listed in
 neardup_dev_truth.json.gz (exact word-5-gram Jaccard, J >= 0.3), for several seeds,
@@ -55,17 +57,6 @@ def load(name, limit=None):
     return rows
 
 
-def best_time(fn, min_seconds=0.3, max_reps=50):
-    """Best wall time of fn() over repetitions lasting at least min_seconds."""
-    best, spent, reps = float("inf"), 0.0, 0
-    while reps < max_reps and (reps < 2 or spent < min_seconds):
-        t = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t
-        best, spent, reps = min(best, dt), spent + dt, reps + 1
-    return best
-
-
 def compile_times():
     code = ("import time; t = time.perf_counter(); from curation.minhash import MinHasher; "
             "MinHasher(backend='numba').signatures(['one two three four five six']); "
@@ -103,28 +94,30 @@ def speed(args):
             m = datasketch.MinHash(num_perm=k, seed=1, permutations=perms, scheme="affine32")
             m.update_batch(compat.shingles(t))
 
-    print(f"\n## Speed: signatures per second, one thread, num_perm={k}, "
-          f"median of {args.rounds} rounds\n")
+    sides = {"ds": ds_plain, "dsr": ds_reused, "ours": ours.signatures, "oph": oph.signatures}
+    print(f"\n## Speed: signatures per second, one thread, num_perm={k}; every side signs the same "
+          f"documents once per round, {args.rounds} rounds, median\n")
     print("| corpus | docs | mean chars | datasketch | datasketch, perms reused | ours (numba) "
           "| ratio | ratio vs reused | ours, oph | oph ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = {}
     for name in WEB:
         texts = [r["text"] for r in load(name, args.docs)]
-        ds_docs = texts[:args.ds_docs]       # datasketch is slow: a sample of the same documents
         rows = {key: [] for key in ("ds", "dsr", "ours", "oph", "r", "rr", "ro")}
-        for _ in range(args.rounds):
-            t_ds = best_time(lambda: ds_plain(ds_docs), 0, 1) / len(ds_docs)
-            t_ours = best_time(lambda: ours.signatures(texts)) / len(texts)
-            t_dsr = best_time(lambda: ds_reused(ds_docs), 0, 1) / len(ds_docs)
-            t_oph = best_time(lambda: oph.signatures(texts)) / len(texts)
-            rows["ds"].append(1 / t_ds)
-            rows["dsr"].append(1 / t_dsr)
-            rows["ours"].append(1 / t_ours)
-            rows["oph"].append(1 / t_oph)
-            rows["r"].append(t_ds / t_ours)
-            rows["rr"].append(t_dsr / t_ours)
-            rows["ro"].append(t_ds / t_oph)
+        order = list(sides)
+        for rnd in range(args.rounds):
+            # Same documents, one timed call per side per round; the order flips every
+            # round so that drift in the machine's load falls on every side alike.
+            t = {}
+            for key in (order if rnd % 2 == 0 else order[::-1]):
+                t0 = time.perf_counter()
+                sides[key](texts)
+                t[key] = time.perf_counter() - t0
+            for key in sides:
+                rows[key].append(len(texts) / t[key])
+            rows["r"].append(t["ds"] / t["ours"])
+            rows["rr"].append(t["dsr"] / t["ours"])
+            rows["ro"].append(t["ds"] / t["oph"])
         med = {key: statistics.median(v) for key, v in rows.items()}
         summary[name] = med
         chars = sum(map(len, texts)) / len(texts)
@@ -180,7 +173,7 @@ def accuracy(args):
         # our datasketch-compatible signatures are datasketch's, bit for bit
         sample = docs[:200]
         assert np.array_equal(compat.signatures(sample), sd[:200]), "datasketch compatibility broke"
-        compat_checked += len(sample)
+        compat_checked = len(sample)
         for key, sig in (("ours", so), ("oph", sp), ("ds", sd)):
             err = estimate_jaccard(sig[ia], sig[ib]) - exact
             res[key].append(np.abs(err).mean())
@@ -202,14 +195,15 @@ def accuracy(args):
           f"{np.mean(small_res['oph']):.4f}, datasketch {np.mean(small_res['ds']):.4f}")
     print(f"mean signed error (bias): ours {np.mean(bias['ours']):+.4f}, oph {np.mean(bias['oph']):+.4f}, "
           f"datasketch {np.mean(bias['ds']):+.4f}; datasketch-compatible signatures checked bit for bit "
-          f"against datasketch on {compat_checked} documents")
+          f"against datasketch on the first {compat_checked} documents under each of the "
+          f"{len(args.seeds)} seeds")
     return res
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=2000, help="documents per corpus for our side (speed)")
-    ap.add_argument("--ds-docs", type=int, default=400, help="of those, documents datasketch signs per round")
+    ap.add_argument("--docs", type=int, default=2000,
+                    help="documents per corpus (the first N), signed by every side (speed)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(range(1, 11)))
     ap.add_argument("--num-perm", type=int, default=128)
