@@ -32,6 +32,14 @@ class BeamFS:
         res = FileSystems.match([pattern])[0]
         return sorted(m.path for m in res.metadata_list)
 
+    def size(self, path):
+        return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+    def checksum(self, path):
+        # the object store's own checksum (GCS: its CRC32C/MD5), read without downloading;
+        # curation.outputs uses it for remote paths only
+        return FileSystems.checksum(path)
+
     def isdir(self, path):
         # Object stores have no directories: a prefix with objects under it counts.
         if not is_remote(path):

@@ -11,7 +11,7 @@ from curation.minhash import MinHasher
 from pipelines.dedup import NS, build_dedup
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run,
+from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run, locked,
                            manifest_head, Ran, reuse_or_clear, run_pipeline, write_manifest)
 
 OUTPUT_DIRS = ("documents", "clusters", "rejected")
@@ -29,6 +29,7 @@ def _parameters(cfg: DedupConfig, lsh: LSHParams, minhash_params: dict, files) -
     }
 
 
+@locked("dedup")
 def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False) -> dict:
     t0 = time.time()
     check_beam_args(beam_args)

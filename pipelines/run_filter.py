@@ -12,7 +12,7 @@ from curation.manifest import BalanceError, check_balance
 from pipelines.filter import COUNTS_FILE, NS, build_filter, sample_name
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run,
+from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run, locked,
                            manifest_head, Ran, read_counts, reuse_or_clear, run_pipeline,
                            write_manifest)
 
@@ -71,6 +71,7 @@ def _summarise(data: dict, reasons: list[str]) -> dict:
     }
 
 
+@locked("filter")
 def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = False) -> dict:
     t0 = time.time()
     check_beam_args(beam_args)
@@ -132,8 +133,8 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
         "parts_agree": parts,
         "counters": dict(sorted(counters(ran.result, NS).items())),
     }
-    path = write_manifest(fs, cfg.output, manifest)
     fs.delete(fs.join(cfg.output, COUNTS_FILE))   # folded into the manifest
+    path = write_manifest(fs, cfg.output, manifest)
     if not balance["ok"]:
         raise BalanceError(f"counts do not balance: {balance} (see {path})")
     if not ok:

@@ -13,7 +13,7 @@ from curation.io import SCORE_FIELD, expand_sources
 from curation.manifest import BalanceError, check_balance
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run,
+from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run, locked,
                            manifest_head, Ran, read_counts, reuse_or_clear, run_pipeline,
                            write_manifest)
 from curation.scores import BINS, KEY_SHIFT
@@ -197,6 +197,7 @@ def _clear_scores(fs: BeamFS, output: str) -> None:
             pass
 
 
+@locked("score")
 def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = False) -> dict:
     t0 = time.time()
     check_beam_args(beam_args)

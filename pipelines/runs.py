@@ -2,6 +2,7 @@
 rerun check, find a previous run, clear partial outputs, write the manifest."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -12,6 +13,9 @@ from datetime import datetime, timezone
 from curation.fs import normpath
 from curation.io import FieldMap, InputFile
 from curation.manifest import dumps, package_versions
+from curation.outputs import (MANIFEST, OutputLock, check_apart, check_inputs_whole,
+                              describe_changes, inventory, prepare_output, read_manifest,
+                              settings_changes, verify_files)
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError
 
@@ -83,55 +87,63 @@ def is_dry_run(beam_args: list[str]) -> bool:
 
 
 def previous_manifest(fs: BeamFS, output: str) -> dict | None:
-    path = fs.join(output, "manifest.json")
-    if not fs.exists(path):
-        return None
-    with fs.open_read(path) as f:
-        try:
-            return json.loads(f.read().decode("utf-8"))
-        except ValueError:
-            return None
+    return read_manifest(output, fs)
 
 
-def clear_outputs(fs: BeamFS, output: str, dirs: tuple[str, ...], files: tuple[str, ...] = ()) -> None:
-    """Remove what a previous (possibly partial) run left; the manifest goes first,
-    so a run interrupted while clearing is never taken for a complete one."""
-    for name in ("manifest.json", *files):
-        path = fs.join(output, name)
-        if fs.exists(path):
-            fs.delete(path)
-    for sub in dirs:
-        for path in fs.match(fs.join(output, sub, "*")):
-            fs.delete(path)
+def locked(command: str):
+    """Decorate a driver ``run_x(cfg, beam_args, ...)``: it runs holding the lock on
+    cfg.output (curation.outputs.OutputLock), released however it ends."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(cfg, *args, **kwargs):
+            if not getattr(cfg, "output", None):
+                return fn(cfg, *args, **kwargs)
+            with OutputLock(cfg.output, command, BeamFS()):
+                return fn(cfg, *args, **kwargs)
+        return wrapper
+    return deco
 
 
 def reuse_or_clear(command: str, fs: BeamFS, output: str, params: dict, *, dry_run: bool,
                    overwrite: bool, dirs: tuple[str, ...], files: tuple[str, ...] = ()) -> dict | None:
-    """The previous manifest when OUTPUT holds a complete run with these parameters
-    (and no --overwrite); otherwise None, after clearing OUTPUT for the new run."""
+    """The previous manifest when OUTPUT holds a complete run with these parameters whose
+    files are as it wrote them (and no --overwrite); otherwise None, after clearing what
+    previous runs of ours wrote (curation.outputs.prepare_output: anything else in
+    OUTPUT is refused). Replacing a complete run says why on stderr."""
     if dry_run:
         return None
     prev = previous_manifest(fs, output)
-    if prev and not overwrite and prev.get("status") == "complete" and prev.get("parameters") == params:
-        print(f"{command}: {output} already holds a complete run with these settings; "
-              f"skipping (--overwrite reruns it)", file=sys.stderr)
-        return prev
-    clear_outputs(fs, output, dirs, files)
-    fs.makedirs(output)
+    complete = prev is not None and prev.get("command") == command and prev.get("status") == "complete"
+    if complete and not overwrite and prev.get("parameters") == params:
+        problems = verify_files(output, prev["files"], fs) if isinstance(prev.get("files"), dict) else []
+        if not problems:
+            print(f"{command}: {output} already holds a complete run with these settings; "
+                  f"skipping (--overwrite reruns it)", file=sys.stderr)
+            return prev
+        print(f"{command}: {output} holds a run with these settings, but its files are not as "
+              f"it wrote them ({describe_changes(problems, 3)}); running again", file=sys.stderr)
+    elif complete:
+        n = len(prev.get("files") or {})
+        what = f"its {n} files" if n else "it"
+        if overwrite:
+            why = "--overwrite"
+        else:
+            why = "settings changed: " + describe_changes(settings_changes(prev.get("parameters"), params))
+        print(f"{command}: replacing the complete run in {output} ({what}); {why}", file=sys.stderr)
+    prepare_output(command, output, prev, dirs=dirs, files=files, fs=fs)
     return None
 
 
 def write_manifest(fs: BeamFS, output: str, manifest: dict) -> str:
-    path = fs.join(output, "manifest.json")
+    """manifest.json, written last, with the inventory of every file the run left in
+    OUTPUT (``files``: relative path -> bytes and checksum) for the rerun and read checks."""
+    manifest = {**manifest, "files": inventory(output, fs)}
+    path = fs.join(output, MANIFEST)
     tmp = path + ".tmp"
     with fs.open_write(tmp) as f:
         f.write(dumps(manifest).encode("utf-8"))
     fs.rename(tmp, path)
     return path
-
-
-def _absolute(path: str) -> str:
-    return normpath(path) if "://" in path else os.path.abspath(path)
 
 
 def _input_dirs(patterns, fs: BeamFS) -> list[str]:
@@ -141,17 +153,16 @@ def _input_dirs(patterns, fs: BeamFS) -> list[str]:
 
 
 def check_output_outside_inputs(files, output: str, patterns=(), fs: BeamFS | None = None) -> None:
-    # clearing OUT before the run would delete inputs that live under it
-    root = _absolute(output).rstrip("/") + "/"
-    inside = [f.path for f in files if _absolute(f.path).startswith(root)]
-    if inside:
-        raise UsageError(f"--output {output} holds input files ({inside[0]}, ...); "
-                         f"choose an output directory outside the inputs")
-    # OUT inside an input directory: its shards would be read as inputs by the next run
-    for d in _input_dirs(patterns, fs or BeamFS()):
-        if root.startswith(_absolute(d).rstrip("/") + "/"):
-            raise UsageError(f"--output {output} is inside the input directory {d}; "
-                             f"choose an output directory outside the inputs")
+    """Before anything in OUTPUT is touched: OUTPUT neither holds an input nor lies in an
+    input directory, however reached (real paths: symlinks resolved), no input file is
+    named twice through different paths, and inputs that are an earlier stage's output
+    are exactly the files it wrote (its manifest's inventory)."""
+    fs = fs or BeamFS()
+    paths = [f.path for f in files]
+    # clearing OUT would delete inputs under it; OUT inside an input directory: its shards
+    # would be read as inputs by the next run
+    check_apart(paths, output, _input_dirs(patterns, fs))
+    check_inputs_whole(patterns, paths, fs)
 
 
 def read_counts(fs: BeamFS, output: str, name: str) -> dict:

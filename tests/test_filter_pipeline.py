@@ -595,27 +595,29 @@ def test_rerun_is_skipped_overwrite_reruns_and_changed_input_reruns(corpus, tmp_
     manifest = (out / "manifest.json").read_bytes()
     capsys.readouterr()
     sentinel = out / "documents" / "zz-sentinel.parquet"
-    sentinel.write_bytes(b"left by a test")
 
     # the same settings again: recognised as complete, nothing touched
     run_filter(src, out, *args)
     assert "already holds a complete run" in capsys.readouterr().err
-    assert (out / "manifest.json").read_bytes() == manifest and sentinel.exists()
+    assert (out / "manifest.json").read_bytes() == manifest
+
+    # a file the run did not write is never deleted (issue 12): the rerun refuses
+    sentinel.write_bytes(b"left by a test")
+    run_filter(src, out, "--preset", "c4", "--removed-sample", "3", expect=2)
+    assert "zz-sentinel.parquet" in capsys.readouterr().err and sentinel.exists()
+    sentinel.unlink()
 
     # other settings are another run
     run_filter(src, out, "--preset", "c4", "--removed-sample", "3")
     assert "already holds" not in capsys.readouterr().err
-    assert not sentinel.exists()
     assert json.loads((out / "manifest.json").read_text())["removed_sample"]["per_rule"] == 3
 
     # --overwrite reruns even with the same settings
     run_filter(src, out, "--preset", "c4", "--removed-sample", "3")
     assert "already holds" in capsys.readouterr().err
-    sentinel.write_bytes(b"left by a test")
     run_filter(src, out, "--preset", "c4", "--removed-sample", "3", "--overwrite")
     err = capsys.readouterr().err
     assert "already holds" not in err and "filter: 21 in" in err
-    assert not sentinel.exists()
 
     # a changed input file is not mistaken for the finished run
     with open(src / "c.jsonl", "a") as f:

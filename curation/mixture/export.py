@@ -30,6 +30,8 @@ import yaml
 from curation.config import ConfigError
 from curation.io import FieldMap
 from curation.mixture._files import atomic_path, write_atomic
+from curation.outputs import (locked_output, check_stage_paths, describe_changes, inventory, prepare_output,
+                              read_manifest, settings_changes)
 
 
 def _domain_rng(seed: int, domain: str) -> np.random.Generator:
@@ -73,6 +75,7 @@ def data_paths(mixture_path: str) -> list[str]:
     return out
 
 
+@locked_output("export")
 def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0,
                    shard_docs: int = 10_000, log: Callable[[str], None] = print,
                    fs=None) -> dict:
@@ -131,10 +134,18 @@ def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0
                           f"The largest N that fits is {int(fits):,}")
 
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    check_stage_paths(data_paths(mixture_path) + [str(mpath)], output, fs)
+    # only what an earlier export wrote is cleared (anything else is refused, by name);
+    # the manifest says "running" until the end, so a cut-off export never counts
+    prev = read_manifest(output)
+    settings = {"mixture": str(mpath), "tokens_asked": tokens, "seed": seed, "shard_docs": shard_docs}
+    if prev is not None and prev.get("command") == "export" and prev.get("status") == "complete":
+        changes = settings_changes({k: prev.get(k) for k in settings}, settings)
+        log(f"export: replacing the complete export in {output} ({len(prev.get('files') or {})} "
+            f"files); " + (f"settings changed: {describe_changes(changes)}" if changes else
+                           "the same settings (an export is always rewritten)"))
+    prepare_output("export", output, prev, dirs=tuple(sorted(weights)))
     manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        manifest_path.unlink()      # the manifest marks a complete export: not until the end
     per_domain = {}
     for d in sorted(weights):
         plan = plan_domain(counts[d], asked[d], _domain_rng(seed, d))
@@ -163,6 +174,8 @@ def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0
         "domains": per_domain,
         "achieved_weights": {d: v["tokens_achieved"] / total for d, v in per_domain.items()} if total else {},
         "elapsed_s": round(time.time() - t0, 3),
+        "shard_docs": shard_docs,
+        "files": inventory(output),
     }
     write_atomic(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return manifest

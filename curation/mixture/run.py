@@ -19,6 +19,7 @@ from curation.config import ConfigError
 from curation.io import FieldMap
 from curation.mixture.config import MixConfig
 from curation.mixture.types import Constraints
+from curation.outputs import locked_output
 
 
 def _proposers(cfg: MixConfig, domains, c, feasible, stats, log, base_url):
@@ -56,6 +57,33 @@ def _client(cfg, base_url):
     return make_client(Settings(model=cfg.claude_model), base_url=base_url)
 
 
+# what a mix run writes (the proxy cache is not among them: it is kept across runs on
+# purpose, and holds results keyed by content)
+MIX_FILES = ("tokenizer.json", "statistics.json", "candidates.csv", "ratios.csv", "metrics.csv",
+             "mixture.yaml", "megatron_data_path.txt", "olmo_source_mixture.yaml", "summary.json")
+
+
+def _prepare_output(cfg: MixConfig, log, fs) -> None:
+    """Refuse an output that is an input or holds files of ours not written by mix;
+    say what a rerun with other settings replaces."""
+    from curation.outputs import OutputError, check_stage_paths, claim_output, describe_changes, settings_changes
+    paths = list(cfg.inputs or []) + [p for v in (cfg.sources or {}).values()
+                                      for p in ([v] if isinstance(v, str) else v)]
+    check_stage_paths(paths, cfg.output, fs)
+    claim_output(cfg.output, MIX_FILES, "summary.json", "mix")
+    try:
+        prev = json.loads((Path(cfg.output) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(prev, dict):
+        raise OutputError(f"{cfg.output}/summary.json is not a mix summary")
+    changes = settings_changes(prev.get("config"), cfg.model_dump(mode="json"))
+    log(f"mix: replacing the results in {cfg.output}; " +
+        (f"settings changed: {describe_changes(changes)}" if changes else "the same settings "
+         "(proxy runs already made are reused from proxy_cache.jsonl)"))
+
+
+@locked_output("mix", arg="cfg")
 def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
             base_url: str | None = None, progress=None, fs=None) -> dict:
     """``progress`` (a curation.progress.Task) counts proxy runs, cached or computed;
@@ -71,6 +99,7 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
     if not cfg.output:
         raise ConfigError("mix needs an output directory (--output or output: in the config)")
     t0 = time.time()
+    _prepare_output(cfg, log, fs)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
