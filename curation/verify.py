@@ -494,17 +494,22 @@ def _read_manifest(path: str, fs: FS) -> dict:
         return json.loads(f.read().decode("utf-8"))
 
 
-def _moved(written_to: str | None, stage_dir: str):
+def _moved(written_to: str | None, stage_dir: str, fs: FS):
     """A run directory moved or copied since it ran: its stages' inputs inside the old
     run directory (filter reads dedup/documents) are read at the same place in this
-    one. Rows still name the old paths, so those stay the files' names."""
+    one, where it holds them (a stage directory copied alone reads them at the old
+    place). Rows still name the old paths, so those stay the files' names."""
     if not written_to or "://" in written_to or "://" in stage_dir:
         return lambda p: p
     old = posixpath.dirname(posixpath.normpath(written_to)) + "/"
     new = posixpath.dirname(posixpath.abspath(stage_dir)) + "/"
     if old == new:
         return lambda p: p
-    return lambda p: new + p[len(old):] if p.startswith(old) else p
+
+    def where(p: str) -> str:
+        here = new + p[len(old):] if p.startswith(old) else None
+        return here if here is not None and fs.exists(here) else p
+    return where
 
 
 def verify_stage_dir(stage_dir: str, fs: FS | None = None, manifest: dict | None = None) -> Reconciliation:
@@ -521,7 +526,7 @@ def verify_stage_dir(stage_dir: str, fs: FS | None = None, manifest: dict | None
                          f"outputs are reconciled")
     params = manifest.get("parameters") or {}
     cfg = params.get("config") or {}
-    moved = _moved(cfg.get("output"), stage_dir)
+    moved = _moved(cfg.get("output"), stage_dir, fs)
     files = []
     for f in params.get("files") or []:
         fmt = input_format(f["path"])

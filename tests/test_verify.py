@@ -171,10 +171,14 @@ def test_a_moved_run_directory_is_verified_where_it_is_now(run_dir, tmp_path, ca
     shutil.copytree(run_dir, moved)
     assert main(["verify", str(moved)]) == 0
     assert all("reconciled" in line for line in capsys.readouterr().out.splitlines())
-    (moved / "dedup" / "documents" / "part-00000.parquet").unlink()
-    assert main(["verify", str(moved)]) == 1    # the moved copy is read, not the original
+    shard = moved / "dedup" / "documents" / "part-00000.parquet"
+    t = pq.read_table(shard)
+    pq.write_table(pa.concat_tables([t, t.slice(0, 1)]), shard)    # one more row than filter read
+    assert main(["verify", str(moved)]) == 1    # the copy's dedup documents are filter's input
     out = capsys.readouterr().out
-    assert "dedup: FAILED" in out and "filter: FAILED" in out and "input file is not there" in out
+    assert "dedup: FAILED: 0 missing, 1 twice" in out
+    # filter wrote a removed sample: the extra record shows as one missing beyond the unsampled one
+    assert "filter: FAILED: 2 missing" in out and "input 120 written, 119 in the manifest" in out
 
 
 def _corrupt(src: Path, dst: Path, shard: str, edit) -> Path:
