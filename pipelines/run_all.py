@@ -94,9 +94,15 @@ class RunDir:
                     and (self.root / STAGE_DIRS[name] / MARKERS[name]).exists())
 
 
-def _clear(stage_dir: Path, keep: tuple[str, ...]) -> None:
+def _clear(stage_dir: Path, keep: tuple[str, ...], ours: bool = True) -> None:
     if not stage_dir.exists():
         return
+    if not ours:   # no earlier run recorded this stage: what is there is someone else's
+        from curation.outputs import OutputError
+        found = sorted(p for p in stage_dir.rglob("*") if p.is_file())
+        if found:
+            raise OutputError(f"{stage_dir} holds {found[0]}, which no curate run wrote; "
+                              f"refusing to delete it: move it, or choose another run directory")
     for p in sorted(stage_dir.iterdir()):
         if p.name in keep:
             continue
@@ -338,8 +344,30 @@ class Job:
 
     # ------------------------------------------------------------------ driver
 
+    def stage_files(self, stage: str) -> list[str]:
+        """What differs between a stage's output and its manifest's inventory (the Beam
+        stages and export); empty when they agree or there is none to check."""
+        from curation.outputs import read_manifest, verify_files
+        where = self.data_dir(stage) if stage in BEAM_STAGES else str(self.dir(stage))
+        m = read_manifest(where, self.fs)
+        if m is None or not isinstance(m.get("files"), dict):
+            return []
+        return verify_files(where, m["files"], self.fs)
+
+    def intact(self, stage: str) -> bool:
+        problems = self.stage_files(stage)
+        if problems:
+            self.log(f"run: {stage}: its output is not as it was written ({problems[0]}"
+                     f"{f', and {len(problems) - 1} more' if len(problems) > 1 else ''}); redoing it")
+        return not problems
+
     def chain_check(self) -> list[dict]:
-        """Conservation across stages: what one stage kept is what the next one read."""
+        """Conservation across stages: what one stage kept is what the next one read;
+        and every Beam stage's files are still those its manifest lists."""
+        for s in BEAM_STAGES:
+            problems = self.stage_files(s) if self.cfg.enabled(s) else []
+            if problems:
+                raise RuntimeError(f"{s}: the output is not as it was written: {problems[0]}")
         recs = {r["name"]: r for r in self.run.doc["stages"] if "counts" in r}
         links = chain_links([(s, recs[s]["counts"]) for s in BEAM_STAGES if s in recs])
         bad = [lk for lk in links if not lk["ok"]]
@@ -379,7 +407,7 @@ class Job:
                               self.upstream(*upstream_of[stage]))
             self.fp[stage] = fp
             prev = self.run.previous.get(stage)
-            if stage != "report" and self.run.complete(stage, fp):
+            if stage != "report" and self.run.complete(stage, fp) and self.intact(stage):
                 rec = {**prev, "status": "reused"}
                 self.run.record(rec)
                 if rec.get("fallback"):
@@ -387,7 +415,7 @@ class Job:
                 self.log(f"run: {name}: complete from an earlier run with the same settings; skipped")
                 continue
             if stage != "report":
-                _clear(self.dir(stage), KEEP_ON_REDO.get(stage, ()))
+                _clear(self.dir(stage), KEEP_ON_REDO.get(stage, ()), ours=stage in self.run.previous)
             else:
                 # the report reads run.json: every stage before it is done
                 self.run.doc["status"] = "complete"
@@ -452,8 +480,10 @@ def run_job(cfg: RunConfig, beam_args: list[str], *, config_path: str,
     own = progress is None
     progress = progress or Progress()
     try:
-        return Job(cfg, beam_args, config_path=config_path, progress=progress,
-                   base_url=base_url).execute()
+        from curation.outputs import OutputLock
+        with OutputLock(str(cfg.output), "run", log=progress.log):   # one curate run per directory
+            return Job(cfg, beam_args, config_path=config_path, progress=progress,
+                       base_url=base_url).execute()
     finally:
         if own:
             progress.close()
