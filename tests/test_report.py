@@ -284,6 +284,10 @@ def test_sections_plots_and_content(report_run):
     c = r["clusters"]
     assert sum(s * k for s, k in c["size_histogram"]) == c["documents_in_clusters"]
     assert c["examples"] and all("diff" in e["shown"] for e in c["examples"])
+    # as a reader sees them: no cluster twice, and every example shows a difference
+    heads = re.findall(r'<div class="diff"><h4>(Cluster [^<]*)</h4>(.*?)<p class="note">', html, re.S)
+    assert len(heads) == len(c["examples"]) and len({h for h, _ in heads}) == len(heads)
+    assert all("<del>" in body or "<ins>" in body for _, body in heads)
     assert "<del>" in html and "<ins>" in html
     # classifier agreement, from its metrics
     metrics = json.loads((report_run / "classifier" / "metrics.json").read_text())["held_out"]
