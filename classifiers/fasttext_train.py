@@ -50,6 +50,7 @@ import numpy as np
 
 from curation.documents import NO_DOMAIN
 from curation.mixture._files import atomic_path, write_atomic
+from curation.outputs import claim_output, locked_output
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
@@ -296,6 +297,7 @@ def _distribution(rows: list[_Row]) -> dict[str, Any]:
     return {"n": len(rows), POSITIVE: pos, NEGATIVE: len(rows) - pos}
 
 
+@locked_output("train-classifier", arg="model_dir")   # one run at a time per directory
 def train_classifier(
     labels: Iterable[Mapping[str, Any]],
     model_dir: str | os.PathLike,
@@ -380,6 +382,8 @@ def train_classifier(
     common = {"dim": dim, "bucket": bucket, "min_count": min_count, "seed": seed}
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    claim_output(str(model_dir), (MODEL_BIN, MODEL_FTZ, METRICS_JSON, MODEL_CARD), METRICS_JSON,
+                 "train-classifier")   # never overwrite someone else's model
 
     with tempfile.TemporaryDirectory(prefix="ft-train-") as tmp:
         tmp = Path(tmp)

@@ -530,7 +530,11 @@ def locked_output(command: str, arg: str = "output"):
             if not output:
                 return fn(*args, **kwargs)
             with OutputLock(os.fspath(output), command):
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                # finished: its marker file says whose the output is (claim_output)
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(_local(os.fspath(output)), OWNER))
+                return result
         return wrapper
     return deco
 

@@ -230,3 +230,19 @@ def test_reading_an_unfinished_output_is_refused(dedup_out, tmp_path):
     (out / "manifest.json").write_text(json.dumps(m))
     check_inputs_whole([str(out / "documents" / "*.parquet")], paths)
     check_inputs_whole([paths[0]], paths[:1])
+
+
+def test_stages_writing_fixed_names_never_overwrite_someone_elses_file(tmp_path):
+    from curation.outputs import claim_output
+    mine = tmp_path / "m"
+    mine.mkdir()
+    (mine / "metrics.json").write_text("my own metrics")
+    with pytest.raises(OutputError, match="metrics.json, which no run of curate train-classifier"):
+        claim_output(str(mine), ("model.bin", "metrics.json"), "metrics.json.done", "train-classifier")
+    assert (mine / "metrics.json").read_text() == "my own metrics"
+    ours = tmp_path / "o"
+    claim_output(str(ours), ("mixture.yaml",), "summary.json", "mix")
+    (ours / "mixture.yaml").write_text("from a run that was cut off")
+    claim_output(str(ours), ("mixture.yaml",), "summary.json", "mix")   # ours: no refusal
+    with pytest.raises(OutputError, match="holds the output of `curate mix`"):
+        claim_output(str(ours), ("labels.jsonl",), "summary.json", "label")
