@@ -169,6 +169,21 @@ def validate_sections(cfg: RunConfig) -> None:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
 
+_STAGE_SECTIONS = ("dedup", "filter", "label", "classifier", "score", "mix", "export")
+
+
+def _sections_only(data: dict) -> RunConfig:
+    """A RunConfig holding just the well-formed stage sections of `data`, unvalidated,
+    for checking them when the top level is invalid."""
+    sections = {}
+    for name in _STAGE_SECTIONS:
+        v = data.get(name, RunConfig.model_fields[name].get_default(call_default_factory=True))
+        if v is True:
+            v = {}
+        sections[name] = v if isinstance(v, dict) or v is False else False
+    return RunConfig.model_construct(**sections)
+
+
 def demo_config_path() -> str:
     """configs/demo.yaml in a source checkout; the copy packaged as curation.runconfigs."""
     here = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -185,7 +200,13 @@ def load_run_config(path: str, overrides: dict | None = None) -> RunConfig:
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, str(path))) from None
+        # the stage sections are checked too, so one run shows every problem
+        msg = _format_error(e, str(path))
+        try:
+            validate_sections(_sections_only(data))
+        except ConfigError as more:
+            msg += "\n" + str(more).split("\n", 1)[1]
+        raise ConfigError(msg) from None
     try:
         validate_sections(cfg)
     except ConfigError as e:

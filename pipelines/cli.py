@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 
 from curation.config import ConfigError, DedupConfig, FilterRunConfig, ScoreRunConfig, load_config
-from pipelines.errors import UsageError
+from curation.manifest import BalanceError
+from pipelines import verify_cmd
+from pipelines.errors import StageOutcomeError, UsageError
 
 DESCRIPTION = "curate: deduplicate, filter and mix pre-training corpora on Apache Beam."
 
@@ -40,7 +43,15 @@ def _input_output_args(p, *, config_help: str | None, strict_help: str):
     io.add_argument("--strict", action="store_true", default=None, help=strict_help)
     io.add_argument("--overwrite", action="store_true",
                     help="rerun even when OUTPUT already holds a complete run with the same settings")
+    _allow_damaged_arg(io)
     return io
+
+
+def _allow_damaged_arg(p):
+    p.add_argument("--allow-damaged", action="store_true",
+                   help="accept input files that are damaged (truncated, corrupt): their readable "
+                        "records are processed either way and the loss is in rejected/; without "
+                        "this flag such a run exits 1")
 
 
 def _dedup_parser(sub):
@@ -426,6 +437,10 @@ def _run_stage(parser, args, beam_args, config_cls, keys, run, summary, *, has_c
               file=sys.stderr)
         return 0
     print(f"{args.command}: {summary(manifest['counts'])} -> {cfg.output}", file=sys.stderr)
+    from pipelines.fs import BeamFS
+    from pipelines.outcome import check_stage_outcome
+    check_stage_outcome(args.command, manifest, BeamFS(), cfg.output, text_field=cfg.text_field,
+                        allow_damaged=args.allow_damaged, warn=lambda m: print(m, file=sys.stderr))
     return 0
 
 
@@ -464,6 +479,7 @@ def _run_parser(sub):
     p.add_argument("--data-output", metavar="PREFIX",
                    help="where the Beam stages write their data, e.g. gs://BUCKET/run (needed "
                         "with --runner DataflowRunner; default: the run directory)")
+    _allow_damaged_arg(p)
     _progress_arg(p)
     return p
 
@@ -475,6 +491,7 @@ def _demo_parser(sub):
                     "network, no API key needed; about 70 s on 2 cores.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="runs/demo", help="run directory (default runs/demo)")
+    _allow_damaged_arg(p)
     _progress_arg(p)
     return p
 
@@ -489,7 +506,8 @@ def _run_job(args, beam_args) -> int:
     from classifiers.claude import Interrupted
     progress = Progress(bars={"auto": None, "bars": True, "lines": False}[args.progress])
     try:
-        doc = run_job(cfg, beam_args, config_path=str(path), progress=progress)
+        doc = run_job(cfg, beam_args, config_path=str(path), progress=progress,
+                      allow_damaged=args.allow_damaged)
     except Interrupted as e:
         progress.close()
         print(f"{args.command}: interrupted while labelling ({e}); the labels so far are in "
@@ -541,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mix_parser(sub)
     _export_parser(sub)
     _report_parser(sub)
+    verify_cmd.add_parser(sub)
     _run_parser(sub)
     _demo_parser(sub)
     return parser
@@ -557,65 +576,205 @@ _CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "
 
 def _strict_message(exc: BaseException) -> str | None:
     m = re.search(r"InputError: (.+)", str(exc))
-    return m.group(1).strip() if m else None
+    return m.group(1).split(" [while running")[0].strip() if m else None
+
+
+def _os_error_message(exc: BaseException, output: str | None) -> str | None:
+    """One line naming the path and the cause of a failed read or write (read-only
+    directory, disk full), also when Beam wrapped it in its own error."""
+    if isinstance(exc, OSError) and exc.errno:
+        path = exc.filename or output
+        return f"{path}: {exc.strerror} (errno {exc.errno})"
+    m = re.search(r"\b\w*(?:OSError|IOError|PermissionError|Error): \[Errno (\d+)\] "
+                  r"([^'\[\n]+?)(?:: '([^']+)')?\s*(?:\[while running|\\n|\n|\"|$)", str(exc))
+    if not m:
+        return None
+    path = m.group(3) or (f"writing under {output}" if output else "a file")
+    return f"{path}: {m.group(2).strip()} (errno {m.group(1)})"
+
+
+class _BeamLog(logging.Handler):
+    """Holds Beam's log records during a command: a failure we can name in one line
+    needs none of its worker tracebacks; anything else gets them all, as before."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < 10_000:
+            self.records.append(record)
+
+    def finish(self, show: bool) -> None:
+        log = logging.getLogger("apache_beam")
+        log.removeHandler(self)
+        log.propagate = True
+        if show:
+            for r in self.records:
+                logging.getLogger(r.name).handle(r)
+        self.records.clear()
+
+
+_NO_PIPELINE = ("label", "train-classifier", "mix", "export", "report", "verify")
+
+
+def _own_flags(parser, command: str) -> list[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [s for a in sub.choices[command]._actions for s in a.option_strings if s.startswith("--")]
+
+
+def _check_leftovers(parser, args, beam_args: list[str]) -> None:
+    """Arguments no curate parser took: for the Beam commands they must be Beam pipeline
+    options, for the others nothing is left over. Checked before anything else, so that
+    a typo is named (not reported as a missing --output) and a stray file is an error."""
+    from pipelines.errors import unknown_argument
+    ours = _own_flags(parser, args.command)
+    if args.command in _NO_PIPELINE:
+        raise UsageError(f"{args.command}: " + unknown_argument(beam_args[0], ours)
+                         .replace("not a curate flag nor a Beam pipeline option", "not a flag of this command"))
+    from pipelines.runner import check_beam_args
+    check_beam_args(beam_args, tuple(ours))
+
+
+def _check_output_arg(args) -> None:
+    out = getattr(args, "output", None)
+    if out and "://" not in out and os.path.lexists(out) and not os.path.isdir(out):
+        raise UsageError(f"--output {out} is a file, not a directory: give a directory (it is "
+                         f"created if missing)")
+
+
+def _check_report_dir(run_dir: str) -> None:
+    from curation.report.rundir import RUN_JSON, STAGES
+    REPORT_DIRS = [d for _, d, _ in STAGES]
+    if not os.path.exists(run_dir):
+        raise UsageError(f"{run_dir} does not exist")
+    if not os.path.isdir(run_dir):
+        raise UsageError(f"{run_dir} is not a directory")
+    if os.path.isfile(os.path.join(run_dir, "manifest.json")) or (
+            os.path.isfile(os.path.join(run_dir, "summary.json"))
+            and not os.path.isfile(os.path.join(run_dir, RUN_JSON))):
+        raise UsageError(f"{run_dir} is one stage's output, not a run directory: give the "
+                         f"directory that holds the stages' folders ({', '.join(REPORT_DIRS)}), "
+                         f"e.g. {os.path.dirname(os.path.abspath(run_dir))}")
+    if not os.path.isfile(os.path.join(run_dir, RUN_JSON)) and not any(
+            os.path.isdir(os.path.join(run_dir, d)) for d in REPORT_DIRS):
+        raise UsageError(f"{run_dir} holds no stage output ({', '.join(REPORT_DIRS)}): nothing "
+                         f"to report on")
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\ncurate: interrupted; outputs of the unfinished stage are incomplete and a "
+              "rerun of the same command redoes it", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if beam_args and args.command in ("label", "train-classifier", "mix", "export", "report"):
-        # these run no pipeline: an unknown flag is a typo, not a Beam option
-        parser.error(f"{args.command}: unrecognized arguments: {' '.join(beam_args)}")
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if beam_args:
+            _check_leftovers(parser, args, beam_args)
+        _check_output_arg(args)
+        if args.command == "report":
+            _check_report_dir(args.run_dir)
+    except UsageError as e:
+        print(f"curate: error: {e}", file=sys.stderr)
+        return 2
+    level = getattr(logging, str(args.log_level).upper(), logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # the local runner relays every worker's start-up warnings; they are noise here
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    beam_log = None
+    if level >= logging.WARNING:
+        beam_log = _BeamLog()
+        logging.getLogger("apache_beam").addHandler(beam_log)
+        logging.getLogger("apache_beam").propagate = False
+    shown = False
     try:
-        if args.command == "dedup":
-            from pipelines.run_dedup import run_dedup
-            return _run_stage(parser, args, beam_args, DedupConfig, _CONFIG_KEYS, run_dedup,
-                              lambda c: f"{c['input']} in, {c['kept']} kept, {c['removed_exact']} exact "
-                                        f"and {c['removed_near']} near duplicates removed, "
-                                        f"{c['rejected']} rejected", has_config=True)
-        if args.command == "filter":
-            from pipelines.run_filter import run_filter
-            return _run_stage(parser, args, beam_args, FilterRunConfig, _FILTER_KEYS, run_filter,
-                              lambda c: f"{c['input']} in, {c['kept']} kept ({c['edited']} edited), "
-                                        f"{c['removed']} removed, {c['rejected']} rejected",
-                              has_config=False)
-        if args.command == "score":
-            if not args.model:
-                parser.error("score needs --model")
-            from pipelines.run_score import run_score
-            return _run_stage(parser, args, beam_args, ScoreRunConfig, _SCORE_KEYS, run_score,
-                              lambda c: f"{c['input']} in, {c['scored']} scored, {c['kept']} kept, "
-                                        f"{c['removed']} removed, {c['rejected']} rejected",
-                              has_config=False)
-        if args.command == "label":
-            return _run_label(parser, args)
-        if args.command == "train-classifier":
-            return _run_train(args)
-        if args.command == "mix":
-            return _run_mix(args)
-        if args.command == "export":
-            return _run_export(args)
-        if args.command == "report":
-            from curation.report import write_report
-            write_report(args.run_dir, log=lambda m: print(m, file=sys.stderr), tokens=args.tokens)
-            return 0
-        if args.command in ("run", "demo"):
-            return _run_job(args, beam_args)
+        rc = _dispatch(parser, args, beam_args)
+        shown = True
+        return rc
     except (ConfigError, UsageError) as e:
         print(f"curate: error: {e}", file=sys.stderr)
         return 2
+    except (StageOutcomeError, BalanceError) as e:
+        print(f"curate: error: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - Beam wraps worker errors; surface ours plainly
+        from classifiers.labeling import NothingLabelled
+        if isinstance(e, NothingLabelled):   # `curate run`'s label stage
+            print(f"curate: error: label: {e}", file=sys.stderr)
+            return 5
         msg = _strict_message(e)
         if msg:
             print(f"curate: bad input (--strict): {msg}", file=sys.stderr)
             return 3
+        msg = _os_error_message(e, getattr(args, "output", None))
+        if msg:
+            print(f"curate: error: {msg}", file=sys.stderr)
+            return 1
+        shown = True
         raise
+    finally:
+        if beam_log is not None:
+            beam_log.finish(show=shown)
+
+
+def _dispatch(parser, args, beam_args: list[str]) -> int:
+    if args.command == "dedup":
+        from pipelines.run_dedup import run_dedup
+        return _run_stage(parser, args, beam_args, DedupConfig, _CONFIG_KEYS, run_dedup,
+                          lambda c: f"{c['input']} in, {c['kept']} kept, {c['removed_exact']} exact "
+                                    f"and {c['removed_near']} near duplicates removed, "
+                                    f"{c['rejected']} rejected", has_config=True)
+    if args.command == "filter":
+        from pipelines.run_filter import run_filter
+        return _run_stage(parser, args, beam_args, FilterRunConfig, _FILTER_KEYS, run_filter,
+                          lambda c: f"{c['input']} in, {c['kept']} kept ({c['edited']} edited), "
+                                    f"{c['removed']} removed, {c['rejected']} rejected",
+                          has_config=False)
+    if args.command == "score":
+        if not args.model:
+            parser.error("score needs --model")
+        from pipelines.run_score import run_score
+        return _run_stage(parser, args, beam_args, ScoreRunConfig, _SCORE_KEYS, run_score,
+                          lambda c: f"{c['input']} in, {c['scored']} scored, {c['kept']} kept, "
+                                    f"{c['removed']} removed, {c['rejected']} rejected",
+                          has_config=False)
+    if args.command == "label":
+        return _run_label(parser, args)
+    if args.command == "train-classifier":
+        return _run_train(args)
+    if args.command == "mix":
+        return _run_mix(args)
+    if args.command == "export":
+        return _run_export(args)
+    if args.command == "report":
+        from curation.report import write_report
+        write_report(args.run_dir, log=lambda m: print(m, file=sys.stderr), tokens=args.tokens)
+        return 0
+    if args.command == "verify":
+        from pipelines.verify_cmd import run as run_verify
+        return run_verify(args)
+    if args.command in ("run", "demo"):
+        return _run_job(args, beam_args)
     return 1
 
 
+def entry() -> None:
+    """The `curate` console script."""
+    code = main()
+    if code == 130:
+        # Beam's runner threads do not stop on Ctrl-C and would hold the process open;
+        # its worker processes end with this one (pipelines.worker_main)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

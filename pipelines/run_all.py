@@ -111,8 +111,9 @@ def _clear(stage_dir: Path, keep: tuple[str, ...], ours: bool = True) -> None:
 
 class Job:
     def __init__(self, cfg: RunConfig, beam_args: list[str], *, config_path: str,
-                 progress: Progress, base_url: str | None = None):
+                 progress: Progress, base_url: str | None = None, allow_damaged: bool = False):
         self.cfg, self.beam_args, self.progress = cfg, beam_args, progress
+        self.allow_damaged = allow_damaged
         from pipelines.fs import BeamFS
         self.root = Path(cfg.output).resolve()
         self.run = RunDir(self.root, cfg, config_path)
@@ -203,6 +204,9 @@ class Job:
             if m["status"] == "dry_run":
                 raise DryRunDone(stage, m)
             t.advance(m["counts"]["input"])     # the local runner reports counts at the end
+        from pipelines.outcome import check_stage_outcome
+        check_stage_outcome(stage, m, self.fs, self.data_dir(stage), text_field=self.cfg.text_field,
+                            allow_damaged=self.allow_damaged, warn=self.log)
         self.mirror(stage)
         return {"counts": {k: m["counts"][k] for k in keys}}
 
@@ -453,7 +457,8 @@ class Job:
 
 
 def run_job(cfg: RunConfig, beam_args: list[str], *, config_path: str,
-            progress: Progress | None = None, base_url: str | None = None) -> dict:
+            progress: Progress | None = None, base_url: str | None = None,
+            allow_damaged: bool = False) -> dict:
     from pipelines.runner import check_beam_args
     check_beam_args(beam_args)
     runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), None)
@@ -483,7 +488,7 @@ def run_job(cfg: RunConfig, beam_args: list[str], *, config_path: str,
         from curation.outputs import OutputLock
         with OutputLock(str(cfg.output), "run", log=progress.log):   # one curate run per directory
             return Job(cfg, beam_args, config_path=config_path, progress=progress,
-                       base_url=base_url).execute()
+                       base_url=base_url, allow_damaged=allow_damaged).execute()
     finally:
         if own:
             progress.close()

@@ -8,6 +8,7 @@ from curation.io import expand_sources
 from curation.lsh import LSHParams
 from curation.manifest import BalanceError, check_balance
 from curation.minhash import MinHasher
+from curation.verify import reconcile_output
 from pipelines.dedup import NS, build_dedup
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
@@ -77,13 +78,15 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     for i in range(cfg.cc_max_rounds):
         changes.append(raw.get(f"cc_round_{i:02d}_large_changed", 0)
                        + raw.get(f"cc_round_{i:02d}_small_changed", 0))
+    reconciled = reconcile_output("dedup", cfg.output, files, counts, max_doc_bytes=cfg.max_doc_bytes, fs=fs)
     converged_at = next((i + 1 for i, c in enumerate(changes) if c == 0), None)
     manifest = {
-        **manifest_head("dedup", balance["ok"] and passes_agree, ran, params),
+        **manifest_head("dedup", balance["ok"] and passes_agree and reconciled.ok, ran, params),
         "counts": counts,
         "removed_by_reason": {"exact_duplicate": counts["removed_exact"],
                               "near_duplicate": counts["removed_near"]},
         "balance": balance,
+        "reconciled": reconciled.as_manifest(),
         "passes_agree": {"signed_in_first_pass": raw.get("signed_documents", 0),
                          "documents_in_second_pass": counts["input_documents"],
                          "ok": passes_agree},
@@ -99,4 +102,5 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
         raise BalanceError(f"counts do not balance: {balance} (see {path})")
     if not passes_agree:
         raise BalanceError(f"the two reads of the input disagree: {manifest['passes_agree']}")
+    reconciled.raise_if_failed(path)
     return manifest

@@ -9,6 +9,7 @@ from curation.config import ConfigError, FilterRunConfig
 from curation.documents import NO_DOMAIN
 from curation.io import expand_sources
 from curation.manifest import BalanceError, check_balance
+from curation.verify import reconcile_output
 from pipelines.filter import COUNTS_FILE, NS, build_filter, sample_name
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
@@ -119,7 +120,9 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
                  all(summary["removed_written_by_reason"][r] == min(n, cfg.removed_sample)
                      for r, n in summary["removed_by_reason"].items()))
     parts["removed_written_ok"] = sample_ok
-    ok = balance["ok"] and parts["ok"] and sample_ok
+    reconciled = reconcile_output("filter", cfg.output, files, counts, max_doc_bytes=cfg.max_doc_bytes,
+                                  removed_sample=cfg.removed_sample, fs=fs)
+    ok = balance["ok"] and parts["ok"] and sample_ok and reconciled.ok
     manifest = {
         **manifest_head("filter", ok, ran, params),
         "chain": chain.config(),
@@ -131,12 +134,14 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
         "domain_of_unlabelled": NO_DOMAIN,
         "balance": balance,
         "parts_agree": parts,
+        "reconciled": reconciled.as_manifest(),
         "counters": dict(sorted(counters(ran.result, NS).items())),
     }
     fs.delete(fs.join(cfg.output, COUNTS_FILE))   # folded into the manifest
     path = write_manifest(fs, cfg.output, manifest)
     if not balance["ok"]:
         raise BalanceError(f"counts do not balance: {balance} (see {path})")
+    reconciled.raise_if_failed(path)
     if not ok:
         raise BalanceError(f"the parts of the counts disagree: {parts} (see {path})")
     return manifest

@@ -11,6 +11,7 @@ from curation.documents import NO_DOMAIN
 from curation.fs import is_remote, normpath
 from curation.io import SCORE_FIELD, expand_sources
 from curation.manifest import BalanceError, check_balance
+from curation.verify import reconcile_output
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
 from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run, locked,
@@ -240,7 +241,8 @@ def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = Fa
     balance = check_balance(counts, removed_keys=("removed",))
     parts = _parts(cfg, files, {**counts, "files": raw["files"], "files_scanned": raw["files_scanned"]},
                    domains, scores)
-    ok = balance["ok"] and parts["ok"]
+    reconciled = reconcile_output("score", cfg.output, files, counts, max_doc_bytes=cfg.max_doc_bytes, fs=fs)
+    ok = balance["ok"] and parts["ok"] and reconciled.ok
     manifest = {
         **manifest_head("score", ok, ran, params),
         "model": _model_section(ref, metrics),
@@ -253,6 +255,7 @@ def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = Fa
                    "domains": dict(sorted(scores["domains"].items()))},
         "balance": balance,
         "parts_agree": parts,
+        "reconciled": reconciled.as_manifest(),
         "counters": dict(sorted(counters(ran.result, NS).items())),
     }
     _clear_scores(fs, cfg.output)                  # a complete run holds no temporaries
@@ -260,6 +263,7 @@ def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = Fa
     path = write_manifest(fs, cfg.output, manifest)
     if not balance["ok"]:
         raise BalanceError(f"counts do not balance: {balance} (see {path})")
+    reconciled.raise_if_failed(path)
     if not ok:
         raise BalanceError(f"the parts of the counts disagree: {parts} (see {path})")
     return manifest

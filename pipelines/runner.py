@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import shlex
+import sys
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -13,16 +16,16 @@ from pipelines.errors import UsageError  # noqa: F401 - re-exported for the driv
 
 
 @functools.lru_cache(maxsize=1)
-def _known_beam_flags() -> frozenset[str]:
+def _beam_parser():
     import argparse
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for cls in PipelineOptions.__subclasses__():
         _add(cls, parser)
-    names = set()
-    for action in parser._actions:
-        for s in action.option_strings:
-            names.add(s.lstrip("-"))
-    return frozenset(names)
+    return parser
+
+
+def _known_beam_flags() -> frozenset[str]:
+    return frozenset(s.lstrip("-") for a in _beam_parser()._actions for s in a.option_strings)
 
 
 def _add(cls, parser):
@@ -34,16 +37,20 @@ def _add(cls, parser):
         _add(sub, parser)
 
 
-def check_beam_args(args: list[str]) -> None:
-    """Leftover flags go to Beam; a flag neither we nor Beam know is a typo, said now
-    rather than silently dropped by PipelineOptions."""
-    known = _known_beam_flags()
-    for a in args:
-        if not a.startswith("--"):
-            continue
-        name = a[2:].split("=", 1)[0]
-        if name not in known:
-            raise UsageError(f"unknown option --{name}: not a curate flag nor a Beam pipeline option")
+def check_beam_args(args: list[str], ours: tuple[str, ...] = ()) -> None:
+    """Leftover arguments go to Beam; one that neither we nor Beam's PipelineOptions take
+    is a mistake, said now rather than dropped by PipelineOptions with a warning. `ours`
+    are the command's own flags, for suggestions."""
+    from pipelines.errors import unknown_argument
+    import contextlib
+    import io
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            _, rest = _beam_parser().parse_known_args(list(args))
+        except SystemExit:   # a Beam flag with a bad value: PipelineOptions says which
+            return
+    if rest:
+        raise UsageError(unknown_argument(rest[0], [*ours, *("--" + n for n in _known_beam_flags())]))
 
 
 def make_pipeline(beam_args: list[str]) -> tuple[beam.Pipeline, str]:
@@ -61,10 +68,46 @@ def make_pipeline(beam_args: list[str]) -> tuple[beam.Pipeline, str]:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     if not any(a.startswith("--direct_num_workers") for a in args):
         args.append(f"--direct_num_workers={os.cpu_count() or 1}")
-    if not any(a.startswith("--direct_running_mode") for a in args):
-        args.append("--direct_running_mode=multi_processing")
+    args, mode = _pop_running_mode(args)
+    if mode not in (None, "multi_processing"):
+        options = PipelineOptions(args + [f"--direct_running_mode={mode}"])
+        return beam.Pipeline(runner=FnApiRunner(), options=options), "FnApiRunner"
+    # worker processes as multi_processing would start them, through our entry point,
+    # so that they end with this process even when it is killed
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+    from pipelines.worker_main import PARENT_ENV
+    env = SubprocessSDKEnvironment.from_command_string(
+        f"{PARENT_ENV}={os.getpid()} exec {shlex.quote(sys.executable)} -m pipelines.worker_main")
+    _quiet_running_mode_warning()
     options = PipelineOptions(args)
-    return beam.Pipeline(runner=FnApiRunner(), options=options), "FnApiRunner"
+    return beam.Pipeline(runner=FnApiRunner(default_environment=env), options=options), "FnApiRunner"
+
+
+def _pop_running_mode(args: list[str]) -> tuple[list[str], str | None]:
+    out, mode, i = [], None, 0
+    while i < len(args):
+        a = args[i]
+        if a == "--direct_running_mode" and i + 1 < len(args):
+            mode, i = args[i + 1], i + 2
+            continue
+        if a.startswith("--direct_running_mode="):
+            mode = a.split("=", 1)[1]
+        else:
+            out.append(a)
+        i += 1
+    return out, mode
+
+
+class _RunningModeNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # our workers are processes although the mode reads in_memory (see make_pipeline)
+        return "direct_running_mode" not in record.getMessage()
+
+
+def _quiet_running_mode_warning() -> None:
+    log = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+    if not any(isinstance(f, _RunningModeNote) for f in log.filters):
+        log.addFilter(_RunningModeNote())
 
 
 def counters(result, namespace: str) -> dict[str, int]:

@@ -223,12 +223,15 @@ def check_damage_rows(out: Path, d: Path):
 
 
 @pytest.mark.parametrize("stage", ["dedup", "filter"])
-def test_pipeline_keeps_the_readable_rows_and_writes_the_damage(damaged, tmp_path, stage):
+def test_pipeline_keeps_the_readable_rows_and_writes_the_damage(damaged, tmp_path, stage, capsys):
     d, readable = damaged
     out = tmp_path / stage
     extra = ["--preset", "minimal"] if stage == "filter" else []
-    # the exit code for damaged inputs is the drivers' (a separate change); the outputs are ours
-    main([stage, "--input", str(d), "--output", str(out), *extra, *FAST])
+    # damage is a failure unless accepted; the readable rows are written either way
+    assert main([stage, "--input", str(d), "--output", str(out), *extra, *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "damaged input lost data" in err and "b.jsonl.zst: truncated_file" in err
+    assert "c.parquet: unreadable_row_group" in err and "--allow-damaged" in err
     m = json.loads((out / "manifest.json").read_text())
     kept = {r["id"] for r in rows(out, "documents")}
     assert kept == readable                       # every readable row arrives, distinct texts
@@ -236,3 +239,7 @@ def test_pipeline_keeps_the_readable_rows_and_writes_the_damage(damaged, tmp_pat
     c = m["counts"]
     assert c["rejected"] == len(rej) == 51
     assert c["rejected_by_cause"] == {"truncated_file": 1, "unreadable_row_group": 50}
+    # accepted: the same outputs, exit 0, the loss still said
+    assert main([stage, "--input", str(d), "--output", str(out), *extra, *FAST,
+                 "--allow-damaged"]) == 0
+    assert "accepted by --allow-damaged" in capsys.readouterr().err
