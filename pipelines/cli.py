@@ -662,12 +662,15 @@ def _check_report_dir(run_dir: str) -> None:
                          f"to report on")
 
 
+INTERRUPTED = ("curate: interrupted; outputs of the unfinished stage are incomplete and a "
+               "rerun of the same command redoes it")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("\ncurate: interrupted; outputs of the unfinished stage are incomplete and a "
-              "rerun of the same command redoes it", file=sys.stderr)
+        print("\n" + INTERRUPTED, file=sys.stderr)
         return 130
 
 
@@ -764,16 +767,23 @@ def _dispatch(parser, args, beam_args: list[str]) -> int:
     return 1
 
 
+def _interrupted(signum, frame) -> None:
+    # a KeyboardInterrupt raised inside Beam's runner can be swallowed there, and its
+    # threads would hold the process open: end now. Outputs are written under temporary
+    # names, the lock is an flock, and the worker processes end with this one
+    # (pipelines.worker_main); `curate run`'s labelling installs its own graceful handler.
+    sys.stdout.flush()
+    sys.stderr.write("\n" + INTERRUPTED + "\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def entry() -> None:
     """The `curate` console script."""
-    code = main()
-    if code == 130:
-        # Beam's runner threads do not stop on Ctrl-C and would hold the process open;
-        # its worker processes end with this one (pipelines.worker_main)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    import signal
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
+    sys.exit(main())
 
 
 if __name__ == "__main__":
