@@ -33,7 +33,7 @@ class BeamFS:
         return sorted(m.path for m in res.metadata_list)
 
     def size(self, path):
-        return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        return FileSystems.get_filesystem(path).size(path)
 
     def checksum(self, path):
         # the object store's own checksum (GCS: its CRC32C/MD5), read without downloading;

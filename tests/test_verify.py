@@ -229,7 +229,7 @@ def test_a_sampled_filter_output_fails_when_a_kept_row_goes(run_dir, tmp_path):
     assert "left out of the sample" in res.discrepancies[0]
 
 
-def test_the_driver_fails_a_run_whose_shard_lost_a_counted_row(corpus, tmp_path, monkeypatch):
+def test_the_driver_fails_a_run_whose_shard_lost_a_counted_row(corpus, tmp_path, monkeypatch, capsys):
     """A writer bug after the counters: the counts balance, the reconciliation does not."""
     import pipelines.dedup as dedup
     real = dedup.write_documents
@@ -241,9 +241,16 @@ def test_the_driver_fails_a_run_whose_shard_lost_a_counted_row(corpus, tmp_path,
 
     monkeypatch.setattr(dedup, "write_documents", lossy)
     out = tmp_path / "out"
+    from pipelines.run_dedup import run_dedup
+    from curation.config import DedupConfig
     with pytest.raises(ReconcileError, match=r"missing") as e:
-        main(["dedup", "--input", str(corpus), "--output", str(out), *FAST])
+        run_dedup(DedupConfig(inputs=[str(corpus)], output=str(out)), FAST)
     assert isinstance(e.value, BalanceError)
+    # the command says it in one line and fails
+    assert main(["dedup", "--input", str(corpus), "--output", str(out), "--overwrite", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "curate: error: dedup: the outputs are not the input records once each" in err
+    assert "Traceback" not in err
     m = manifest(out)
     assert m["status"] == "failed" and m["balance"]["ok"]
     assert m["reconciled"]["missing"] == 3 and not m["reconciled"]["ok"]
@@ -278,12 +285,12 @@ def test_data_on_a_remote_location(corpus, tmp_path, capsys):
     try:
         assert main(["dedup", "--input", f"{PREFIX}src/a.jsonl", "--output", f"{PREFIX}out", *FAST]) == 0
         m = manifest(root / "out")
-        assert m["reconciled"]["ok"] and m["reconciled"]["records"] == m["counts"]["input"] == 53
+        assert m["reconciled"]["ok"] and m["reconciled"]["records"] == m["counts"]["input"] == 52
         local = tmp_path / "mirror"
         local.mkdir()
         shutil.copy(root / "out" / "manifest.json", local / "manifest.json")
         assert main(["verify", str(local)]) == 0
-        assert "53 input records in 1 files reconciled" in capsys.readouterr().out
+        assert "52 input records in 1 file reconciled" in capsys.readouterr().out
         shard = root / "out" / "documents" / "part-00000.parquet"
         pq.write_table(pq.read_table(shard).slice(1), shard)
         assert main(["verify", str(local)]) == 1
