@@ -224,7 +224,7 @@ class Reconciliation:
         if self.damaged_files:
             tail += f" ({len(self.damaged_files)} damaged input files)"
         once = "each once" if self.unsampled_removed is None else "distinct"
-        return (f"{self.stage}: {self.records} input records in {self.files} file{"s" if self.files != 1 else ""} reconciled "
+        return (f"{self.stage}: {self.records} input records in {self.files} file{'s' if self.files != 1 else ''} reconciled "
                 f"with the outputs, {once}: {parts}{tail}")
 
     def counts_message(self) -> str:
