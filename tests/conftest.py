@@ -32,3 +32,14 @@ def fake_anthropic():
     with FakeAnthropic() as server:
         yield server
 
+
+
+@pytest.fixture
+def key_echoing_api(monkeypatch, request):
+    """An API that refuses the test module's SECRET key and repeats it in every error
+    message, as a careless endpoint might."""
+    from tests.fake_anthropic import FakeAnthropic
+    with FakeAnthropic(accepted_keys={"another-key"}, echo_credentials=True) as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", request.module.SECRET)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        yield server

@@ -394,16 +394,6 @@ def test_a_batch_left_by_a_killed_run_is_collected_in_any_mode(api, corpus, tmp_
     assert json.loads((out / "summary.json").read_text())["collected_batches"] == 1
 
 
-@pytest.fixture
-def refusing(monkeypatch):
-    """An API that refuses our key and repeats it in every error message."""
-    from tests.fake_anthropic import FakeAnthropic
-    with FakeAnthropic(accepted_keys={"another-key"}, echo_credentials=True) as server:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        yield server
-
-
 def _no_secret_in(out: Path, err: str) -> None:
     assert SECRET not in err
     for f in out.iterdir():          # labels.jsonl, summary.json, labels.sqlite (and its WAL)
@@ -411,7 +401,7 @@ def _no_secret_in(out: Path, err: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["messages", "batch"])
-def test_a_refused_key_fails_the_run_and_its_echo_is_never_kept(refusing, corpus, tmp_path,
+def test_a_refused_key_fails_the_run_and_its_echo_is_never_kept(key_echoing_api, corpus, tmp_path,
                                                                 capsys, mode):
     out = tmp_path / "labels"
     rc = main(["label", "--input", str(corpus), "--output", str(out), "--sample", "6",

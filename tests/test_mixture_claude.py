@@ -118,24 +118,14 @@ def test_no_key(monkeypatch):
 SECRET = "test-key-echoed-by-a-careless-api"
 
 
-@pytest.fixture
-def echoing(monkeypatch):
-    """An API that refuses our key and repeats it in its error messages."""
-    from tests.fake_anthropic import FakeAnthropic
-    with FakeAnthropic(accepted_keys={"another-key"}, echo_credentials=True) as server:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        yield server
-
-
-def test_a_key_echoed_in_an_error_is_redacted(echoing):
+def test_a_key_echoed_in_an_error_is_redacted(key_echoing_api):
     with pytest.raises(ProposalError) as info:
         proposer().propose([], 1)
     assert "AuthenticationError (401)" in str(info.value)
     assert SECRET not in str(info.value) and "<redacted>" in str(info.value)
 
 
-def test_curate_mix_never_prints_an_echoed_key(echoing, tmp_path, capsys):
+def test_curate_mix_never_prints_an_echoed_key(key_echoing_api, tmp_path, capsys):
     from pipelines.cli import main
     cfg = tmp_path / "mix.yaml"
     cfg.write_text("demo: true\nproxy: {backend: ngram, budget_tokens: 200000}\n"
