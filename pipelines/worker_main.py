@@ -38,26 +38,46 @@ def watch(pid: int, interval: float = 0.5) -> threading.Thread:
     return t
 
 
-def _quiet_stderr() -> None:
-    # the worker's log also reaches the controller through Beam's logging service, where
-    # `curate` decides what to show; its own stderr would print every traceback twice.
-    # Kept in a file (removed at a clean exit) for a worker that dies before it can log.
-    import atexit
-    import tempfile
-    path = os.path.join(tempfile.gettempdir(), f"curate-worker-{os.getpid()}.log")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(fd, 2)
-    os.close(fd)
-    atexit.register(lambda: os.path.exists(path) and os.remove(path))
+class _HeldStderr:
+    """The worker's stderr, held in memory (the last 64 KiB): its log also reaches the
+    controller through Beam's logging service, where `curate` decides what to show, so
+    printing it here too would show every traceback twice. Shown if the worker fails."""
+
+    LIMIT = 1 << 16
+
+    def __init__(self):
+        r, w = os.pipe()
+        self.saved = os.dup(2)
+        os.dup2(w, 2)
+        os.close(w)
+        self.buf = bytearray()
+        threading.Thread(target=self._drain, args=(r,), name="curate-stderr", daemon=True).start()
+
+    def _drain(self, fd: int) -> None:
+        while chunk := os.read(fd, 1 << 16):
+            self.buf += chunk
+            del self.buf[:-self.LIMIT]
+
+    def show(self, extra: str) -> None:
+        sys.stderr.flush()
+        time.sleep(0.1)   # let the drain thread take what was just written
+        os.write(self.saved, bytes(self.buf) + extra.encode())
 
 
 def main() -> None:
     pid = os.environ.get(PARENT_ENV)
+    held = None
     if pid and pid.isdigit():
         watch(int(pid))
-        _quiet_stderr()
-    from apache_beam.runners.worker import sdk_worker_main
-    sdk_worker_main.main(sys.argv)
+        held = _HeldStderr()
+    try:
+        from apache_beam.runners.worker import sdk_worker_main
+        sdk_worker_main.main(sys.argv)
+    except BaseException:
+        if held is not None:
+            import traceback
+            held.show(traceback.format_exc())
+        raise
 
 
 if __name__ == "__main__":
