@@ -23,7 +23,8 @@ Cluster ids are asked for (save_cluster_id / load_cluster_ids) only so that the
 clusters can be scored; datatrove writes them as small binary files next to the
 removal lists, and the filter puts them into each document's metadata.
 
-Prints one JSON object on stdout: docs, seconds per stage and total, docs/s,
+Prints one JSON object on stdout: docs, seconds per stage and total, the seconds spent
+in spaCy's word tokeniser within them (timed in the same run, one worker only), docs/s,
 docs/s per core, peak memory (memwatch.py: PSS and RSS summed over this process and
 its children, sampled every 100 ms; and getrusage's ru_maxrss of self and of the
 largest child; peak_mem_mib is the PSS sum), kept/removed
@@ -32,6 +33,12 @@ predicted clusters (doc id -> cluster id, docs in clusters of size >= 2) as
 WORK/clusters.jsonl, which neardup_score.py --clusters can read (--no-clusters skips
 that untimed step, which reads every output document back).
 datatrove's logs go to WORK/datatrove.log unless --verbose.
+
+--profile-steps runs no pipeline: it times, document by document on the same input,
+the four steps of MinhashDedupSignature.get_shingles/get_signature (simplify_text,
+spaCy word tokenisation, n-gram hashing, the signature) and prints their CPU seconds, so
+that the caller can say what share of datatrove's time its tokeniser takes (reading
+the JSON is not timed there).
 """
 from __future__ import annotations
 
@@ -59,6 +66,23 @@ def run_datatrove(input_path: str, work: str, *, workers: int, tasks: int | None
                                                   MinhashDedupSignature)
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    # With one worker datatrove runs every task in this process, so the spaCy tokeniser's
+    # share of the run can be timed inside the timed run itself (two clock reads per
+    # document; the wrapper calls the same method).
+    tokenize_s = [0.0]
+    if workers == 1 and not getattr(SpaCyTokenizer.word_tokenize, "_timed", False):
+        inner_tokenize = SpaCyTokenizer.word_tokenize
+
+        def timed_tokenize(self, text):
+            t = time.perf_counter()
+            try:
+                return inner_tokenize(self, text)
+            finally:
+                tokenize_s[0] += time.perf_counter() - t
+        timed_tokenize._timed = True
+        SpaCyTokenizer.word_tokenize = timed_tokenize
 
     if os.path.isfile(input_path):
         data_folder, glob_pattern = os.path.dirname(os.path.abspath(input_path)), os.path.basename(input_path)
@@ -140,6 +164,9 @@ def run_datatrove(input_path: str, work: str, *, workers: int, tasks: int | None
         "input": input_path, "files": len(files), "tasks": tasks, "workers": workers,
         "cores": cores, "docs": docs, "kept": kept, "removed": removed,
         "seconds": {k: round(v, 3) for k, v in seconds.items()} | {"total": round(total, 3)},
+        # None with several workers (the tasks run in other processes)
+        "spacy_word_tokenize_s": round(tokenize_s[0], 3) if workers == 1 else None,
+        "spacy_share_of_total": round(tokenize_s[0] / total, 3) if workers == 1 else None,
         "docs_per_s": round(docs / total, 1),
         "docs_per_s_per_core": round(docs / total / cores, 1),
         "peak_mem_mib": round(whole.peak_pss / 2**20, 1),
@@ -151,6 +178,47 @@ def run_datatrove(input_path: str, work: str, *, workers: int, tasks: int | None
         "docs_in_clusters": len(cluster_of) if collect_clusters else None,
         "_cluster_of": cluster_of,
     }
+
+
+def profile_steps(input_path: str, glob_pattern: str) -> dict:
+    """Seconds spent in each step of datatrove's signature computation, on every document."""
+    import numpy as np
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+    from datatrove.utils.text import ngrams, simplify_text
+
+    files = ([input_path] if os.path.isfile(input_path)
+             else sorted(glob.glob(os.path.join(input_path, glob_pattern))))
+    if not files:
+        raise SystemExit(f"no input files {glob_pattern} in {input_path}")
+    config = MinhashConfig()
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        step = MinhashDedupSignature(output_folder=tmp, config=config)   # writes nothing here
+    tok, hash_func = step.word_tokenizer, step._hash_func
+    tok.word_tokenize("Load spaCy's blank English pipeline before timing.")
+    secs = dict.fromkeys(("simplify_text", "word_tokenize", "ngram_hash", "signature"), 0.0)
+    docs, clock = 0, time.process_time   # CPU seconds: the machines are shared
+    for f in files:
+        opener = gzip.open if f.endswith(".gz") else open
+        with opener(f, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                text = json.loads(line)["text"]
+                t0 = clock()
+                simple = simplify_text(text, config.norm_config)
+                t1 = clock()
+                words = tok.word_tokenize(simple)
+                t2 = clock()
+                shingles = np.fromiter([hash_func(" ".join(x)) for x in ngrams(words, config.n_grams)],
+                                       dtype=np.uint64).reshape((-1, 1))
+                t3 = clock()
+                if shingles.size:
+                    step.get_signature(shingles)
+                t4 = clock()
+                for k, a, b in (("simplify_text", t0, t1), ("word_tokenize", t1, t2),
+                                ("ngram_hash", t2, t3), ("signature", t3, t4)):
+                    secs[k] += b - a
+                docs += 1
+    return {"docs": docs, "steps_cpu_s": {k: round(v, 3) for k, v in secs.items()},
+            "steps_total_cpu_s": round(sum(secs.values()), 3)}
 
 
 def main(argv=None) -> int:
@@ -166,11 +234,17 @@ def main(argv=None) -> int:
     ap.add_argument("--no-clusters", action="store_true",
                     help="skip collecting the clusters after the run (speed runs)")
     ap.add_argument("--verbose", action="store_true", help="leave datatrove's logs on stderr")
+    ap.add_argument("--profile-steps", action="store_true",
+                    help="run no pipeline; time the signature's steps (spaCy tokenisation among "
+                         "them) on every input document and print their seconds")
     a = ap.parse_args(argv)
     if a.neardup:
         a.input, a.score = a.input or DEFAULT_CORPUS, True
     if not a.input:
         ap.error("--input or --neardup is required")
+    if a.profile_steps:
+        print(json.dumps(profile_steps(a.input, a.glob), indent=2))
+        return 0
     name = os.path.basename(os.path.normpath(a.input)).split(".")[0]
     work = os.path.abspath(a.work or os.path.join(HERE, "out", "datatrove", name))
     os.makedirs(work, exist_ok=True)

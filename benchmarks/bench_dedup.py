@@ -8,19 +8,31 @@
 Speed, for each size N (corpora from make_web_corpus.py, built when missing, under
 benchmarks/data/web_<N/1000>k, 16 JSONL.gz shards):
   ours       CURATE_CMD dedup --input 'DIR/*.jsonl.gz' --output OUT --threshold 0.8
-             --num-perm 128 --ngram 5 --overwrite [--curate-args]   (cwd: the repo root;
-             default CURATE_CMD is `<this python> -m pipelines.cli`; env CURATE_CMD too)
+             --num-perm 128 --ngram 5 --output-format jsonl.gz --overwrite [--curate-args]
+             (cwd: the repo root; default CURATE_CMD is `<this python> -m pipelines.cli`;
+             env CURATE_CMD too; --ours-format parquet for our default format)
   datatrove  benchmarks/.venv-datatrove/bin/python benchmarks/bench_datatrove_dedup.py
              --input DIR --workers W --no-clusters
+Output formats: both write gzip-compressed JSONL by default here. They do not write the
+same things: ours writes the kept documents, one row per member of a duplicate cluster
+(ids and reasons, no text) and a manifest; datatrove writes the kept documents, the
+removed documents with their text, and its signatures and buckets as files between
+stages.
 Each child is timed from spawn to exit (wall: interpreter start, imports, reading,
 writing outputs all count, for both), and its process tree's memory is sampled
 every 100 ms from here (memwatch.py: PSS summed over the tree is the headline;
-summed RSS and wait4's ru_maxrss of the largest process are printed too). With
+summed RSS and wait4's ru_maxrss of the largest process are printed too), and so are
+its CPU seconds (user + system over the tree): docs per CPU-second is the figure that
+other people's load on a shared machine moves least. With
 --repeat R the two alternate R times and the median wall (and max memory) is kept.
 docs/s per core divides by the cores each used: ours, --ours-cores (default: the
 machine's cores, the pipeline's default --direct_num_workers); datatrove, --dt-workers
 (default 1). Ratios are ours / datatrove measured in this same run: the machine is
 shared and noisy, only same-run ratios mean anything.
+
+Where datatrove's time goes: its timed run also times every call of spaCy's word
+tokeniser (bench_datatrove_dedup.py, one worker), printed as a share of its in-process
+total.
 
 Quality: both on ../shared/corpora/neardup_dev.jsonl.gz, scored with neardup_score
 (ours from OUT/clusters/*.parquet), plus the datasketch MinHashLSH baseline.
@@ -72,6 +84,7 @@ def measure(cmd: list[str], log_path: str, *, cwd: str = REPO, env=None) -> dict
             proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env)
         except OSError as e:   # e.g. `curate` not on PATH yet
             return {"cmd": " ".join(shlex.quote(c) for c in cmd), "rc": None, "wall_s": 0.0,
+                    "cpu_s": None,
                     "peak_pss_mib": None, "peak_rss_sum_mib": None, "max_processes": 0,
                     "samples": 0, "ru_maxrss_largest_process_mib": None, "stdout": "",
                     "stderr_tail": f"cannot start {cmd[0]!r}: {e}"}
@@ -87,6 +100,10 @@ def measure(cmd: list[str], log_path: str, *, cwd: str = REPO, env=None) -> dict
     return {"cmd": " ".join(shlex.quote(c) for c in cmd), "rc": proc.returncode,
             "wall_s": round(wall, 3), **mem.as_dict(),
             "ru_maxrss_largest_process_mib": round(ru.ru_maxrss / 1024, 1),
+            # both are lower bounds: wait4's rusage misses children never reaped, the
+            # samples miss each process's last 100 ms
+            "cpu_s": round(max(ru.ru_utime + ru.ru_stime, mem.cpu_s), 2),
+            "cpu_s_rusage": round(ru.ru_utime + ru.ru_stime, 2),
             "stdout": stdout, "stderr_tail": stderr[-3000:]}
 
 
@@ -100,7 +117,7 @@ def curate_cmd(a) -> list[str]:
 def run_ours(a, input_glob: str, out: str, log: str) -> dict:
     cmd = curate_cmd(a) + ["dedup", "--input", input_glob, "--output", out,
                            "--threshold", "0.8", "--num-perm", "128", "--ngram", "5",
-                           "--overwrite"] + shlex.split(a.curate_args or "")
+                           "--output-format", a.ours_format, "--overwrite"] + shlex.split(a.curate_args or "")
     if a.ours_cores and not any(x.startswith("--direct_num_workers") for x in cmd):
         cmd.append(f"--direct_num_workers={a.ours_cores}")
     r = measure(cmd, log)
@@ -154,10 +171,12 @@ def summarize(ours_runs, dt_runs, cores_ours, cores_dt) -> dict:
         if not ok:
             return None
         wall = statistics.median(r["wall_s"] for r in ok)
+        cpu = statistics.median(r["cpu_s"] for r in ok)
         docs = ok[0]["docs"]
         return {"docs": docs, "wall_s": round(wall, 3), "walls": [r["wall_s"] for r in ok],
                 "docs_per_s": round(docs / wall, 1), "cores": cores,
                 "docs_per_s_per_core": round(docs / wall / cores, 1),
+                "cpu_s": cpu, "docs_per_cpu_s": round(docs / cpu, 1),
                 "peak_pss_mib": max(_mib(r) for r in ok),
                 "peak_rss_sum_mib": max(r["peak_rss_sum_mib"] for r in ok),
                 "ru_maxrss_largest_process_mib": max(r["ru_maxrss_largest_process_mib"] for r in ok),
@@ -168,6 +187,7 @@ def summarize(ours_runs, dt_runs, cores_ours, cores_dt) -> dict:
         s["ratio_ours_over_datatrove"] = {
             "docs_per_s": round(o["docs_per_s"] / d["docs_per_s"], 2),
             "docs_per_s_per_core": round(o["docs_per_s_per_core"] / d["docs_per_s_per_core"], 2),
+            "docs_per_cpu_s": round(o["docs_per_cpu_s"] / d["docs_per_cpu_s"], 2),
             "peak_memory": round(o["peak_pss_mib"] / d["peak_pss_mib"], 2),
         }
     return s
@@ -175,8 +195,8 @@ def summarize(ours_runs, dt_runs, cores_ours, cores_dt) -> dict:
 
 def print_speed(n, s, ran):
     print(f"\n== speed, {n} docs ==")
-    print(f"{'':10} {'wall s':>8} {'docs/s':>9} {'cores':>5} {'docs/s/core':>11} "
-          f"{'peak PSS MiB':>12} {'RSS sum':>8} {'kept':>7}")
+    print(f"{'':10} {'wall s':>8} {'docs/s':>9} {'cores':>5} {'docs/s/core':>11} {'CPU s':>8} "
+          f"{'docs/CPU s':>10} {'peak PSS MiB':>12} {'RSS sum':>8} {'kept':>7}")
     for name in ("ours", "datatrove"):
         x = s[name]
         if name not in ran:
@@ -186,12 +206,13 @@ def print_speed(n, s, ran):
             print(f"{name:10} failed (see the logs)")
             continue
         print(f"{name:10} {x['wall_s']:8.1f} {x['docs_per_s']:9.1f} {x['cores']:5d} "
-              f"{x['docs_per_s_per_core']:11.1f} {x['peak_pss_mib']:12.1f} "
+              f"{x['docs_per_s_per_core']:11.1f} {x['cpu_s']:8.1f} {x['docs_per_cpu_s']:10.1f} "
+              f"{x['peak_pss_mib']:12.1f} "
               f"{x['peak_rss_sum_mib']:8.1f} {str(x['kept']):>7}")
     if "ratio_ours_over_datatrove" in s:
         r = s["ratio_ours_over_datatrove"]
         print(f"ours / datatrove: docs/s x{r['docs_per_s']}, per core x{r['docs_per_s_per_core']}, "
-              f"peak memory x{r['peak_memory']}")
+              f"per CPU-second x{r['docs_per_cpu_s']}, peak memory x{r['peak_memory']}")
 
 
 def main(argv=None) -> int:
@@ -212,6 +233,8 @@ def main(argv=None) -> int:
                          "every core)")
     ap.add_argument("--dt-python", default=DT_PYTHON)
     ap.add_argument("--dt-workers", type=int, default=1)
+    ap.add_argument("--ours-format", choices=["jsonl.gz", "parquet"], default="jsonl.gz",
+                    help="our output format (default jsonl.gz, the format datatrove writes)")
     a = ap.parse_args(argv)
 
     do_ours, do_dt = a.only in (None, "ours"), a.only in (None, "datatrove")
@@ -221,7 +244,9 @@ def main(argv=None) -> int:
     cores_ours = a.ours_cores or os.cpu_count() or 1
     cores_dt = max(1, min(a.dt_workers, os.cpu_count() or 1))
     os.makedirs(a.out, exist_ok=True)
-    results = {"machine": {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()},
+    results = {"date": time.strftime("%Y-%m-%d"), "argv": sys.argv[1:] if argv is None else argv,
+               "ours_format": a.ours_format,
+               "machine": {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()},
                "speed": {}, "quality": {}}
 
     if not a.no_speed:
@@ -255,6 +280,14 @@ def main(argv=None) -> int:
                          "datatrove": [{k: v for k, v in r.items() if k != "stdout"} for r in dt_runs]}
             results["speed"][str(n)] = s
             print_speed(n, s, ({"ours"} if do_ours else set()) | ({"datatrove"} if do_dt else set()))
+            if s["datatrove"]:
+                ok = [r for r in dt_runs if r.get("status") == "complete"]
+                shares = [r["inner"]["spacy_share_of_total"] for r in ok
+                          if r["inner"].get("spacy_share_of_total") is not None]
+                if shares:
+                    s["datatrove"]["spacy_share_of_total"] = statistics.median(shares)
+                    print(f"datatrove: spaCy word tokenisation took {statistics.median(shares):.0%} of its "
+                          f"in-process time (timed in the same run)")
 
     if not a.no_quality:
         print(f"\n== quality on {os.path.basename(DEFAULT_CORPUS)} ==")

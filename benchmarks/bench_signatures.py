@@ -57,6 +57,31 @@ def load(name, limit=None):
     return rows
 
 
+def time_sides(sides: dict, docs: list, rounds: int) -> dict[str, list[float]]:
+    """Seconds of one call of every side on the same docs, per round. The order of the
+    sides flips every round so that drift in the machine's load falls on all alike."""
+    order, out = list(sides), {key: [] for key in sides}
+    for rnd in range(rounds):
+        for key in (order if rnd % 2 == 0 else order[::-1]):
+            t0 = time.perf_counter()
+            sides[key](docs)
+            out[key].append(time.perf_counter() - t0)
+    return out
+
+
+def selftest() -> int:
+    """Every side gets the same documents, as often, and the order flips."""
+    calls = []
+    sides = {k: (lambda docs, k=k: calls.append((k, id(docs), len(docs)))) for k in ("a", "b", "c")}
+    docs = ["one", "two", "three"]
+    t = time_sides(sides, docs, 4)
+    assert all(len(v) == 4 for v in t.values()), t
+    assert {(i, n) for _, i, n in calls} == {(id(docs), 3)}, calls
+    assert [k for k, _, _ in calls] == list("abccbaabccba"), calls
+    print("selftest: ok")
+    return 0
+
+
 def compile_times():
     code = ("import time; t = time.perf_counter(); from curation.minhash import MinHasher; "
             "MinHasher(backend='numba').signatures(['one two three four five six']); "
@@ -98,31 +123,22 @@ def speed(args):
     print(f"\n## Speed: signatures per second, one thread, num_perm={k}; every side signs the same "
           f"documents once per round, {args.rounds} rounds, median\n")
     print("| corpus | docs | mean chars | datasketch | datasketch, perms reused | ours (numba) "
-          "| ratio | ratio vs reused | ours, oph | oph ratio |")
+          "| ratio (min-max over rounds) | ratio vs reused | ours, oph | oph ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = {}
     for name in WEB:
         texts = [r["text"] for r in load(name, args.docs)]
-        rows = {key: [] for key in ("ds", "dsr", "ours", "oph", "r", "rr", "ro")}
-        order = list(sides)
-        for rnd in range(args.rounds):
-            # Same documents, one timed call per side per round; the order flips every
-            # round so that drift in the machine's load falls on every side alike.
-            t = {}
-            for key in (order if rnd % 2 == 0 else order[::-1]):
-                t0 = time.perf_counter()
-                sides[key](texts)
-                t[key] = time.perf_counter() - t0
-            for key in sides:
-                rows[key].append(len(texts) / t[key])
-            rows["r"].append(t["ds"] / t["ours"])
-            rows["rr"].append(t["dsr"] / t["ours"])
-            rows["ro"].append(t["ds"] / t["oph"])
+        t = time_sides(sides, texts, args.rounds)
+        rows = {key: [len(texts) / x for x in v] for key, v in t.items()}
+        rows["r"] = [a / b for a, b in zip(t["ds"], t["ours"])]
+        rows["rr"] = [a / b for a, b in zip(t["dsr"], t["ours"])]
+        rows["ro"] = [a / b for a, b in zip(t["ds"], t["oph"])]
         med = {key: statistics.median(v) for key, v in rows.items()}
         summary[name] = med
         chars = sum(map(len, texts)) / len(texts)
         print(f"| {name.split('.')[0]} | {len(texts)} | {chars:.0f} | {med['ds']:,.0f} | {med['dsr']:,.0f} "
-              f"| {med['ours']:,.0f} | **{med['r']:.1f}x** | {med['rr']:.1f}x | {med['oph']:,.0f} "
+              f"| {med['ours']:,.0f} | **{med['r']:.1f}x** ({min(rows['r']):.0f}-{max(rows['r']):.0f}) "
+              f"| {med['rr']:.1f}x | {med['oph']:,.0f} "
               f"| {med['ro']:.1f}x |")
     return summary
 
@@ -209,7 +225,10 @@ def main():
     ap.add_argument("--num-perm", type=int, default=128)
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--selftest", action="store_true", help="check the timing harness and exit")
     args = ap.parse_args()
+    if args.selftest:
+        return selftest()
     missing = [n for n in WEB + ("neardup_dev_truth.json.gz",) if not (CORPORA / n).exists()]
     if missing:
         print(f"skipped: {CORPORA} lacks {', '.join(missing)} (put ../shared/corpora beside the "

@@ -1,15 +1,19 @@
-"""Peak memory of a process tree, sampled from /proc (Linux; stdlib only, so it runs
-in the project's environment and in the datatrove virtual environment alike).
+"""Peak memory and CPU time of a process tree, sampled from /proc (Linux; stdlib only,
+so it runs in the project's environment and in the datatrove virtual environment alike).
 
 Two sums over the root process and all its descendants, sampled every `interval`:
 * RSS: what `ps` shows; double-counts pages that forked children share with their
   parent (datatrove's multiprocess manager, Beam's forked workers);
 * PSS: each shared page divided among the processes sharing it, so the sum is the
   memory the tree really holds. The headline figure in the benchmarks.
+CPU: user + system seconds of every process seen in the tree, the last value sampled
+for each (so a process's final < `interval` is missed). On a shared machine CPU
+seconds move far less with other people's load than wall seconds do.
 
     with TreeMemory(pid) as mem:      # pid: default this process
         ...
     mem.peak_rss, mem.peak_pss        # bytes
+    mem.cpu_s                         # seconds
 """
 from __future__ import annotations
 
@@ -62,6 +66,21 @@ def _rss_pss(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> tuple[bytes, float] | None:
+    """(start time, user + system seconds) of pid; the start time tells reused pids apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    # after the command: state ppid ... utime(14th field) stime(15th) ... starttime(22nd)
+    return fields[19], (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def tree_memory(root: int) -> tuple[int, int, int]:
     """(sum RSS, sum PSS, number of processes) of root and its descendants, in bytes."""
     rss = pss = 0
@@ -79,11 +98,16 @@ class TreeMemory:
         self.interval = interval
         self.peak_rss = self.peak_pss = self.max_procs = 0
         self.samples = 0
+        self._cpu: dict[tuple[int, bytes], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
         rss, pss, n = tree_memory(self.pid)
+        for p in tree_pids(self.pid):
+            c = _cpu(p)
+            if c is not None:
+                self._cpu[(p, c[0])] = c[1]
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_pss = max(self.peak_pss, pss)
         self.max_procs = max(self.max_procs, n)
@@ -104,6 +128,10 @@ class TreeMemory:
         self._thread.join()
         return self
 
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._cpu.values())
+
     def __enter__(self) -> "TreeMemory":
         return self.start()
 
@@ -113,4 +141,5 @@ class TreeMemory:
     def as_dict(self) -> dict:
         return {"peak_pss_mib": round(self.peak_pss / 2**20, 1),
                 "peak_rss_sum_mib": round(self.peak_rss / 2**20, 1),
-                "max_processes": self.max_procs, "samples": self.samples}
+                "max_processes": self.max_procs, "samples": self.samples,
+                "cpu_s_sampled": round(self.cpu_s, 2)}
