@@ -21,6 +21,8 @@ Any other --flag is passed to Beam's PipelineOptions, e.g.
   --runner DataflowRunner --project P --region R --temp_location gs://B/tmp
   --direct_num_workers 4   (local runner; default: every core)
 Without --runner the job runs on Beam's local FnApiRunner with no network.
+DataflowRunner jobs have been checked offline only (built with --dry_run=True; gs://
+through a local stand-in), not yet run on Dataflow: see docs/dataflow.md.
 """
 
 
@@ -453,8 +455,9 @@ time, cost and fallback) and report.html, report.md and report.json.
 A rerun skips every stage that completed with the same settings and inputs and
 redoes the rest; a stage cut off halfway is cleared and redone. Other --flags go
 to Beam's PipelineOptions for the dedup, filter and score stages (default: the
-local runner; e.g. --direct_num_workers 2). On Dataflow (--runner DataflowRunner
---project P --region R --temp_location gs://B/tmp), give --data-output gs://B/run
+local runner; e.g. --direct_num_workers 2). For Dataflow (--runner DataflowRunner
+--project P --region R --temp_location gs://B/tmp; checked offline only, see
+docs/dataflow.md), give --data-output gs://B/run
 and gs:// sources; the other stages run here. Without ANTHROPIC_API_KEY, labelling
 falls back to the heuristic labeler and the Claude proposer is skipped: the run
 says so.
