@@ -96,7 +96,9 @@ def locked(command: str):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(cfg, *args, **kwargs):
-            if not getattr(cfg, "output", None):
+            beam_args = args[0] if args else kwargs.get("beam_args", [])
+            if not getattr(cfg, "output", None) or is_dry_run(beam_args):
+                # a dry run only builds the job: it writes nothing to lock
                 return fn(cfg, *args, **kwargs)
             with OutputLock(cfg.output, command, BeamFS()):
                 return fn(cfg, *args, **kwargs)
@@ -136,8 +138,9 @@ def reuse_or_clear(command: str, fs: BeamFS, output: str, params: dict, *, dry_r
 
 def write_manifest(fs: BeamFS, output: str, manifest: dict) -> str:
     """manifest.json, written last, with the inventory of every file the run left in
-    OUTPUT (``files``: relative path -> bytes and checksum) for the rerun and read checks."""
-    manifest = {**manifest, "files": inventory(output, fs)}
+    OUTPUT (``files``: relative path -> bytes and checksum) for the rerun and read checks.
+    The inventory is added to ``manifest`` itself, so a driver returns what it wrote."""
+    manifest["files"] = inventory(output, fs)
     path = fs.join(output, MANIFEST)
     tmp = path + ".tmp"
     with fs.open_write(tmp) as f:

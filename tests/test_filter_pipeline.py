@@ -531,7 +531,8 @@ def test_user_filter_errors_are_rejected_and_strict_stops(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "curate: bad input (--strict)" in err
     assert f"{src / 'u.jsonl'}:2: filter_error" in err and "cannot handle" in err
-    assert not (strict_out / "manifest.json").exists()
+    m = strict_out / "manifest.json"     # written first as "running": never a complete run
+    assert not m.exists() or json.loads(m.read_text())["status"] != "complete"
 
 
 # ---------------------------------------------------------------- 6. dedup -> filter

@@ -511,25 +511,34 @@ def test_rerun_is_skipped_unless_settings_model_or_overwrite_change(corpus, mode
     out = tmp_path / "out"
     m0 = score(corpus, out, model, min_score=0.5)
     manifest = (out / "manifest.json").read_bytes()
-    sentinel = out / "documents" / "zz-sentinel.parquet"
-    sentinel.write_bytes(b"left by a test")
     capsys.readouterr()
 
     assert score(corpus, out, model, min_score=0.5) == m0
     assert "already holds a complete run" in capsys.readouterr().err
-    assert (out / "manifest.json").read_bytes() == manifest and sentinel.exists()
+    assert (out / "manifest.json").read_bytes() == manifest
 
+    # a file no run of ours wrote is never deleted: the run no longer matches its
+    # manifest, and clearing it for a rerun refuses, naming the file
+    from curation.outputs import OutputError
+    sentinel = out / "documents" / "zz-sentinel.parquet"
+    sentinel.write_bytes(b"left by a test")
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="zz-sentinel.parquet"):
+            score(corpus, out, model, min_score=0.5, overwrite=overwrite)
+    assert sentinel.exists()
+    sentinel.unlink()
+    stamp = (out / "manifest.json").stat().st_mtime_ns
     score(corpus, out, model, min_score=0.5, overwrite=True)
-    assert "already holds" not in capsys.readouterr().err and not sentinel.exists()
+    assert "already holds" not in capsys.readouterr().err
+    assert (out / "manifest.json").stat().st_mtime_ns != stamp
 
     score(corpus, out, model, min_score=0.6)
     assert "already holds" not in capsys.readouterr().err
 
     # a retrained model at the same path is another run (its bytes are in the parameters)
-    sentinel.write_bytes(b"left by a test")
     train_classifier(synthetic_labels(), model, threshold=3, **{**SMALL, "seed": 8})
     m = score(corpus, out, model, min_score=0.6)
-    assert "already holds" not in capsys.readouterr().err and not sentinel.exists()
+    assert "already holds" not in capsys.readouterr().err
     assert m["model"]["sha256"] != m0["model"]["sha256"]
 
 
