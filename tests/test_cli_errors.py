@@ -215,7 +215,10 @@ def _start_with_workers(tmp_path) -> tuple[subprocess.Popen, list[int]]:
                           for i in range(20000)])
     p = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "dedup", "--input", str(corpus),
                           "--output", str(tmp_path / "out"), "--direct_num_workers", "2"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # as from a terminal: a test run started in the background has
+                         # SIGINT ignored, and that would be inherited
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     workers: list[int] = []
     while time.time() < deadline and len(workers) < 2 and p.poll() is None:
