@@ -21,6 +21,7 @@ from pathlib import Path
 
 from curation.config import ConfigError
 from curation.manifest import chain_links, dumps, package_versions
+from curation.memwatch import TreeMemory, available as memwatch_available
 from curation.mixture._files import write_atomic
 from curation.progress import Progress
 from curation.runconfig import RunConfig
@@ -427,8 +428,17 @@ class Job:
             t0 = time.time()
             rec = {"name": stage, "dir": STAGE_DIRS[stage], "status": "running", "fingerprint": fp}
             self.run.record(rec)
+            mem = TreeMemory(interval=0.25).start() if memwatch_available() else None
             try:
-                out = getattr(self, f"stage_{stage}")(src)
+                try:
+                    out = getattr(self, f"stage_{stage}")(src)
+                finally:
+                    if mem is not None:
+                        mem.stop()
+                        # the whole process tree (Beam's local workers included), in MiB
+                        rec["peak_memory_mib"] = {"pss": round(mem.peak_pss / 2**20, 1),
+                                                  "rss": round(mem.peak_rss / 2**20, 1)}
+                        rec["cpu_s"] = round(mem.cpu_s, 1)
             except DryRunDone as e:
                 self.run.record({**rec, "status": "dry_run", "runner": e.manifest.get("runner")})
                 self.run.doc["status"] = "dry_run"

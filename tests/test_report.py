@@ -443,6 +443,7 @@ def test_run_json_gives_time_cost_fallbacks_and_disabled_stages(report_run, tmp_
                                           ("train", "classifier"), ("score", "score"), ("mix", "mix")])]
     stages[2]["fallback"] = "no ANTHROPIC_API_KEY: heuristic labels instead of Claude's"
     stages[5].update(cost_usd=0.25, api_tokens={"input": 1000, "output": 200})
+    stages[0].update(peak_memory_mib={"pss": 812.4, "rss": 1500.0}, cpu_s=17.5)
     stages.append({"name": "export", "dir": "export", "status": "disabled", "seconds": 0.0,
                    "fallback": None, "cost_usd": None, "api_tokens": None})
     (run / "run.json").write_text(json.dumps({
@@ -452,7 +453,10 @@ def test_run_json_gives_time_cost_fallbacks_and_disabled_stages(report_run, tmp_
     html = (run / "report.html").read_text()
     t = r["timings"]["stages"]
     assert t["dedup"] == {"seconds": 10.0, "source": "run.json", "run_status": "reused",
-                          "finished_at": json.loads((run / "dedup" / "manifest.json").read_text())["finished_at"]}
+                          "finished_at": json.loads((run / "dedup" / "manifest.json").read_text())["finished_at"],
+                          "peak_pss_mib": 812.4, "cpu_s": 17.5}
+    assert t["filter"]["peak_pss_mib"] is None and t["filter"]["cpu_s"] is None
+    assert "812" in html and "17.5" in html and "proportional set size" in html
     assert r["timings"]["total_seconds"] == pytest.approx(sum(10.0 + i for i in range(6)))
     assert r["export"]["why"] == "the export stage was disabled in the run's configuration"
     assert "heuristic labels instead of Claude" in html and "Labelling used the heuristic labeler" in html

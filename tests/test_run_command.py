@@ -204,6 +204,13 @@ def test_run_chains_the_stages(reference_run):
     assert any("Claude proposer skipped" in f and "ANTHROPIC_API_KEY" in f for f in doc["fallbacks"])
     label = json.loads((ref / "label" / "summary.json").read_text())
     assert label["labeler"] == "heuristic"
+    # every stage's peak memory (the process tree: this Python process at least) and CPU
+    for name, s in stages.items():
+        mem = s["peak_memory_mib"]
+        assert 50 < mem["pss"] <= mem["rss"] and s["cpu_s"] > 0, name
+    t = report["timings"]["stages"]
+    assert t["dedup"]["peak_pss_mib"] == stages["dedup"]["peak_memory_mib"]["pss"]
+    assert "peak memory (MiB)" in (ref / "report.md").read_text()
 
 
 def test_rerun_skips_complete_stages_and_redoes_changed_ones(reference_run, tmp_path):

@@ -520,10 +520,19 @@ def timings_blocks(r: dict) -> Section:
     sec = Section("timings", "Time per stage")
     sec.blocks.append(P("Everything in this section changes from one run to the next; the rest "
                         "of the report does not.", True))
+    def mib(v):
+        return MISSING if v is None else f"{v:,.0f}"
+
     rows = [[name, v["run_status"] or "", v["source"] or "not recorded", v["finished_at"] or "",
-             seconds(v["seconds"])] for name, v in t["stages"].items()]
-    rows.append(["total (known)", t["run_status"] or "", "", "", seconds(t["total_seconds"])])
-    sec.blocks.append(Table(["stage", "run.json status", "from", "finished at", "seconds"], rows, text_cols=4))
+             seconds(v["seconds"]), seconds(v.get("cpu_s")), mib(v.get("peak_pss_mib"))]
+            for name, v in t["stages"].items()]
+    rows.append(["total (known)", t["run_status"] or "", "", "", seconds(t["total_seconds"]), "", ""])
+    sec.blocks.append(Table(["stage", "run.json status", "from", "finished at", "seconds", "CPU seconds",
+                             "peak memory (MiB)"], rows, text_cols=4))
+    if any(v.get("peak_pss_mib") is not None for v in t["stages"].values()):
+        sec.blocks.append(P("Peak memory is the proportional set size (PSS) of the whole process "
+                            "tree while the stage ran, Beam's worker processes included, sampled "
+                            "every 0.25 s by `curate run`; CPU seconds are summed over that tree."))
     computed = t["stages"].get("mix", {}).get("proxy_runs_computed")
     if computed is not None:
         sec.blocks.append(P(f"Proxy runs computed by this run: {n(computed)} (the others came "

@@ -291,7 +291,8 @@ def cost_section(rd: RunDir) -> dict:
 
 def timings_section(rd: RunDir) -> dict:
     """Seconds per stage: run.json when `curate run` wrote it, else each stage's own
-    record (manifest timings_s.total, label and export elapsed_s, mix timings_s.total).
+    record (manifest timings_s.total, label and export elapsed_s, mix timings_s.total);
+    peak memory and CPU seconds where run.json has them.
     Everything here changes from run to run; the rest of the report does not."""
     out = {}
     for name, st in rd.stages.items():
@@ -305,8 +306,11 @@ def timings_section(rd: RunDir) -> dict:
                 if value is not None:
                     secs, source = value, f"{st.dir}: {where}"
                     break
+        mem = e.get("peak_memory_mib") or {}
         out[name] = {"seconds": _r(secs, 3), "source": source, "run_status": e.get("status"),
-                     "finished_at": d.get("finished_at")}
+                     "finished_at": d.get("finished_at"),
+                     # `curate run` samples the process tree (its Beam workers included)
+                     "peak_pss_mib": mem.get("pss"), "cpu_s": e.get("cpu_s")}
         if name == "mix":
             # how many came from the cache depends on what earlier runs left: not a result
             out[name]["proxy_runs_computed"] = d.get("proxy_runs_computed")
