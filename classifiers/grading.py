@@ -17,30 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from classifiers.rubrics import Rubric
+# the call's cost and the invalid-answer error belong to the shared Claude client
+from curation.claude_client import (BATCH_DISCOUNT, CACHE_READ, CACHE_WRITE, PRICES,  # noqa: F401
+                                    AnswerError, _get, cost_usd)
 
 TOOL_NAME = "record_grade"
 DOC_OPEN, DOC_CLOSE = "<document>", "</document>"
-CACHE_WRITE, CACHE_READ, BATCH_DISCOUNT = 1.25, 0.10, 0.5
-
-# USD per million tokens (input, output) as Anthropic published them in late 2026; check
-# the pricing page and pass your own table when they change. Retired models are left out
-# (claude-sonnet-4-5 retired 2026-11-30); claude-opus-4-5 retires 2027-01-22.
-PRICES: dict[str, tuple[float, float]] = {
-    "claude-opus-5-5": (4.0, 20.0),
-    "claude-sonnet-5-5": (2.0, 10.0),
-    "claude-opus-5": (5.0, 25.0),
-    "claude-sonnet-5": (2.0, 10.0),
-    "claude-opus-4-6": (5.0, 25.0),
-    "claude-sonnet-4-6": (3.0, 15.0),
-    "claude-haiku-4-5": (1.0, 5.0),
-    "claude-opus-4-5": (5.0, 25.0),
-}
-
-
-class AnswerError(ValueError):
-    """The model's reply is not a valid grade (wrong form, out of range, refusal)."""
-
-
 def tool_schema(rubric: Rubric) -> dict:
     return {
         "name": TOOL_NAME,
@@ -93,10 +75,6 @@ class Grade:
     reasoning: str
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
-
-
 def parse_answer(message: Any, rubric: Rubric) -> Grade:
     """The grade in a Messages API reply (an SDK Message or its dict form)."""
     stop = _get(message, "stop_reason")
@@ -119,18 +97,3 @@ def parse_answer(message: Any, rubric: Rubric) -> Grade:
     if not isinstance(reasoning, str):
         raise AnswerError("reasoning is missing or not text")
     return Grade(score, reasoning.strip()[:600])
-
-
-def cost_usd(model: str, usage: Any, *, batch: bool, prices: dict | None = None) -> float:
-    """Dollars for one call's usage (input, output, cache write and read tokens)."""
-    table = prices or PRICES
-    if model not in table:
-        raise KeyError(f"no price for model {model!r}; known: {', '.join(sorted(table))} "
-                       f"(configure prices for others)")
-    p_in, p_out = table[model]
-    tokens_in = _get(usage, "input_tokens", 0) or 0
-    out = _get(usage, "output_tokens", 0) or 0
-    write = _get(usage, "cache_creation_input_tokens", 0) or 0
-    read = _get(usage, "cache_read_input_tokens", 0) or 0
-    usd = (tokens_in * p_in + out * p_out + write * p_in * CACHE_WRITE + read * p_in * CACHE_READ) / 1e6
-    return usd * (BATCH_DISCOUNT if batch else 1.0)

@@ -198,8 +198,8 @@ def read_sample(cfg: LabelConfig, fs=None) -> tuple[list[Document], SampleStats,
 
 
 def heuristic_chain():
-    from curation.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
-    return [GopherQuality(), GopherRepetition(), C4Quality(mode="document"), FineWebQuality()]
+    from curation.filters import heuristic_label_chain
+    return heuristic_label_chain()
 
 
 def heuristic_grade(text: str, rubric: Rubric, chain=None) -> tuple[int, str]:

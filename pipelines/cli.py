@@ -639,13 +639,6 @@ def _check_leftovers(parser, args, beam_args: list[str]) -> None:
     check_beam_args(beam_args, tuple(ours))
 
 
-def _check_output_arg(args) -> None:
-    out = getattr(args, "output", None)
-    if out and "://" not in out and os.path.lexists(out) and not os.path.isdir(out):
-        raise UsageError(f"--output {out} is a file, not a directory: give a directory (it is "
-                         f"created if missing)")
-
-
 def _check_report_dir(run_dir: str) -> None:
     from curation.report.rundir import RUN_JSON, STAGES
     REPORT_DIRS = [d for _, d, _ in STAGES]
@@ -683,7 +676,6 @@ def _main(argv: list[str] | None) -> int:
     try:
         if beam_args:
             _check_leftovers(parser, args, beam_args)
-        _check_output_arg(args)
         if args.command == "report":
             _check_report_dir(args.run_dir)
     except UsageError as e:

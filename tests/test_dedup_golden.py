@@ -2,13 +2,11 @@
 kept documents and the same cluster rows, at the defaults and with --verify exact."""
 import pytest
 
-from tests.dedup_golden import CASES, available, decisions, golden_path, read_golden, run_case
+from tests.dedup_golden import CASES, decisions, golden_path, read_golden, run_case
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_decisions_equal_the_golden_file(name, tmp_path):
-    if not available(name):
-        pytest.skip("needs ../shared/corpora")
     assert golden_path(name).exists(), "run: python -m tests.dedup_golden --write"
     run_case(name, tmp_path / "out")
     got, want = decisions(tmp_path / "out"), read_golden(name)

@@ -20,6 +20,12 @@ from curation.filters.gopher import GopherQuality, GopherRepetition
 from curation.filters.text import words
 
 
+def heuristic_label_chain() -> list[Filter]:
+    """The rule sets the heuristic labeler (`curate label --labeler heuristic`) counts a
+    document as passing; the report names them."""
+    return [GopherQuality(), GopherRepetition(), C4Quality(mode="document"), FineWebQuality()]
+
+
 def __getattr__(name: str):
     # the language model loads on first use, not on `import curation.filters`
     if name in ("LanguageFilter", "identify"):
@@ -31,4 +37,4 @@ def __getattr__(name: str):
 __all__ = ["Filter", "FilterChain", "FilterInputError", "FilterParamError", "Verdict",
            "document_text", "GopherQuality", "GopherRepetition", "C4Quality", "FineWebQuality",
            "LanguageFilter", "LengthFilter", "UserFilter", "identify", "load_chain",
-           "build_chain", "chain_spec", "PRESETS", "DEFAULT_PRESET", "words"]
+           "build_chain", "chain_spec", "PRESETS", "DEFAULT_PRESET", "words", "heuristic_label_chain"]

@@ -161,7 +161,7 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 def parse_mixtures(message: Any, names: Sequence[str], n: int) -> list[tuple[dict, str]]:
     """(weights by shown name, rationale) for each proposed mixture; raises
     classifiers.grading.AnswerError (retried once by the caller) for a bad reply."""
-    from classifiers.grading import AnswerError
+    from curation.claude_client import AnswerError
     if _get(message, "stop_reason") == "refusal":
         raise AnswerError("refusal: the model declined to propose")
     blocks = [b for b in _get(message, "content", []) or []
@@ -205,7 +205,7 @@ class ClaudeProposer:
                  target: str, model: str = DEFAULT_MODEL, hide_names: bool = False,
                  client=None, settings=None, sleep: Callable[[float], None] = time.sleep,
                  project: Callable | None = None, max_usd: float | None = None):
-        from classifiers.claude import Settings, make_client
+        from curation.claude_client import Settings, make_client
         self.domains, self.c = list(domains), constraints
         self.target, self.model, self.hide_names = target, model, hide_names
         self.s = settings or Settings(model=model, max_tokens=4000)
@@ -223,7 +223,7 @@ class ClaudeProposer:
                 rng: np.random.Generator | None = None) -> list[Proposal]:
         import anthropic
 
-        from classifiers.claude import BudgetExceeded, call_with_retries, redact
+        from curation.claude_client import BudgetExceeded, call_with_retries, redact
         self.round += 1
         names = sorted(self.alias.values())
         real = {v: k for k, v in self.alias.items()}

@@ -35,7 +35,7 @@ def _proposers(cfg: MixConfig, domains, c, feasible, stats, log, base_url):
             if extra:
                 raise ConfigError(f"proposers: claude takes no parameters here ({extra}); "
                                   f"use claude_model, claude_hide_names, claude_max_usd")
-            from classifiers.claude import NoApiKey
+            from curation.claude_client import NoApiKey
             from curation.mixture.claude import ClaudeProposer
             try:
                 adaptive.append(ClaudeProposer(
@@ -53,7 +53,7 @@ def _proposers(cfg: MixConfig, domains, c, feasible, stats, log, base_url):
 
 
 def _client(cfg, base_url):
-    from classifiers.claude import Settings, make_client
+    from curation.claude_client import Settings, make_client
     return make_client(Settings(model=cfg.claude_model), base_url=base_url)
 
 

@@ -135,9 +135,9 @@ def classifier_section(rd: RunDir) -> dict:
                           "rubric": rubric.get("name"), "scale": rubric.get("scale"),
                           "threshold": s.get("threshold"), "counts": s.get("counts")}
         if s.get("labeler") == "heuristic":
-            # what its scores measure: the rule sets it counts (classifiers.labeling)
-            from classifiers.labeling import heuristic_chain
-            out["labeler"]["rule_sets"] = [f.name for f in heuristic_chain()]
+            # what its scores measure: the rule sets it counts
+            from curation.filters import heuristic_label_chain
+            out["labeler"]["rule_sets"] = [f.name for f in heuristic_label_chain()]
     return out
 
 
