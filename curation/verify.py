@@ -280,6 +280,8 @@ class Reconciler:
         """Rows `first_row`.. of output file `where` (or, with `picked`, those rows of
         them): their input file names and positions (-1: null)."""
         n = len(lines)
+        if n == 0:      # e.g. a clusters/ batch with no removed member
+            return
         row_no = (lambda i: first_row + i) if picked is None else (lambda i: first_row + int(picked[i]))
         self.res.rows[role] += n
         lut = {s: self.index.get(s, -1) if s is not None else -2 for s in set(sources)}
