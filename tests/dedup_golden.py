@@ -28,7 +28,7 @@ CASES = {
 
 
 def variants_corpus(out: Path, share: float = 0.2, seed: int = 12) -> Path:
-    """The demo corpus plus, for a seeded `share` of its documents, a variant of each:
+    """A folder holding the demo corpus plus, for a seeded `share` of its documents, a variant of each:
     1-4% of words replaced, truncated to 80-95%, another document's first lines put
     in front, or an edit and a truncation together (a spread of true Jaccards around
     the threshold, so the decisions exercise verification)."""
@@ -53,8 +53,13 @@ def variants_corpus(out: Path, share: float = 0.2, seed: int = 12) -> Path:
         if kind == "header":
             text = "\n".join(docs[rng.randrange(len(docs))]["text"].split("\n")[:3]) + "\n" + text
         variants.append({"id": f"{d['id']}~{kind}", "domain": d["domain"], "text": text})
+    # the keep rule follows input paths: the demo files and the variants sit in one
+    # directory, demo first, so the order is the same wherever the checkout lives
+    import shutil
     out.mkdir(parents=True, exist_ok=True)
-    with gzip.GzipFile(out / "variants.jsonl.gz", "wb", mtime=0) as f:
+    for path in demo_files():
+        shutil.copy(path, out / f"0-{Path(path).name}")
+    with gzip.GzipFile(out / "1-variants.jsonl.gz", "wb", mtime=0) as f:
         f.write("".join(json.dumps(v) + "\n" for v in variants).encode("utf-8"))
     return out
 
@@ -66,9 +71,7 @@ def golden_path(name: str) -> Path:
 def run_case(name: str, out: Path) -> None:
     from pipelines.cli import main
     src, extra = CASES[name]
-    inputs = ["--demo"]
-    if src == "variants":
-        inputs += ["--input", str(variants_corpus(out.parent / "variants_input"))]
+    inputs = ["--demo"] if src == "demo" else ["--input", str(variants_corpus(out.parent / "variants_input"))]
     rc = main(["dedup", *inputs, "--output", str(out), *extra, *FAST])
     if rc != 0:
         raise RuntimeError(f"curate dedup exited {rc} for case {name}")
