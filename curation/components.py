@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Hashable, Iterable
 
+import numpy as np
+
 
 def large_star(u, neighbours: Iterable) -> tuple[list[tuple], bool]:
     """Link every larger neighbour of u to the minimum of u's closed neighbourhood.
@@ -82,3 +84,48 @@ def connected_components(edges: Iterable[tuple], max_rounds: int = 64) -> tuple[
                 labels.setdefault(b, b)
             return labels, rounds
     raise NotConverged(f"connected components did not converge in {max_rounds} rounds")
+
+
+# ---------------------------------------------------------------- the same rounds on arrays
+# The pipeline moves edges as int64 arrays; these apply large_star/small_star to every
+# node of an array at once and give the same edge sets (tests check it on random graphs).
+
+def _groups(u):
+    """Start and end of each run of equal values in a sorted array."""
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    return starts, np.r_[starts[1:], len(u)]
+
+
+def large_star_arrays(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """`large_star` for every node u given as rows (u, v) of its neighbour lists:
+    (new edges' ends, their targets, number of nodes whose edges changed)."""
+    from curation.exchange import unique_pairs
+    keep = u != v
+    u, v = unique_pairs(u[keep], v[keep])
+    if not len(u):
+        return u, v, 0
+    starts, ends = _groups(u)
+    nodes = u[starts]
+    m = np.minimum(nodes, v[starts])            # v is sorted inside each node's run
+    has_larger = v[ends - 1] > nodes
+    changed = int(np.count_nonzero(has_larger & (m != nodes)))
+    m_row = np.repeat(m, ends - starts)
+    larger = v > u
+    return v[larger], m_row[larger], changed
+
+
+def small_star_arrays(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """`small_star` for every node u given as rows (u, v) with u > v."""
+    from curation.exchange import unique_pairs
+    keep = v < u
+    u, v = unique_pairs(u[keep], v[keep])
+    if not len(u):
+        return u, v, 0
+    starts, ends = _groups(u)
+    sizes = ends - starts
+    m = v[starts]
+    m_row = np.repeat(m, sizes)
+    other = v != m_row
+    out_a = np.concatenate([v[other], u[starts]])
+    out_b = np.concatenate([m_row[other], m])
+    return out_a, out_b, int(np.count_nonzero(sizes > 1))

@@ -1,16 +1,27 @@
 """`curate dedup`: exact and MinHash-LSH near-duplicate removal as one Beam pipeline.
 
-Data flow (text is read twice and never shuffled; only small records move):
+Data flow. Text is read twice and never shuffled; no per-document record crosses a
+shuffle: keys and edges move as packed int64 arrays (curation.exchange), and what
+must be grouped per key range is exchanged through work files, one per
+(partition, unit), in OUTPUT/_work:
 
-  files ─ SignFile ──(exact key → ordinal, id, signature, band keys)── GroupByKey
-        ├─ exact groups: first occurrence is the representative, the rest get an
-        │  edge to it
-        ├─ representatives ─ (band, partition) arrays of band keys ─ GroupByKey ─
-        │  sort each partition, link each bucket member to the bucket minimum ─
-        │  Distinct ─ verify (two joins with the signatures)
-        ├─ exact + verified edges ─ large-star/small-star rounds ─ (node, root)
-        └─ decisions grouped per input file ─ WriteShard re-reads that file and
-           writes kept documents, cluster rows and rejected records
+  units ─ SignUnit: signatures, ids (and shingles for --verify exact) into a side
+  │       file per unit; exact keys and band keys cut by key partition into files
+  ├─ partitions 0..P-1 ─ GroupPartition (after every unit is signed): read the
+  │   partition's files from every unit;
+  │   ├─ exact groups: the first occurrence represents, the rest get an edge to it
+  │   └─ LSH buckets: each member linked to the bucket's minimum ordinal
+  ├─ candidate edges, grouped by the pair of files they join ─ VerifyEdges reads
+  │   just those rows of the two side files and keeps edges whose Jaccard
+  │   (estimated, or exact) reaches the threshold
+  ├─ exact + verified edges ─ large-star/small-star rounds on edge arrays ─ (node, root)
+  ├─ labels grouped by the root's file ─ the root's id from its side file
+  └─ decisions grouped per input file ─ WriteShard re-reads that file and writes kept
+     documents, cluster rows and rejected records
+
+Per document, the work files hold its exact key and ordinal (24 bytes) and one
+band key with its ordinal per band (16 bytes each); the shuffles hold only edges,
+whose number grows with the duplicates, not the corpus.
 
 Keep rule: each cluster keeps its minimum node, i.e. the first occurrence in input
 order (inputs sorted by path, then line or row); every other member is removed as
@@ -19,23 +30,29 @@ duplicate, and its `cluster_id` is the kept document's id.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsSingleton, TaggedOutput
+from apache_beam.pvalue import AsList, AsSingleton, TaggedOutput
 
-from curation.components import large_star, small_star
-from curation.documents import Rejected, split_ordinal
+from curation.components import large_star_arrays, small_star_arrays
+from curation.documents import RECORD_BITS, Rejected
+from curation.exchange import (SideFile, SideFileWriter, concat, pack, partition_of, split_by,
+                               unique_pairs, unpack, write_packed)
 from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, read_documents, rejected_row,
                          shard_name, write_documents, write_rows)
 from curation.lsh import band_keys, bucket_min_edges, exact_jaccard
 from curation.minhash import MinHasher, estimate_jaccard
 
-import pyarrow as pa
-
 from pipelines.fs import BeamFS
 
 NS = "curation.dedup"
+WORK_DIR = "_work"
+# documents whose keys a signing worker holds before writing them out
+CHUNK_DOCS = 1 << 18
 
 CLUSTER_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -47,28 +64,60 @@ CLUSTER_SCHEMA = pa.schema([
 ])
 
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
+_I64 = np.dtype(np.int64)
+_U64 = np.dtype(np.uint64)
+_EDGE = {"a": _I64, "b": _I64}
 
 
 def _counter(name):
     return Metrics.counter(NS, name)
 
 
-class SignFile(beam.DoFn):
-    """Pass 1: one input file -> (exact key, signature record) per valid document."""
+def file_of(ordinals: np.ndarray) -> np.ndarray:
+    return np.asarray(ordinals, dtype=np.int64) >> RECORD_BITS
 
-    def __init__(self, fields: FieldMap, minhash: dict, bands: int, rows: int,
-                 verify: str, max_doc_bytes: int, strict: bool, batch_size: int):
-        self.fields, self.minhash, self.bands, self.rows = fields, minhash, bands, rows
+
+def unit_key(file: InputFile) -> str:
+    """A unit's name in the work folder (one unit per input file)."""
+    return f"{file.index:06d}"
+
+
+class _Work:
+    """Paths of the work folder."""
+
+    def __init__(self, fs, output: str):
+        self.fs, self.root = fs, fs.join(output, WORK_DIR)
+
+    def side(self, unit: str) -> str:
+        return self.fs.join(self.root, "sig", unit)
+
+    def part(self, kind: str, p: int, unit: str, chunk: int) -> str:
+        return self.fs.join(self.root, kind, f"{p:05d}", f"{unit}-{chunk:04d}.cpk")
+
+
+class SignUnit(beam.DoFn):
+    """Pass 1: one unit -> its side file and partition files; yields what it wrote."""
+
+    def __init__(self, output: str, fields: FieldMap, minhash: dict, bands: int, rows: int,
+                 verify: str, max_doc_bytes: int, strict: bool, batch_size: int, partitions: int,
+                 chunk_docs: int = CHUNK_DOCS):
+        self.output, self.fields, self.minhash, self.bands, self.rows = output, fields, minhash, bands, rows
         self.verify, self.max_doc_bytes, self.strict = verify, max_doc_bytes, strict
-        self.batch_size = batch_size
+        self.batch_size, self.partitions, self.chunk_docs = batch_size, partitions, chunk_docs
         self.signed = _counter("signed_documents")
+        self.written = _counter("work_bytes_written")
 
     def setup(self):
         self.mh = MinHasher(**self.minhash)   # once per worker: compiles/loads kernels
         self.fs = BeamFS()
+        self.work = _Work(self.fs, self.output)
 
     def process(self, item):
         _, file = item
+        unit = unit_key(file)
+        side = SideFileWriter(self.fs, self.work.side(unit), self.minhash["num_perm"],
+                              shingles=self.verify == "exact")
+        self._unit, self._chunks, self._held = unit, [], []
         batch = []
         for rec in read_documents(file, self.fields, max_doc_bytes=self.max_doc_bytes,
                                   strict=self.strict, fs=self.fs):
@@ -76,184 +125,307 @@ class SignFile(beam.DoFn):
                 continue  # counted and written once, by WriteShard
             batch.append(rec)
             if len(batch) >= self.batch_size:
-                yield from self._flush(batch)
+                self._sign(batch, side)
                 batch = []
         if batch:
-            yield from self._flush(batch)
+            self._sign(batch, side)
+        self._write_chunk()
+        n = side.close()
+        self.written.inc(side.bytes_written)
+        yield file.index, unit, n, self._chunks
 
-    def _flush(self, docs):
+    def _sign(self, docs, side):
         out = self.mh.sign_batch([d.text for d in docs])
-        keys = band_keys(out.signatures, self.bands, self.rows)
+        ords = np.fromiter((d.ordinal for d in docs), dtype=np.int64, count=len(docs))
+        has = out.num_shingles > 0
+        shingles = None
+        if self.verify == "exact":
+            empty = np.zeros(0, np.uint32)
+            shingles = [self.mh.shingle_hashes(d.text) if h else empty for d, h in zip(docs, has)]
+        side.add(ords, [d.id for d in docs], out.signatures, shingles)
         self.signed.inc(len(docs))
-        for i, d in enumerate(docs):
-            has_shingles = int(out.num_shingles[i]) > 0
-            if self.verify == "exact" and has_shingles:
-                payload = self.mh.shingle_hashes(d.text).tobytes()
-            else:
-                payload = out.signatures[i].tobytes()
-            yield out.exact_keys[i], (d.ordinal, d.id, payload,
-                                      keys[i].tobytes() if has_shingles else None)
+        exact = np.frombuffer(b"".join(out.exact_keys), dtype=np.uint64).reshape(len(docs), 2)
+        keys = band_keys(out.signatures[has], self.bands, self.rows)
+        self._held.append((exact, ords, keys, ords[has]))
+        if sum(len(h[1]) for h in self._held) >= self.chunk_docs:
+            self._write_chunk()
 
-
-def resolve_exact(kv):
-    """First occurrence represents the group; the others get an edge to it."""
-    _, members = kv
-    members = sorted(members, key=lambda m: m[0])
-    rep = members[0]
-    rep_node = (rep[0], rep[1], False)
-    for m in members[1:]:
-        yield TaggedOutput("edges", ((m[0], m[1], True), rep_node))
-    yield rep
-
-
-class BandPartitions(beam.DoFn):
-    """A batch of representatives -> per (band, partition) one element holding the
-    band keys, ordinals and ids as arrays. Buckets are then found by sorting inside
-    each partition, so the shuffle moves bands * partitions elements per batch
-    instead of one element per document and band."""
-
-    def __init__(self, bands: int, partitions: int):
-        self.bands, self.partitions = bands, partitions
-
-    def process(self, batch):
-        rows = [r for r in batch if r[3] is not None]
-        if not rows:
+    def _write_chunk(self):
+        if not self._held:
             return
-        keys = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.uint64).reshape(len(rows), self.bands)
-        ords = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        ids = np.array([r[1] for r in rows], dtype=object)
-        for j in range(self.bands):
-            part = (keys[:, j] >> np.uint64(40)) % np.uint64(self.partitions)
-            order = np.argsort(part, kind="stable")
-            ps = part[order]
-            cuts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1], True])
-            for a, b in zip(cuts[:-1], cuts[1:]):
-                sel = order[a:b]
-                yield (j, int(ps[a])), (keys[sel, j].tobytes(), ords[sel].tobytes(), ids[sel].tolist())
+        exact = np.concatenate([h[0] for h in self._held])
+        ords = np.concatenate([h[1] for h in self._held])
+        keys = np.concatenate([h[2] for h in self._held])
+        band_ords = np.concatenate([h[3] for h in self._held])
+        self._held = []
+        c = len(self._chunks)
+        written, exact_parts, band_parts = 0, [], []
+        for p, a in split_by(partition_of(exact[:, 0], self.partitions),
+                             k0=exact[:, 0], k1=exact[:, 1], ordinal=ords):
+            written += write_packed(self.fs, self.work.part("exact", p, self._unit, c), **a)
+            exact_parts.append(p)
+        flat = keys.ravel()
+        bands = np.tile(np.arange(self.bands, dtype=np.int8), len(band_ords))
+        for p, a in split_by(partition_of(flat, self.partitions),
+                             band=bands, key=flat, ordinal=np.repeat(band_ords, self.bands)):
+            written += write_packed(self.fs, self.work.part("band", p, self._unit, c), **a)
+            band_parts.append(p)
+        self.written.inc(written)
+        self._chunks.append((exact_parts, band_parts))
 
 
-def partition_edges(kv):
-    """All buckets of one (band, partition): each member linked to its bucket's minimum."""
-    _, chunks = kv
-    chunks = list(chunks)
-    keys = np.concatenate([np.frombuffer(c[0], dtype=np.uint64) for c in chunks])
-    ords = np.concatenate([np.frombuffer(c[1], dtype=np.int64) for c in chunks])
-    ids = [i for c in chunks for i in c[2]]
-    for x, m in zip(*bucket_min_edges(keys, ords)):
-        yield (int(ords[x]), ids[x], False), (int(ords[m]), ids[m], False)
+def _edge_chunk(a: np.ndarray, b: np.ndarray) -> bytes:
+    return pack(a=np.asarray(a, dtype=np.int64), b=np.asarray(b, dtype=np.int64))
 
 
-class AttachSignature(beam.DoFn):
-    """Join step 1: attach the larger end's signature, re-key by the smaller end."""
-
-    def process(self, kv):
-        _, grouped = kv
-        sigs, edges = grouped["sig"], grouped["edge"]
-        if not edges:
-            return
-        sig = sigs[0]
-        for e in edges:
-            yield e[1][0], (e, sig)
+def _pair_key(fa: np.ndarray, fb: np.ndarray, partitions: int) -> np.ndarray:
+    """Partition of an edge by the pair of files it joins (so verification opens
+    few side files per group)."""
+    with np.errstate(over="ignore"):
+        h = (fa.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ fb.astype(np.uint64)
+        h = (h ^ (h >> np.uint64(29))) * np.uint64(0xBF58476D1CE4E5B9)
+    return ((h >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
 
 
-class VerifyEdge(beam.DoFn):
-    """Join step 2: keep an edge when its Jaccard (estimated or exact) reaches the threshold."""
+class GroupPartition(beam.DoFn):
+    """One key partition, after every unit is signed: exact groups and LSH buckets."""
 
-    def __init__(self, threshold: float, verify: str):
+    def __init__(self, output: str, partitions: int):
+        self.output, self.partitions = output, partitions
+        self.read = _counter("work_bytes_read")
+
+    def setup(self):
+        self.fs = BeamFS()
+        self.work = _Work(self.fs, self.output)
+
+    def _load(self, kind: str, p: int, signed, names):
+        parts = []
+        for _, unit, _, chunks in signed:
+            for c, (exact_parts, band_parts) in enumerate(chunks):
+                if p in (exact_parts if kind == "exact" else band_parts):
+                    path = self.work.part(kind, p, unit, c)
+                    with self.fs.open_read(path) as f:
+                        data = f.read()
+                    self.read.inc(len(data))
+                    parts.append(unpack(data))
+        return concat(parts, names)
+
+    def process(self, p, signed):
+        x = self._load("exact", p, signed, {"k0": _U64, "k1": _U64, "ordinal": _I64})
+        if len(x["ordinal"]):
+            order = np.lexsort((x["ordinal"], x["k1"], x["k0"]))
+            k0, k1, ords = x["k0"][order], x["k1"][order], x["ordinal"][order]
+            first = np.r_[True, (k0[1:] != k0[:-1]) | (k1[1:] != k1[:-1])]
+            head = np.maximum.accumulate(np.where(first, np.arange(len(ords)), 0))
+            dup = np.flatnonzero(~first)
+            if len(dup):
+                dups, reps = ords[dup], ords[head[dup]]
+                yield TaggedOutput("edges", _edge_chunk(dups, reps))
+                for f, a in split_by(file_of(dups), ordinal=dups):
+                    yield TaggedOutput("dups", (f, pack(**a)))
+        del x
+        b = self._load("band", p, signed, {"band": np.dtype(np.int8), "key": _U64, "ordinal": _I64})
+        xs, ms = [], []
+        for j in np.unique(b["band"]):
+            sel = np.flatnonzero(b["band"] == j)
+            o = b["ordinal"][sel]
+            xi, mi = bucket_min_edges(b["key"][sel], o)
+            xs.append(o[xi])
+            ms.append(o[mi])
+        if xs:
+            xe, me = np.concatenate(xs), np.concatenate(ms)
+            for k, a in split_by(_pair_key(file_of(xe), file_of(me), self.partitions), a=xe, b=me):
+                yield k, pack(**a)
+
+
+class _SideFiles:
+    """Side files opened by this worker, the most recent kept (their index is small:
+    ordinals and ids)."""
+
+    def __init__(self, fs, work: _Work, num_perm: int, units: dict[int, list[str]], most: int = 32):
+        self.fs, self.work, self.num_perm, self.units, self.most = fs, work, num_perm, units, most
+        self.open: OrderedDict = OrderedDict()
+
+    def get(self, unit: str) -> SideFile:
+        if unit in self.open:
+            self.open.move_to_end(unit)
+        else:
+            self.open[unit] = SideFile(self.fs, self.work.side(unit), self.num_perm)
+            while len(self.open) > self.most:
+                self.open.popitem(last=False)
+        return self.open[unit]
+
+    def by_unit(self, ordinals: np.ndarray):
+        """(side file, positions into `ordinals`) for every unit holding some of them."""
+        files = file_of(ordinals)
+        for f in np.unique(files):
+            idx = np.flatnonzero(files == f)
+            for unit in self.units[int(f)]:
+                side = self.get(unit)
+                o = side.ordinals
+                if not len(o):
+                    continue
+                inside = idx[(ordinals[idx] >= o[0]) & (ordinals[idx] <= o[-1])]
+                if len(inside):
+                    yield side, inside
+
+
+class VerifyEdges(beam.DoFn):
+    """Distinct candidate edges of one pair partition, verified by reading the two
+    documents' rows from their side files."""
+
+    def __init__(self, output: str, num_perm: int, units: dict[int, list[str]], threshold: float,
+                 verify: str):
+        self.output, self.num_perm, self.units = output, num_perm, units
         self.threshold, self.verify = threshold, verify
         self.candidates = _counter("near_candidate_edges")
         self.accepted = _counter("near_edges_verified")
         self.dropped = _counter("near_edges_below_threshold")
 
+    def setup(self):
+        fs = BeamFS()
+        self.sides = _SideFiles(fs, _Work(fs, self.output), self.num_perm, self.units)
+
+    def _fetch(self, ordinals):
+        """Signatures (an (n, num_perm) array) or shingle sets (a list) of `ordinals`."""
+        if self.verify == "exact":
+            out = [None] * len(ordinals)
+            for side, pos in self.sides.by_unit(ordinals):
+                for i, g in zip(pos, side.shingles(ordinals[pos])):
+                    out[i] = g
+        else:
+            out = np.empty((len(ordinals), self.num_perm), dtype=np.uint32)
+            for side, pos in self.sides.by_unit(ordinals):
+                out[pos] = side.signatures(ordinals[pos])
+        return out
+
     def process(self, kv):
-        _, grouped = kv
-        sigs, pending = grouped["sig"], grouped["edge"]
-        if not pending:
+        _, chunks = kv
+        e = concat([unpack(c) for c in chunks], _EDGE)
+        a, b = unique_pairs(e["a"], e["b"])
+        self.candidates.inc(len(a))
+        if self.verify == "none" or not len(a):
+            if len(a):
+                yield _edge_chunk(a, b)
             return
-        sig_root = sigs[0]
-        for edge, sig_x in pending:
-            self.candidates.inc()
-            if self.verify == "exact":
-                j = exact_jaccard(np.frombuffer(sig_x, dtype=np.uint32),
-                                  np.frombuffer(sig_root, dtype=np.uint32))
-            else:
-                j = estimate_jaccard(np.frombuffer(sig_x, dtype=np.uint32),
-                                      np.frombuffer(sig_root, dtype=np.uint32))
-            if j >= self.threshold:
-                self.accepted.inc()
-                yield edge
-            else:
-                self.dropped.inc()
+        if self.verify == "exact":
+            sa, sb = self._fetch(a), self._fetch(b)
+            j = np.array([exact_jaccard(x, y) for x, y in zip(sa, sb)])
+        else:
+            j = estimate_jaccard(self._fetch(a), self._fetch(b))
+        ok = j >= self.threshold
+        self.accepted.inc(int(ok.sum()))
+        self.dropped.inc(int((~ok).sum()))
+        if ok.any():
+            yield _edge_chunk(a[ok], b[ok])
+
+
+def _keyed(u: np.ndarray, v: np.ndarray, partitions: int):
+    """Rows (u, v) keyed by u's partition, one packed element per partition."""
+    for k, a in split_by(u % partitions, a=u, b=v):
+        yield k, pack(**a)
+
+
+def both_ways(chunk: bytes, partitions: int):
+    e = unpack(chunk)
+    u = np.concatenate([e["a"], e["b"]])
+    v = np.concatenate([e["b"], e["a"]])
+    yield from _keyed(u, v, partitions)
 
 
 class _StarFn(beam.DoFn):
-    def __init__(self, round_index: int, kind: str):
-        self.kind = kind
+    """One half of a large-star/small-star round over every node of a partition."""
+
+    def __init__(self, round_index: int, kind: str, partitions: int, last: bool):
+        self.kind, self.partitions, self.last = kind, partitions, last
         self.changed_nodes = Metrics.counter(NS, f"cc_round_{round_index:02d}_{kind}_changed")
-        self.fn = large_star if kind == "large" else small_star
 
     def process(self, kv):
-        u, nbrs = kv
-        out, changed = self.fn(u, nbrs)
+        _, chunks = kv
+        e = concat([unpack(c) for c in chunks], _EDGE)
+        fn = large_star_arrays if self.kind == "large" else small_star_arrays
+        a, b, changed = fn(e["a"], e["b"])
         if changed:
-            self.changed_nodes.inc()
-            yield TaggedOutput("changed", 1)
-        yield from out
+            self.changed_nodes.inc(changed)
+            if self.last:
+                yield TaggedOutput("changed", changed)
+        if not len(a):
+            return
+        if self.kind == "large":
+            yield from _keyed(a, b, self.partitions)           # (larger end, min): small star's key
+        elif not self.last:
+            yield from both_ways(_edge_chunk(a, b), self.partitions)
+        else:
+            for f, part in split_by(file_of(b), a=a, b=b):    # labels, by the root's file
+                yield f, pack(**part)
 
 
 class ConnectedComponents(beam.PTransform):
-    """Alternating large-star/small-star rounds, unrolled `max_rounds` times.
+    """Alternating large-star/small-star rounds, unrolled `max_rounds` times, on edge
+    arrays keyed by node partition.
 
     A Beam graph is fixed before it runs, so the rounds are unrolled; rounds after
     convergence pass the star edges through unchanged. The change count of the
-    last round is checked: a graph that needed more rounds fails the run."""
+    last round is checked: a graph that needed more rounds fails the run. Returns
+    (root's file, packed (node, root)) chunks."""
 
-    def __init__(self, max_rounds: int):
+    def __init__(self, max_rounds: int, partitions: int):
         super().__init__()
-        self.max_rounds = max_rounds
+        self.max_rounds, self.partitions = max_rounds, partitions
 
     def expand(self, edges):
+        P = self.partitions
+        keyed = edges | "R00LargeBoth" >> beam.FlatMap(both_ways, P)
         last_changes = None
         for i in range(self.max_rounds):
-            ls = (edges
-                  | f"R{i:02d}LargeBoth" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[0])])
+            last = i == self.max_rounds - 1
+            ls = (keyed
                   | f"R{i:02d}LargeGroup" >> beam.GroupByKey()
-                  | f"R{i:02d}LargeStar" >> beam.ParDo(_StarFn(i, "large")).with_outputs("changed", main="edges"))
+                  | f"R{i:02d}LargeStar" >> beam.ParDo(_StarFn(i, "large", P, last)).with_outputs("changed", main="edges"))
             ss = (ls.edges
-                  | f"R{i:02d}SmallOrient" >> beam.Map(lambda e: (e[0], e[1]) if e[0] > e[1] else (e[1], e[0]))
                   | f"R{i:02d}SmallGroup" >> beam.GroupByKey()
-                  | f"R{i:02d}SmallStar" >> beam.ParDo(_StarFn(i, "small")).with_outputs("changed", main="edges"))
-            edges = ss.edges
-            if i == self.max_rounds - 1:
+                  | f"R{i:02d}SmallStar" >> beam.ParDo(_StarFn(i, "small", P, last)).with_outputs("changed", main="edges"))
+            keyed = ss.edges
+            if last:
                 last_changes = ((ls.changed, ss.changed) | "LastRoundChanges" >> beam.Flatten()
-                                | "CountLastRound" >> beam.combiners.Count.Globally())
-        labels = (edges
-                  | "Labels" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[1])])
-                  | "DistinctLabels" >> beam.Distinct())
-        return labels | "CheckConverged" >> beam.ParDo(
-            _CheckConverged(self.max_rounds), AsSingleton(last_changes))
+                                | "CountLastRound" >> beam.CombineGlobally(sum))
+        return keyed | "CheckConverged" >> beam.ParDo(_CheckConverged(self.max_rounds), AsSingleton(last_changes))
 
 
 class _CheckConverged(beam.DoFn):
     def __init__(self, max_rounds):
         self.max_rounds = max_rounds
 
-    def process(self, label, last_changes):
+    def process(self, labels, last_changes):
         if last_changes:
             raise RuntimeError(
                 f"connected components did not converge in {self.max_rounds} rounds "
                 f"({last_changes} nodes still changed in the last round); rerun with a "
                 f"larger --cc-max-rounds")
-        yield label
+        yield labels
 
 
-def decide(label):
-    """(node, root) -> (file index, decision) for every document in a cluster."""
-    node, root = label
-    ordinal, _, is_exact = node
-    kept = node == root
-    reason = None if kept else (EXACT if is_exact else NEAR)
-    yield split_ordinal(ordinal)[0], (ordinal, root[1], kept, reason)
+class RootIds(beam.DoFn):
+    """Labels whose roots live in one file -> (node's file, (node, root) arrays, root ids)."""
+
+    def __init__(self, output: str, num_perm: int, units: dict[int, list[str]]):
+        self.output, self.num_perm, self.units = output, num_perm, units
+
+    def setup(self):
+        fs = BeamFS()
+        self.sides = _SideFiles(fs, _Work(fs, self.output), self.num_perm, self.units)
+
+    def process(self, kv):
+        _, chunks = kv
+        e = concat([unpack(c) for c in chunks], _EDGE)
+        roots = np.unique(e["b"])
+        node, root = unique_pairs(np.concatenate([e["a"], roots]), np.concatenate([e["b"], roots]))
+        ids = np.empty(len(roots), dtype=object)
+        for side, pos in self.sides.by_unit(roots):
+            ids[pos] = side.ids(roots[pos])
+        root_ids = ids[np.searchsorted(roots, root)]
+        for f, part in split_by(file_of(node), a=node, b=root, i=np.arange(len(node))):
+            yield f, (pack(a=part["a"], b=part["b"]), root_ids[part["i"]].tolist())
 
 
 class WriteShard(beam.DoFn):
@@ -269,13 +441,21 @@ class WriteShard(beam.DoFn):
     def setup(self):
         self.fs = BeamFS()
 
+    def _decisions(self, file, labels, dups) -> dict:
+        dup = set(concat([unpack(d) for d in dups], {"ordinal": _I64})["ordinal"].tolist())
+        decisions = {}
+        for chunk, root_ids in labels:
+            e = unpack(chunk)
+            for n, r, rid in zip(e["a"].tolist(), e["b"].tolist(), root_ids):
+                if n in decisions and decisions[n][0] != rid:
+                    raise RuntimeError(f"{file.path}: document ordinal {n} got two clusters")
+                decisions[n] = (rid, n == r, None if n == r else (EXACT if n in dup else NEAR))
+        return decisions
+
     def process(self, kv):
         index, grouped = kv
         (file,) = grouped["file"]
-        decisions = {}
-        for group in grouped["dec"]:
-            for ordinal, cluster_id, kept, reason in group:
-                decisions[ordinal] = (cluster_id, kept, reason)
+        decisions = self._decisions(file, grouped["dec"], grouped["dup"])
         seen = 0
         rejected, clusters = [], []
 
@@ -330,39 +510,28 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
                 verify: str, cc_max_rounds: int, max_doc_bytes: int, strict: bool,
                 batch_size: int, lsh_partitions: int = 64):
     """Add the dedup transforms to `p`; returns the PCollection of written shard indices."""
+    P = lsh_partitions
+    cc_partitions = min(P, 16)
+    num_perm = minhash["num_perm"]
+    units = {f.index: [unit_key(f)] for f in files}
     files_kv = p | "Files" >> beam.Create([(f.index, f) for f in files])
     signed = (files_kv
               | "SpreadFiles" >> beam.Reshuffle()
-              | "Sign" >> beam.ParDo(SignFile(fields, minhash, bands, rows, verify,
-                                              max_doc_bytes, strict, batch_size)))
-    exact = (signed
-             | "GroupExact" >> beam.GroupByKey()
-             | "ResolveExact" >> beam.FlatMap(resolve_exact).with_outputs("edges", main="reps"))
-    reps = exact.reps
-
-    candidates = (reps
-                  | "BatchReps" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
-                  | "BandKeys" >> beam.ParDo(BandPartitions(bands, lsh_partitions))
-                  | "GroupBuckets" >> beam.GroupByKey()
-                  | "BucketEdges" >> beam.FlatMap(partition_edges)
-                  | "DistinctCandidates" >> beam.Distinct())
-    if verify == "none":
-        near = candidates
-    else:
-        sigs = reps | "SigByOrdinal" >> beam.Map(lambda r: (r[0], r[2]))
-        half = ({"sig": sigs, "edge": candidates | "KeyByMember" >> beam.Map(lambda e: (e[0][0], e))}
-                | "JoinMember" >> beam.CoGroupByKey()
-                | "AttachMember" >> beam.ParDo(AttachSignature()))
-        near = ({"sig": sigs, "edge": half}
-                | "JoinRoot" >> beam.CoGroupByKey()
-                | "Verify" >> beam.ParDo(VerifyEdge(threshold, verify)))
-
-    labels = ((exact.edges, near)
-              | "AllEdges" >> beam.Flatten()
-              | "Components" >> ConnectedComponents(cc_max_rounds))
-    per_file = (labels
-                | "Decide" >> beam.FlatMap(decide)
-                | "GroupByFile" >> beam.GroupByKey())
-    return ({"file": files_kv, "dec": per_file}
+              | "Sign" >> beam.ParDo(SignUnit(output, fields, minhash, bands, rows, verify,
+                                              max_doc_bytes, strict, batch_size, P)))
+    grouped = (p
+               | "Partitions" >> beam.Create(list(range(P)))
+               | "SpreadPartitions" >> beam.Reshuffle()
+               | "GroupPartitions" >> beam.ParDo(GroupPartition(output, P), AsList(signed))
+               .with_outputs("edges", "dups", main="candidates"))
+    near = (grouped.candidates
+            | "GroupCandidates" >> beam.GroupByKey()
+            | "Verify" >> beam.ParDo(VerifyEdges(output, num_perm, units, threshold, verify)))
+    per_root_file = ((grouped.edges, near)
+                     | "AllEdges" >> beam.Flatten()
+                     | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions)
+                     | "GroupByRootFile" >> beam.GroupByKey()
+                     | "RootIds" >> beam.ParDo(RootIds(output, num_perm, units)))
+    return ({"file": files_kv, "dec": per_root_file, "dup": grouped.dups}
             | "JoinFiles" >> beam.CoGroupByKey()
             | "WriteShards" >> beam.ParDo(WriteShard(output, fmt, fields, max_doc_bytes, strict)))

@@ -3,6 +3,7 @@ writes gs:// (or any Beam filesystem) on Dataflow and local paths on a laptop.""
 from __future__ import annotations
 
 import os
+import shutil
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -61,3 +62,15 @@ class BeamFS:
     def __reduce__(self):
         return (BeamFS, ())
 
+
+
+def remove_tree(fs: BeamFS, path: str) -> None:
+    """Delete `path` and everything under it (a no-op when it is absent)."""
+    if not is_remote(path):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        shutil.rmtree(local, ignore_errors=True)
+        return
+    found = FileSystems.match([path.rstrip("/") + "/**"])[0].metadata_list
+    paths = [m.path for m in found]
+    for i in range(0, len(paths), 1000):
+        FileSystems.delete(paths[i:i + 1000])

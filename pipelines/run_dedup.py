@@ -9,13 +9,15 @@ from curation.lsh import LSHParams
 from curation.manifest import BalanceError, check_balance
 from curation.minhash import MinHasher
 from curation.verify import reconcile_output
-from pipelines.dedup import NS, build_dedup
-from pipelines.fs import BeamFS
+from pipelines.dedup import NS, WORK_DIR, build_dedup
+from pipelines.fs import BeamFS, remove_tree
 from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
 from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run, locked,
                            manifest_head, Ran, reuse_or_clear, run_pipeline, write_manifest)
 
 OUTPUT_DIRS = ("documents", "clusters", "rejected")
+# ours too: the signing pass's work files, left behind only by a run that failed
+OURS = OUTPUT_DIRS + (WORK_DIR,)
 
 
 def _parameters(cfg: DedupConfig, lsh: LSHParams, minhash_params: dict, files) -> dict:
@@ -49,7 +51,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
 
     dry_run = is_dry_run(beam_args)
     prev = reuse_or_clear("dedup", fs, cfg.output, params, dry_run=dry_run, overwrite=overwrite,
-                          dirs=OUTPUT_DIRS)
+                          dirs=OURS)
     if prev is not None:
         return prev
 
@@ -65,6 +67,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     if not isinstance(ran, Ran):
         return ran
 
+    remove_tree(fs, fs.join(cfg.output, WORK_DIR))
     raw = counters(ran.result, NS)
     counts = {k: raw.get(k, 0) for k in ("input", "input_documents", "kept", "removed_exact",
                                           "removed_near", "rejected")}
