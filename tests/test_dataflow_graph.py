@@ -39,10 +39,16 @@ def test_dataflow_job_graph_offline(wheel, tmp_path):
     assert res["status"] == "dry_run" and res["runner"] == "DataflowRunner"
     proto = res["job"].proto_pipeline
     names = {t.unique_name for t in proto.components.transforms.values()}
-    for step in ("Files", "Sign", "GroupExact", "ResolveExact", "GroupBuckets", "Verify",
+    for step in ("Files", "Sign", "Partitions", "GroupPartitions", "GroupCandidates", "Verify",
                  "Components", "Components/R00LargeStar", "Components/R23SmallStar",
-                 "Components/CheckConverged", "JoinFiles", "WriteShards"):
+                 "Components/CheckConverged", "GroupByRootFile", "RootIds", "JoinFiles", "WriteShards"):
         assert step in names, step
+    # the signing pass's output is a side input (what it wrote), never a shuffle's input
+    sign = next(t for t in proto.components.transforms.values() if t.unique_name == "Sign")
+    signed = set(sign.outputs.values())
+    for t in proto.components.transforms.values():
+        if t.spec.urn == "beam:transform:group_by_key:v1":
+            assert not signed & set(t.inputs.values()), t.unique_name
     staged = []
     for env in proto.components.environments.values():
         for dep in env.dependencies:
