@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_MAX_DOC_BYTES = 8 * 1024 * 1024
+DEFAULT_SPLIT_BYTES = 256 << 20   # an input file larger than this is read as several work items
 
 
 class ConfigError(ValueError):
@@ -101,6 +102,7 @@ class FilterRunConfig(InputConfig):
     preset: str | None = None
     filters_config: str | None = None
     removed_sample: int | None = Field(None, ge=0)
+    split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description="read larger input files in ranges")
 
     @model_validator(mode="after")
     def _one_chain_source(self):
@@ -123,6 +125,7 @@ class ScoreRunConfig(InputConfig):
     keep_top: float | None = Field(None, gt=0.0, le=1.0)
     keep_top_by: Literal["corpus", "domain"] = "corpus"
     batch_size: int = Field(512, ge=1, le=1_000_000, description="documents per predict call")
+    split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description="read larger input files in ranges")
 
     @model_validator(mode="after")
     def _one_selection(self):

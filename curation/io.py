@@ -53,7 +53,7 @@ __all__ = [
     "SCORE_FIELD", "SCORED_DOCUMENT_SCHEMA", "scored_document_row",
     "InputFile", "FieldMap", "ReadStats", "DocumentReader",
     "input_format", "expand_inputs", "read_documents",
-    "shard_name", "document_row", "document_from_row", "rejected_row",
+    "shard_name", "shard_stem", "file_shard_name", "MAX_SPLIT_PARTS", "document_row", "document_from_row", "rejected_row",
     "write_documents", "write_rows", "iter_rows", "read_rows",
 ]
 
@@ -87,6 +87,18 @@ class InputFile:
     compression: str = ""    # "" | "gz" | "zst" (jsonl only)
     name: str = ""
     domain: str | None = None   # every document's domain (a `curate run` source's), unless FieldMap.domain
+    # A split (curation.splits) reads one range of the file: part `part` of it, [start,
+    # stop) in bytes (uncompressed JSONL: the lines that start in the range) or in row
+    # groups (Parquet). `first_line` is the number of its first line (1-based) or row
+    # (0-based): records keep their true line, id and ordinal. start None: the whole file.
+    part: int = 0
+    start: int | None = None
+    stop: int | None = None
+    first_line: int | None = None
+
+    @property
+    def is_split(self) -> bool:
+        return self.start is not None
 
 
 @dataclass(frozen=True)
@@ -774,6 +786,8 @@ class DocumentReader:
         self._domain = fields.domain if fields.domain is not None else file.domain
         self.max_doc_bytes, self.strict, self.fs = max_doc_bytes, strict, fs
         self.stats = ReadStats()
+        if file.is_split:
+            _check_split(file)
         self._it = self._jsonl() if file.format == "jsonl" else self._columnar()
 
     def __iter__(self) -> "DocumentReader":
@@ -877,11 +891,20 @@ class DocumentReader:
         the number of lines lost is unknown."""
         cap = self.max_doc_bytes
         with contextlib.ExitStack() as stack:
-            f = self._lines = _open_jsonl(self.fs, self.file.path, self.file.compression, stack)
-            line_no = 0
+            if self.file.is_split:
+                f, base = self._open_range(stack)
+                line_no, stop = self.file.first_line - 1, self.file.stop
+            else:
+                f = _open_jsonl(self.fs, self.file.path, self.file.compression, stack)
+                line_no, base, stop = 0, 0, None
+            self._lines = f
             while True:
+                if stop is not None and base + f.decoded >= stop:
+                    return       # the next line starts in the next split
                 chunk, damage = f.readline(cap + 2)     # room for the record, "\r" and "\n"
                 if damage is not None:
+                    if stop is not None:
+                        self._range_failed(damage.error)
                     line_no += 1
                     yield line_no, damage, len(chunk), chunk[:_PREFIX_BYTES]
                     if damage.resume is None:
@@ -910,12 +933,37 @@ class DocumentReader:
                         break
                     last = more
                 if damage is not None:
+                    if stop is not None:
+                        self._range_failed(damage.error)
                     yield line_no, damage, size, head
                     if damage.resume is None:
                         return
                     continue
                 size -= 2 if last.endswith(b"\r\n") else 1 if last.endswith(b"\n") else 0
                 yield line_no, None, size, head
+
+    def _open_range(self, stack: contextlib.ExitStack) -> tuple[_Lines, int]:
+        """A split's lines: the file from its first line that starts at or after
+        `start` (the line that straddles `start` belongs to the split before), and
+        the byte offset the lines' count starts from."""
+        start = self.file.start
+        raw = stack.enter_context(self.fs.open_read(self.file.path))
+        base = max(start - 1, 0)
+        raw.seek(base)
+        f = _Lines(_plain_pieces(raw))
+        if start > 0:
+            tail, damage = f.readline(1)          # the byte before the range
+            while damage is None and tail and not tail.endswith(b"\n"):
+                tail, damage = f.readline(1 << 20)   # inside a line: skip to its end
+            if damage is not None:
+                self._range_failed(damage.error)
+        return f, base
+
+    def _range_failed(self, error: str):
+        # The planner read this file; a split cannot report a reject at a position the
+        # whole-file count would agree with, so the work item fails (and is retried).
+        raise OSError(f"{self.file.path}: bytes {self.file.start}-{self.file.stop} (split part "
+                      f"{self.file.part}) cannot be read: {error}")
 
     def _damaged(self, line: int, damage: _Damage, size: int, head: bytes) -> Rejected:
         """One Rejected for damage in a compressed stream, saying what was lost in numbers."""
@@ -969,6 +1017,8 @@ class DocumentReader:
             except StopIteration:
                 return
             except _READ_ERRORS as e:      # could not open the file
+                if self.file.is_split:
+                    raise
                 yield self._unreadable(last + 1, e)
                 return
             last = line_no
@@ -1025,8 +1075,17 @@ class DocumentReader:
         except _READ_ERRORS as e:
             raise type(e)(f"the Parquet footer cannot be read, so no row can be located or "
                           f"counted{_size_note(f)}: {e}") from e
-        md, start = pf.metadata, 0
-        for g in range(md.num_row_groups):
+        md, start, groups = pf.metadata, 0, range(pf.metadata.num_row_groups)
+        if self.file.is_split:      # row groups [start, stop); rows numbered from the file's first
+            first, stop = self.file.start, self.file.stop
+            start = sum(md.row_group(g).num_rows for g in range(min(first, md.num_row_groups)))
+            if stop > md.num_row_groups or start != self.file.first_line:
+                raise RuntimeError(f"{self.file.path}: a split of row groups {first}-{stop - 1} from row "
+                                   f"{self.file.first_line} no longer fits the file ({md.num_row_groups} "
+                                   f"row groups, row {start} at group {first}): an input changed during "
+                                   f"the run")
+            groups = range(first, stop)
+        for g in groups:
             total, done = md.row_group(g).num_rows, 0
             try:
                 for batch in pf.iter_batches(batch_size=_ARROW_SLICE_ROWS * 4, row_groups=[g]):
@@ -1059,13 +1118,15 @@ class DocumentReader:
 
     def _columnar(self) -> Iterator[Document | Rejected]:
         rows = self._arrow_rows()
-        row_no = 0
+        row_no = self.file.first_line if self.file.is_split else 0
         while True:
             try:
                 row = next(rows)
             except StopIteration:
                 return
             except _READ_ERRORS as e:
+                if self.file.is_split:   # its footer was read when it was planned
+                    raise
                 if row_no == 0:
                     yield self._unreadable(row_no, e)
                 else:    # an Arrow stream or file that breaks off: what follows cannot be counted
@@ -1091,6 +1152,19 @@ class DocumentReader:
                                    _prefix(encoded), len(encoded))
                 continue
             yield self._record(row, jrow, line, encoded, len(encoded))
+
+
+def _check_split(file: InputFile) -> None:
+    """A split must be one the reader can read as its range (see curation.splits)."""
+    if file.format == "jsonl" and file.compression:
+        raise ValueError(f"{file.path}: a compressed file cannot be read in ranges; read it whole")
+    if file.format not in ("jsonl", "parquet"):
+        raise ValueError(f"{file.path}: {file.format} files are read whole, not in ranges")
+    if file.first_line is None:
+        raise ValueError(f"{file.path}: split part {file.part} does not know its first line yet "
+                         f"(curation.splits.ready_splits, or pipelines.splits.ReadySplits, resolve it)")
+    if file.stop is None or file.stop < file.start or file.start < 0:
+        raise ValueError(f"{file.path}: bad split range [{file.start}, {file.stop})")
 
 
 def _json_kind(v: Any) -> str:
@@ -1205,10 +1279,30 @@ def _check_format(fmt: str) -> None:
         raise ValueError(f"unknown output format {fmt!r} (expected one of {', '.join(OUTPUT_FORMATS)})")
 
 
-def shard_name(prefix: str, index: int, fmt: str) -> str:
-    """``shard_name("part", 3, "parquet") == "part-00003.parquet"``."""
+MAX_SPLIT_PARTS = 100_000   # a split's part number has five digits: names sort in input order
+
+
+def shard_stem(prefix: str, index: int, part: int | None = None) -> str:
+    """``part-00003``, or for part 2 of a split file ``part-00003-00002``: names that
+    sort in input order (a file's parts after one another, before the next file)."""
+    if part is None:
+        return f"{prefix}-{index:05d}"
+    if not 0 <= part < MAX_SPLIT_PARTS:
+        raise ValueError(f"split part {part} out of range 0..{MAX_SPLIT_PARTS - 1}")
+    return f"{prefix}-{index:05d}-{part:05d}"
+
+
+def shard_name(prefix: str, index: int, fmt: str, part: int | None = None) -> str:
+    """``shard_name("part", 3, "parquet") == "part-00003.parquet"``; with ``part=2``,
+    ``"part-00003-00002.parquet"``."""
     _check_format(fmt)
-    return f"{prefix}-{index:05d}.{fmt}"
+    return f"{shard_stem(prefix, index, part)}.{fmt}"
+
+
+def file_shard_name(prefix: str, file: InputFile, fmt: str) -> str:
+    """The output shard of one work item: ``part-<index>`` for a whole input file,
+    ``part-<index>-<part>`` for a split of one."""
+    return shard_name(prefix, file.index, fmt, file.part if file.is_split else None)
 
 
 def _meta_json(meta: dict | None) -> str | None:

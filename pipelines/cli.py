@@ -49,6 +49,13 @@ def _input_output_args(p, *, config_help: str | None, strict_help: str):
     return io
 
 
+def _split_bytes_arg(group):
+    group.add_argument("--split-bytes", type=int, metavar="N",
+                       help="read an input file larger than N bytes as several work items and "
+                            "shards (Parquet: runs of row groups; plain JSONL: byte ranges; "
+                            "gzip/zstd files are read whole, with a warning; default 256 MiB)")
+
+
 def _allow_damaged_arg(p):
     p.add_argument("--allow-damaged", action="store_true",
                    help="accept input files that are damaged (truncated, corrupt): their readable "
@@ -123,6 +130,7 @@ def _filter_parser(sub):
     fl.add_argument("--removed-sample", type=int, metavar="N",
                     help="write at most N removed documents per rule to removed/: the first N in "
                          "input order (files sorted by path, then line); default: all")
+    _split_bytes_arg(fl)
     return p
 
 
@@ -250,6 +258,7 @@ def _score_parser(sub):
     sc.add_argument("--keep-top-by", choices=["corpus", "domain"],
                     help="with --keep-top: one cut for the corpus (default) or one per domain")
     sc.add_argument("--batch-size", type=int, help="documents per predict call (default 512)")
+    _split_bytes_arg(sc)
     return p
 
 
@@ -570,8 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _INPUT_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "domain",
                "max_doc_bytes", "strict")
-_FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample")
-_SCORE_KEYS = _INPUT_KEYS + ("model", "min_score", "keep_top", "keep_top_by", "batch_size")
+_FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample", "split_bytes")
+_SCORE_KEYS = _INPUT_KEYS + ("model", "min_score", "keep_top", "keep_top_by", "batch_size", "split_bytes")
 _CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
                               "family", "bands", "rows", "verify", "verify_tolerance", "cc_max_rounds",
                               "lsh_partitions", "batch_size")

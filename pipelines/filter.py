@@ -3,9 +3,10 @@
 Data flow (document text never goes through a shuffle, except the capped sample
 of removed documents):
 
-  files ─ FilterFile: read one input file, check each document with the chain and
-          write that file's shards: documents/ (kept, with edited text), rejected/
-          and, without a sample cap, removed/
+  files ─ ReadySplits (a file larger than --split-bytes: several ranges, each a work
+          item and a shard of its own) ─ FilterFile: read one input file or range, check
+          each document with the chain and write its shards: documents/ (kept, with
+          edited text), rejected/ and, without a sample cap, removed/
         ├─ one counts record per file ──────────────────────────────┐
         └─ with --removed-sample N: the first N removed documents   ├ Flatten ─ sum ─
            per rule of this file ─ Top.SmallestPerKey(N) by input    │   WriteCounts
@@ -29,9 +30,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from curation.documents import NO_DOMAIN, Document, InputError, Rejected
+from curation.config import DEFAULT_SPLIT_BYTES
 from curation.io import (DOCUMENT_SCHEMA, REJECTED_SCHEMA, FieldMap, InputFile, document_row,
-                         read_documents, rejected_row, shard_name, write_documents, write_rows)
+                         file_shard_name, read_documents, rejected_row, write_documents, write_rows)
 from pipelines.fs import BeamFS
+from pipelines.splits import ReadySplits
 
 NS = "curation.filter"
 COUNTS_FILE = "filter_counts.json"     # written by the pipeline, folded into manifest.json
@@ -215,13 +218,13 @@ class FilterFile(beam.DoFn):
         self.logged_errors = 0
 
     def process(self, item):
-        index, file = item
+        _, file = item           # a whole input file, or a split of one (pipelines.splits)
         join, fs = self.fs.join, self.fs
-        shard = lambda sub: join(self.output, sub, shard_name("part", index, self.fmt))  # noqa: E731
+        shard = lambda sub: join(self.output, sub, file_shard_name("part", file, self.fmt))  # noqa: E731
         rejected = SideWriter(shard("rejected"), REJECTED_SCHEMA, self.fmt, fs)
         removed = None if self.sample is not None else SideWriter(shard("removed"), REMOVED_SCHEMA, self.fmt, fs)
         counts = new_counts()
-        counts["files"] = 1
+        counts["files"] = int(file.part == 0)   # a split file counts once
         samples: dict[str, list] = {}
         reader = read_documents(file, self.fields, max_doc_bytes=self.max_doc_bytes,
                                 strict=self.strict, fs=fs)
@@ -354,10 +357,11 @@ class WriteCounts(beam.DoFn):
 
 def build_filter(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
                  fields: FieldMap, chain_spec: dict, removed_sample: int | None,
-                 max_doc_bytes: int, strict: bool):
+                 max_doc_bytes: int, strict: bool, split_bytes: int = DEFAULT_SPLIT_BYTES):
     """Add the filter transforms to `p`; returns the PCollection holding the path of
-    the counts file."""
-    files_kv = p | "Files" >> beam.Create([(f.index, f) for f in files])
+    the counts file. Input files larger than `split_bytes` are read in ranges, each
+    its own work item and shard (pipelines.splits)."""
+    files_kv = p | "Files" >> ReadySplits(files, split_bytes)
     res = (files_kv
            | "SpreadFiles" >> beam.Reshuffle()
            | "FilterFiles" >> beam.ParDo(FilterFile(output, fmt, fields, max_doc_bytes, strict,

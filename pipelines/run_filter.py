@@ -98,7 +98,7 @@ def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = 
     p, runner = make_pipeline(beam_args)
     build_filter(p, files, output=cfg.output, fmt=cfg.output_format, fields=fields,
                  chain_spec=chain_spec, removed_sample=cfg.removed_sample,
-                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict)
+                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, split_bytes=cfg.split_bytes)
     ran = run_pipeline(p, "filter", runner, params, dry_run=dry_run, t0=t0)
     if not isinstance(ran, Ran):
         return ran

@@ -226,7 +226,7 @@ def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = Fa
     build_score(p, files, output=cfg.output, fmt=cfg.output_format, fields=field_map(cfg),
                 model=ref, max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict,
                 batch_size=cfg.batch_size, min_score=cfg.min_score, keep_top=cfg.keep_top,
-                keep_top_by=cfg.keep_top_by)
+                keep_top_by=cfg.keep_top_by, split_bytes=cfg.split_bytes)
     ran = run_pipeline(p, "score", runner, params, dry_run=dry_run, t0=t0)
     if not isinstance(ran, Ran):
         return ran

@@ -12,6 +12,10 @@ same schema (so removed/ can be read back as input too):
   --keep-top F     the threshold that keeps the top F of the scores of the whole
                    corpus (--keep-top-by domain: of each domain), never of one shard
 
+"files" below are work items (pipelines.splits.ReadySplits): an input file larger
+than --split-bytes is read as several ranges, each with shards of its own
+(part-NNNNN-PPPPP).
+
 Data flow without --keep-top (one pass; document text never goes through a shuffle):
 
   files ─ SpreadFiles ─ ScoreFiles: read one file, score it in batches, write its
@@ -82,12 +86,14 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from curation.documents import NO_DOMAIN, Document, InputError, Rejected
 from curation.fs import is_remote
+from curation.config import DEFAULT_SPLIT_BYTES
 from curation.io import (REJECTED_SCHEMA, SCORED_DOCUMENT_SCHEMA, FieldMap, InputFile,
-                         read_documents, scored_document_row, shard_name, write_rows)
+                         file_shard_name, read_documents, scored_document_row, shard_stem, write_rows)
 from curation.scores import (ScoreHistogram, domain_histograms, keep_mask, needs_tie_break,
                              summarise, tie_break_cut, tie_histograms, tie_keys, top_cut)
 from pipelines.filter import SideWriter, SumCounts, count_reject
 from pipelines.fs import BeamFS
+from pipelines.splits import ReadySplits
 
 NS = "curation.score"
 COUNTS_FILE = "score_counts.json"   # written by the pipeline, folded into manifest.json
@@ -255,8 +261,10 @@ class _Scoring(beam.DoFn):
                         raw_bytes=len(d.text.encode("utf-8", "surrogatepass")))
 
 
-def scores_path(fs, output: str, index: int) -> str:
-    return fs.join(output, SCORES_DIR, f"part-{index:05d}.npz")
+def scores_path(fs, output: str, file: InputFile) -> str:
+    """The first pass's record of one work item (a file, or a split of one)."""
+    return fs.join(output, SCORES_DIR, shard_stem("part", file.index, file.part if file.is_split else None)
+                   + ".npz")
 
 
 def write_first_pass(fs, path: str, scores: np.ndarray, keys: np.ndarray, domains: list[str]) -> None:
@@ -300,7 +308,7 @@ class ScanFile(_Scoring):
         self.model()                     # once per worker, not per element
 
     def process(self, item):
-        index, file = item
+        _, file = item
         parts, keys, domains = [], [], []
         with self.reader(file) as reader:
             docs = (r for r in reader if isinstance(r, Document))   # rejections: second pass
@@ -310,11 +318,11 @@ class ScanFile(_Scoring):
                 keys.append(tie_keys(d.id for d in batch))
                 domains.extend(d.domain or NO_DOMAIN for d in batch)
         scores = np.concatenate(parts) if parts else np.zeros(0)
-        write_first_pass(self.fs, scores_path(self.fs, self.output, index), scores,
+        write_first_pass(self.fs, scores_path(self.fs, self.output, file), scores,
                          np.concatenate(keys) if keys else np.zeros(0, np.uint64), domains)
         hists = domain_histograms(scores, domains)
         counts = new_counts()
-        counts["files_scanned"] = 1
+        counts["files_scanned"] = int(file.part == 0)   # a split file counts once
         for d, h in hists.items():
             counts["domains"][d] = {"scored": h.total}
             counts["scored"] += h.total
@@ -337,13 +345,13 @@ class TieScanFile(beam.DoFn):
         self.fs = BeamFS()
 
     def process(self, item, corpus, domains):
-        index, _ = item
+        _, file = item
         if self.by == "corpus":
             if not needs_tie_break(corpus["cut"]):
                 return
         elif not any(needs_tie_break(s.get("cut")) for s in domains.values()):
             return
-        rec = read_first_pass(self.fs, scores_path(self.fs, self.output, index))
+        rec = read_first_pass(self.fs, scores_path(self.fs, self.output, file))
         names = [str(n) for n in rec["domains"]]
         boundary = {}
         for name in names:
@@ -374,14 +382,14 @@ class ScoreFile(_Scoring):
             self.model()                 # keep_top reads scores: the model only explains failures
 
     def process(self, item, corpus=None, domains=None):
-        index, file = item
+        _, file = item           # a whole input file, or a split of one (pipelines.splits)
         fs = self.fs
-        shard = lambda sub: fs.join(self.output, sub, shard_name("part", index, self.fmt))  # noqa: E731
-        pre = self._first_pass_scores(index) if self.mode == "keep_top" else None
+        shard = lambda sub: fs.join(self.output, sub, file_shard_name("part", file, self.fmt))  # noqa: E731
+        pre = self._first_pass_scores(file) if self.mode == "keep_top" else None
         rejected = SideWriter(shard("rejected"), REJECTED_SCHEMA, self.fmt, fs)
         removed = SideWriter(shard("removed"), SCORED_DOCUMENT_SCHEMA, self.fmt, fs)
         counts = new_counts()
-        counts["files"] = 1
+        counts["files"] = int(file.part == 0)   # a split file counts once
         state = {"pos": 0, "scores": [], "domains": []}
         reader = self.reader(file)
         try:
@@ -407,8 +415,8 @@ class ScoreFile(_Scoring):
         self._count(counts)
         yield counts
 
-    def _first_pass_scores(self, index: int) -> dict[str, np.ndarray]:
-        return read_first_pass(self.fs, scores_path(self.fs, self.output, index))
+    def _first_pass_scores(self, file: InputFile) -> dict[str, np.ndarray]:
+        return read_first_pass(self.fs, scores_path(self.fs, self.output, file))
 
     def _kept(self, file, reader, counts, rejected, removed, pre, state, corpus, domains):
         """The kept rows of `file`, in input order; removed and rejected records go to
@@ -558,14 +566,15 @@ def _summaries(hists, keep_top: float | None, by: str):
 def build_score(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
                 fields: FieldMap, model: ModelRef, max_doc_bytes: int, strict: bool,
                 batch_size: int, min_score: float | None, keep_top: float | None,
-                keep_top_by: str):
+                keep_top_by: str, split_bytes: int = DEFAULT_SPLIT_BYTES):
     """Add the score transforms to `p`; returns the PCollection holding the path of
-    the counts file."""
+    the counts file. Input files larger than `split_bytes` are read in ranges, each
+    its own work item and shard (pipelines.splits)."""
     from apache_beam.utils import shared
     common = dict(model=model, shared_model=shared.Shared(), fields=fields,
                   max_doc_bytes=max_doc_bytes, strict=strict, batch_size=batch_size)
     spread = (p
-              | "Files" >> beam.Create([(f.index, f) for f in files])
+              | "Files" >> ReadySplits(files, split_bytes)
               | "SpreadFiles" >> beam.Reshuffle())
     if keep_top is None:
         mode = "all" if min_score is None else "min_score"
