@@ -18,6 +18,10 @@ Writing: deterministic bytes (gzip with mtime 0 and no name, Parquet with zstd a
 a fixed schema) and atomic (written under a hidden temporary name in the target
 directory, then renamed into place).
 
+An InputFile may be one range of a file (``start``/``stop``, planned by
+curation.splits): the lines that start in a byte range of uncompressed JSONL, or a
+run of Parquet row groups, with the same lines, ids and ordinals as a whole read.
+
 Everything streams: a reader holds one line (at most ``max_doc_bytes``) or one
 small slice of Arrow rows at a time; writers hold one row group.
 """
