@@ -1,6 +1,7 @@
 """The `curate mix` configuration (YAML, validated; errors name the field)."""
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -61,6 +62,15 @@ class SearchConfig(_Strict):
     seed: int = Field(0, ge=0)
 
 
+class SampleConfig(_Strict):
+    """The bound on each domain's sample (docs/mixture.md, "The sample"): by default
+    ``max(min_bytes_per_domain, ceil(budget_tokens * max_epochs * bytes_per_token /
+    train_fraction))`` bytes; ``max_bytes_per_domain`` sets it outright."""
+    max_bytes_per_domain: int | None = Field(None, ge=1)
+    bytes_per_token: float = Field(6.0, gt=0)        # a generous guess: no tokenizer yet
+    min_bytes_per_domain: int = Field(64 * 2**20, ge=1)   # below this a domain is held whole
+
+
 class MixConfig(_Strict):
     sources: dict[str, list[str] | str] | None = None   # domain -> glob(s)
     inputs: list[str] = Field(default_factory=list)     # or: globs whose records carry a domain
@@ -75,6 +85,7 @@ class MixConfig(_Strict):
     constraints: ConstraintsConfig = ConstraintsConfig()
     proxy: ProxyConfig = ProxyConfig()
     search: SearchConfig = SearchConfig()
+    sample: SampleConfig = SampleConfig()
     baselines: list[dict[str, Any]] = Field(default_factory=lambda: [
         {"name": "uniform"}, {"name": "natural"}, {"name": "temperature", "taus": [2.0, 5.0]},
         {"name": "unimax"}])
@@ -84,6 +95,15 @@ class MixConfig(_Strict):
     claude_hide_names: bool = False
     claude_max_usd: float | None = Field(5.0, gt=0)
     stages: dict[str, str] = Field(default_factory=dict)   # dedup/filter/score manifest paths
+
+    def sample_bytes(self) -> int:
+        """The sample bound per domain, in UTF-8 bytes of text (see SampleConfig)."""
+        s = self.sample
+        if s.max_bytes_per_domain is not None:
+            return s.max_bytes_per_domain
+        train = 1 - self.split.valid - self.split.test
+        need = math.ceil(self.proxy.budget_tokens * self.constraints.max_epochs * s.bytes_per_token / train)
+        return max(s.min_bytes_per_domain, need)
 
     @model_validator(mode="after")
     def _some_input(self):

@@ -20,19 +20,31 @@ domain (30 chapters of a book) always has something to evaluate on. Valid and te
 are disjoint by construction: every group is in exactly one split. Within a split,
 documents are held in rank order (then id, then text), whatever the input order.
 
-Scale: everything is held in memory (texts as Python strings, and once encoded the
-token ids as int32 arrays, about 4 bytes per token). That suits the demo corpus
-(9 MB of text, about 3M tokens) and corpora up to a few GB on one machine; a larger
-corpus should be sampled per domain before the search (the proxy runs only ever draw
-a few million tokens).
+The sample (bounded memory, deterministic)
+------------------------------------------
+Only a bounded sample of each domain is held: with ``max_bytes`` (``load_corpus``)
+the sample of a domain is the shortest prefix of its groups *in the split rule's
+ranking* (hash, key) whose UTF-8 bytes reach ``max_bytes``; a domain that fits is held
+whole, and then everything above holds exactly as without a bound. The prefix is
+kept reservoir-style while reading: groups in a heap by rank, the highest evicted
+while the rest still reach the bound, and a group ranked at or above one evicted
+never admitted again. What it holds is a function of the documents only (not of
+the file order or of who reads), and the groups it holds are whole. The split rule
+then runs on the sample. Beside it, every document of the domain is counted
+(``CorpusSplits.totals``: documents and bytes), so the statistics cover the whole
+corpus; tokens of a sampled domain are estimated from the sample's bytes per token
+(`CorpusSplits.domain_infos`). Memory: the sample (about ``max_bytes`` of text per
+domain, twice that as Python strings, plus the token arrays once encoded), whatever
+the corpus size.
 """
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import xxhash
@@ -125,6 +137,77 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return fr
 
 
+def _group_key(d: Document, group_field: str | None) -> str:
+    if group_field is not None:
+        g = d.meta.get(group_field)
+        if isinstance(g, (str, int)) and not isinstance(g, bool) and str(g):
+            return str(g)
+    return d.id
+
+
+def text_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+class _Group:
+    """A split group in the sample's heap; the heap's top is the highest rank."""
+    __slots__ = ("rank", "docs", "bytes")
+
+    def __init__(self, rank: tuple[int, str]):
+        self.rank, self.docs, self.bytes = rank, [], 0
+
+    def __lt__(self, other: "_Group") -> bool:
+        return self.rank > other.rank
+
+
+class DomainSample:
+    """The bounded sample of one domain (see "The sample" in the module docstring):
+    `add` every document of the domain, in any order; `documents` is the sample,
+    ``seen_documents`` / ``seen_bytes`` count them all."""
+
+    def __init__(self, domain: str, seed: int, max_bytes: int | None, group_field: str | None = None):
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"the sample bound must be positive, got {max_bytes}")
+        self.domain, self.seed, self.max_bytes, self.group_field = domain, seed, max_bytes, group_field
+        self.seen_documents = self.seen_bytes = 0
+        self.bytes = 0                          # held in the sample
+        self._groups: dict[str, _Group] = {}
+        self._heap: list[_Group] = []
+        self._cut: tuple[int, str] | None = None   # lowest rank evicted: it and above stay out
+
+    def add(self, doc: Document) -> None:
+        n = text_bytes(doc.text)
+        self.seen_documents += 1
+        self.seen_bytes += n
+        key = _group_key(doc, self.group_field)
+        g = self._groups.get(key)
+        if g is None:
+            rank = (split_hash(self.seed, self.domain, key), key)
+            if self._cut is not None and rank >= self._cut:
+                return
+            g = self._groups[key] = _Group(rank)
+            heapq.heappush(self._heap, g)
+        g.docs.append(doc)
+        g.bytes += n
+        self.bytes += n
+        if self.max_bytes is not None:
+            # evict the highest-ranked group while the others still reach the bound
+            while len(self._heap) > 1 and self.bytes - self._heap[0].bytes >= self.max_bytes:
+                top = heapq.heappop(self._heap)
+                del self._groups[top.rank[1]]
+                self.bytes -= top.bytes
+                self._cut = top.rank if self._cut is None else min(self._cut, top.rank)
+
+    @property
+    def sampled(self) -> bool:
+        """True when the sample holds less than the whole domain."""
+        return self._cut is not None
+
+    @property
+    def documents(self) -> list[Document]:
+        return [d for g in self._groups.values() for d in g.docs]
+
+
 def split_documents(docs_by_domain: Mapping[str, Iterable[Document]], *, seed: int = 0,
                     fractions: Sequence[float] = DEFAULT_FRACTIONS,
                     group_field: str | None = None) -> dict[str, dict[str, DomainSplit]]:
@@ -134,12 +217,7 @@ def split_documents(docs_by_domain: Mapping[str, Iterable[Document]], *, seed: i
     for domain in sorted(docs_by_domain):
         groups: dict[str, list[Document]] = {}
         for d in docs_by_domain[domain]:
-            key = d.id
-            if group_field is not None:
-                g = d.meta.get(group_field)
-                if isinstance(g, (str, int)) and not isinstance(g, bool) and str(g):
-                    key = str(g)
-            groups.setdefault(key, []).append(d)
+            groups.setdefault(_group_key(d, group_field), []).append(d)
         ranked = sorted(groups, key=lambda k: (split_hash(seed, domain, k), k))
         n_valid, n_test = _split_sizes(len(ranked), fr, domain)
         parts = {"valid": ranked[:n_valid], "test": ranked[n_valid:n_valid + n_test],
@@ -163,6 +241,10 @@ class CorpusSplits:
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     group_field: str | None = None
     rejected: dict[str, int] = field(default_factory=dict)     # by cause, from the readers
+    # the whole corpus per domain, {"documents", "bytes"}, read beside the sample;
+    # empty when the splits were made from documents in memory (then the sample is all)
+    totals: dict[str, dict[str, int]] = field(default_factory=dict)
+    max_bytes: int | None = None                # the sample's bound per domain
     _encoded: dict[str, dict[str, dict[str, EncodedDomain]]] = field(default_factory=dict, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
 
@@ -219,14 +301,48 @@ class CorpusSplits:
             self._encoded[tokenizer.id] = out
         return self._encoded[tokenizer.id]
 
+    def sample_documents(self, domain: str) -> int:
+        return sum(self.splits[s][domain].documents for s in SPLITS if domain in self.splits[s])
+
+    def sampled(self, domain: str) -> bool:
+        """True when the splits hold a sample of the domain, not all of it."""
+        t = self.totals.get(domain)
+        return t is not None and t["documents"] > self.sample_documents(domain)
+
+    def corpus_counts(self, tokenizer: Tokenizer) -> dict[str, dict]:
+        """Per domain the whole corpus's ``{split: {documents, bytes, tokens}}`` plus
+        ``tokens_estimated`` and ``sample_documents``. The held-out splits are all in
+        the sample; train is every other document of the domain. For a sampled domain,
+        train tokens = train bytes x the sample's tokens per byte (all its splits),
+        rounded: an estimate from ``sample_documents`` documents."""
+        enc = self.encoded(tokenizer)
+        out = {}
+        for d in self.domains:
+            parts = {s: {"documents": enc[s][d].documents, "bytes": enc[s][d].n_bytes,
+                         "tokens": enc[s][d].n_tokens} for s in SPLITS}
+            sampled = self.sampled(d)
+            if sampled:
+                held = [parts[s] for s in SPLITS if s != "train"]
+                tr = parts["train"]
+                s_bytes = sum(p["bytes"] for p in parts.values())
+                s_tokens = sum(p["tokens"] for p in parts.values())
+                tr["documents"] = self.totals[d]["documents"] - sum(p["documents"] for p in held)
+                tr["bytes"] = self.totals[d]["bytes"] - sum(p["bytes"] for p in held)
+                tr["tokens"] = round(tr["bytes"] * s_tokens / s_bytes) if s_bytes else 0
+            out[d] = {"splits": parts, "tokens_estimated": sampled,
+                      "sample_documents": self.sample_documents(d)}
+        return out
+
     def domain_infos(self, tokenizer: Tokenizer, extra: Mapping[str, Mapping[str, float]] | None = None
                      ) -> list[DomainInfo]:
         """One `DomainInfo` per domain (sorted): documents, UTF-8 bytes and tokens of the
-        train split (what a proxy run can draw from); `extra` per domain if given."""
-        enc = self.encoded(tokenizer)["train"]
+        whole corpus's train split (`corpus_counts`: estimated tokens for a sampled
+        domain; the proxy runs draw from its sample); `extra` per domain if given."""
+        counts = self.corpus_counts(tokenizer)
         extra = extra or {}
-        return [DomainInfo(name=d, documents=enc[d].documents, bytes=enc[d].n_bytes,
-                           tokens=enc[d].n_tokens, extra=dict(extra.get(d, {})))
+        return [DomainInfo(name=d, documents=counts[d]["splits"]["train"]["documents"],
+                           bytes=counts[d]["splits"]["train"]["bytes"],
+                           tokens=counts[d]["splits"]["train"]["tokens"], extra=dict(extra.get(d, {})))
                 for d in self.domains]
 
     def summary(self) -> dict:
@@ -242,29 +358,34 @@ def _as_list(x: str | os.PathLike | Sequence[str]) -> list[str]:
 
 
 def load_data_spec(data: Mapping, *, fields: FieldMap, seed: int, fractions: Sequence[float],
-                   fs=None) -> CorpusSplits:
+                   fs=None, max_bytes: int | None = None) -> CorpusSplits:
     """The corpus a mix config's data keys name: ``demo``, ``sources`` or ``inputs``."""
+    kw = dict(fields=fields, seed=seed, fractions=fractions, fs=fs, max_bytes=max_bytes)
     if data.get("demo"):
         from curation.demo import demo_glob
-        return load_corpus([demo_glob()], fields=fields, seed=seed, fractions=fractions, fs=fs)
+        return load_corpus([demo_glob()], **kw)
     if data.get("sources"):
-        return load_corpus(domains=data["sources"], fields=fields, seed=seed, fractions=fractions, fs=fs)
-    return load_corpus(data["inputs"], fields=fields, seed=seed, fractions=fractions, fs=fs)
+        return load_corpus(domains=data["sources"], **kw)
+    return load_corpus(data["inputs"], **kw)
 
 
-def load_corpus(inputs: str | Sequence[str] | None = None, *,
+def data_spec_args(data: Mapping) -> tuple[list[str] | None, Mapping[str, str | Sequence[str]] | None]:
+    """(inputs, domains) for `iter_corpus` from a mix config's data keys."""
+    if data.get("demo"):
+        from curation.demo import demo_glob
+        return [demo_glob()], None
+    if data.get("sources"):
+        return None, data["sources"]
+    return list(data["inputs"]), None
+
+
+def iter_corpus(inputs: str | Sequence[str] | None = None, *,
                 domains: Mapping[str, str | Sequence[str]] | None = None,
-                fields: FieldMap = FieldMap(), seed: int = 0,
-                fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                group_field: str | None = None, fs=None) -> CorpusSplits:
-    """Read documents and split them (see the module docstring).
-
-    Give `inputs` (paths, globs, directories; each document's domain from its record)
-    or `domains` (``{domain: glob or [globs]}``; the domain of every document of the
-    matched files), or both; `fs` (a curation.fs.FS) is where they are (default: the
-    local disk). A document without a domain, or a file matched for two
-    domains, is a ValueError naming it. Malformed records are counted by cause in
-    ``CorpusSplits.rejected``, not read."""
+                fields: FieldMap = FieldMap(), fs=None,
+                rejected: dict[str, int] | None = None) -> Iterator[Document]:
+    """Every document of the inputs, its domain set, streaming: files in path order,
+    records in file order. Malformed records are counted by cause into `rejected`.
+    See `load_corpus` for `inputs`, `domains` and the errors."""
     if inputs is None and not domains:
         raise ValueError("load_corpus needs inputs or a {domain: glob} mapping")
     sources: list[tuple[str | None, list[str]]] = []
@@ -284,9 +405,8 @@ def load_corpus(inputs: str | Sequence[str] | None = None, *,
             if prev == "\0unset" or prev is None:
                 file_domain[f.path] = domain
     files = expand_inputs(sorted(file_domain), fs=fs)
-
-    by_domain: dict[str, list[Document]] = {}
-    rejected: dict[str, int] = {}
+    if rejected is None:
+        rejected = {}
     for f in files:
         mapped = file_domain[f.path]
         fm = fields if mapped is None else FieldMap(fields.text_field, fields.id_field,
@@ -299,10 +419,36 @@ def load_corpus(inputs: str | Sequence[str] | None = None, *,
                 raise ValueError(f"{f.path}:{rec.line}: document {rec.id!r} has no domain "
                                  f"(field {fields.domain_field!r}); map its files to a domain "
                                  f"with domains={{name: glob}}")
-            by_domain.setdefault(rec.domain, []).append(rec)
-    if not by_domain:
-        raise ValueError("no documents were read")
+            yield rec
+
+
+def load_corpus(inputs: str | Sequence[str] | None = None, *,
+                domains: Mapping[str, str | Sequence[str]] | None = None,
+                fields: FieldMap = FieldMap(), seed: int = 0,
+                fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                group_field: str | None = None, fs=None,
+                max_bytes: int | None = None) -> CorpusSplits:
+    """Read documents, sample and split them (see the module docstring).
+
+    Give `inputs` (paths, globs, directories; each document's domain from its record)
+    or `domains` (``{domain: glob or [globs]}``; the domain of every document of the
+    matched files), or both; `fs` (a curation.fs.FS) is where they are (default: the
+    local disk); `max_bytes` bounds each domain's sample (None: hold every document).
+    A document without a domain, or a file matched for two domains, is a ValueError
+    naming it. Malformed records are counted by cause in ``CorpusSplits.rejected``,
+    not read."""
     fr = _check_fractions(fractions)
+    samples: dict[str, DomainSample] = {}
+    rejected: dict[str, int] = {}
+    for rec in iter_corpus(inputs, domains=domains, fields=fields, fs=fs, rejected=rejected):
+        s = samples.get(rec.domain)
+        if s is None:
+            s = samples[rec.domain] = DomainSample(rec.domain, seed, max_bytes, group_field)
+        s.add(rec)
+    if not samples:
+        raise ValueError("no documents were read")
+    by_domain = {d: s.documents for d, s in samples.items()}
+    totals = {d: {"documents": s.seen_documents, "bytes": s.seen_bytes} for d, s in sorted(samples.items())}
     return CorpusSplits(split_documents(by_domain, seed=seed, fractions=fr, group_field=group_field),
                         seed=seed, fractions=fr, group_field=group_field,
-                        rejected=dict(sorted(rejected.items())))
+                        rejected=dict(sorted(rejected.items())), totals=totals, max_bytes=max_bytes)

@@ -13,12 +13,23 @@ such domain and the largest N that fits.
 `olmo_source_mixture.yaml` of the mix run refer to; ``OUTPUT/manifest.json`` has the
 tokens asked and achieved per domain. Deterministic for a seed; files are written to
 temporary names and renamed, the manifest last.
+
+Memory: export streams. The inputs are read once, each domain's documents to a
+spill file (a hidden temporary directory beside OUTPUT, removed at the end: it
+needs about the corpus's size in free disk), and each shard is filled from it and
+written before the next. What stays in memory per document is numbers: its offset
+in the spill file, split hash, token count and place in the split order (32 bytes),
+and per planned document its index and epoch (12 bytes); text only for the shard
+being written. Those arrays are kept, rather than nothing per document, because
+the output order (a NumPy permutation of all of a domain's documents per epoch,
+drawn over the split rule's order) is what exports have always been, byte for byte.
 """
 from __future__ import annotations
 
 import gzip
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -36,22 +47,6 @@ from curation.outputs import (locked_output, check_stage_paths, describe_changes
 
 def _domain_rng(seed: int, domain: str) -> np.random.Generator:
     return np.random.default_rng([seed, xxhash.xxh3_64_intdigest(domain.encode("utf-8"))])
-
-
-def plan_domain(tokens: np.ndarray, asked: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """(document index, epoch) in output order until ``asked`` tokens are reached."""
-    out: list[tuple[int, int]] = []
-    total, epoch = 0, 0
-    if asked <= 0 or len(tokens) == 0:
-        return out
-    while total < asked:
-        for i in rng.permutation(len(tokens)):
-            if total >= asked:
-                break
-            out.append((int(i), epoch))
-            total += int(tokens[i])
-        epoch += 1
-    return out
 
 
 def _write_shard(path: Path, rows: list[dict]) -> None:
@@ -75,12 +70,140 @@ def data_paths(mixture_path: str) -> list[str]:
     return out
 
 
+class _Spill:
+    """One domain's documents on disk while export reads: ``[id, text]`` as ASCII JSON,
+    one per line (any str round-trips, lone surrogates too), and per document its
+    offset, split hash and token count as arrays: 24 bytes of memory per document,
+    none of its text."""
+
+    BATCH = 512   # texts tokenized at once
+
+    def __init__(self, path: Path, domain: str, seed: int, tok):
+        from curation.mixture.data import split_hash
+        self.path, self.domain, self.seed, self.tok = path, domain, seed, tok
+        self._hash = split_hash
+        self._f = open(path, "wb")
+        self._pos = 0
+        self._off: list[np.ndarray] = []
+        self._h: list[np.ndarray] = []
+        self._cnt: list[np.ndarray] = []
+        self._buf_off: list[int] = []
+        self._buf_h: list[int] = []
+        self._buf_text: list[str] = []
+
+    def add(self, doc_id: str, text: str) -> None:
+        line = (json.dumps([doc_id, text]) + "\n").encode("ascii")
+        self._buf_off.append(self._pos)
+        self._buf_h.append(self._hash(self.seed, self.domain, doc_id))
+        self._buf_text.append(text)
+        self._f.write(line)
+        self._pos += len(line)
+        if len(self._buf_text) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf_text:
+            return
+        self._off.append(np.array(self._buf_off, np.int64))
+        self._h.append(np.array(self._buf_h, np.uint64))
+        self._cnt.append(np.array([len(x) for x in self.tok.encode_batch(self._buf_text)], np.int64))
+        self._buf_off, self._buf_h, self._buf_text = [], [], []
+
+    def close(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, split hashes, token counts), in read order."""
+        self._flush()
+        self._f.close()
+        cat = lambda xs, t: np.concatenate(xs) if xs else np.zeros(0, t)   # noqa: E731
+        return cat(self._off, np.int64), cat(self._h, np.uint64), cat(self._cnt, np.int64)
+
+
+def _read_records(f, offsets: np.ndarray) -> list[tuple[str, str]]:
+    """(id, text) of the spilled documents at `offsets`, in that order (read in file
+    order, so a shard's reads sweep the file once)."""
+    got: dict[int, tuple[str, str]] = {}
+    for off in sorted(set(int(o) for o in offsets)):
+        f.seek(off)
+        doc_id, text = json.loads(f.readline())
+        got[off] = (doc_id, text)
+    return [got[int(o)] for o in offsets]
+
+
+def _export_order(f, offsets: np.ndarray, hashes: np.ndarray, domain: str,
+                  fractions: tuple[float, float, float]) -> np.ndarray:
+    """The read ordinals of a domain's documents in the split rule's order, train then
+    valid then test (curation.mixture.data: groups by id ranked by (hash, id), each
+    group's documents by (id, text)); what ``load_data_spec`` gave export when it held
+    the corpus. Documents that share a hash are read back to order them: a shared id,
+    or (rarely) two ids with one 64-bit hash."""
+    from curation.mixture.data import _split_sizes
+    n = len(hashes)
+    srt = np.argsort(hashes, kind="stable")
+    hs = hashes[srt]
+    new_group = np.ones(n, bool)
+    if n > 1:
+        new_group[1:] = hs[1:] != hs[:-1]
+    tied = np.zeros(n, bool)
+    if n > 1:
+        same = hs[1:] == hs[:-1]
+        tied[1:] |= same
+        tied[:-1] |= same
+    if tied.any():
+        starts = np.flatnonzero(tied & new_group)
+        for a in starts:
+            b = a + 1
+            while b < n and hs[b] == hs[a]:
+                b += 1
+            recs = _read_records(f, offsets[srt[a:b]])
+            order = sorted(range(b - a), key=lambda k: (recs[k][0], recs[k][0], recs[k][1]))
+            srt[a:b] = srt[a:b][order]
+            ids = [recs[k][0] for k in order]
+            for k in range(1, b - a):
+                new_group[a + k] = ids[k] != ids[k - 1]
+    gid = np.cumsum(new_group) - 1
+    groups = int(gid[-1]) + 1 if n else 0
+    n_valid, n_test = _split_sizes(groups, fractions, domain)
+    valid = gid < n_valid
+    test = (gid >= n_valid) & (gid < n_valid + n_test)
+    train = gid >= n_valid + n_test
+    return np.concatenate([srt[train], srt[valid], srt[test]])
+
+
+def plan_arrays(tokens: np.ndarray, asked: int, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(document index, epoch) in output order until ``asked`` tokens are reached: per
+    epoch one ``rng.permutation`` of the documents, taken while the tokens so far are
+    short of ``asked`` (so the last document is whole); as arrays, not a Python object
+    per planned document."""
+    idx: list[np.ndarray] = []
+    ep: list[np.ndarray] = []
+    n = len(tokens)
+    total, epoch = 0, 0
+    if asked > 0 and n:
+        while total < asked:
+            perm = rng.permutation(n)
+            before = total + np.concatenate(([0], np.cumsum(tokens[perm])[:-1]))
+            take = int(np.searchsorted(before, asked, side="left"))
+            idx.append(perm[:take])
+            ep.append(np.full(take, epoch, np.int32))
+            total += int(tokens[perm[:take]].sum())
+            epoch += 1
+    if not idx:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32)
+    return np.concatenate(idx).astype(np.int64), np.concatenate(ep)
+
+
 @locked_output("export")
 def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0,
                    shard_docs: int = 10_000, log: Callable[[str], None] = print,
                    fs=None) -> dict:
-    """``fs`` (a curation.fs.FS): where the mix run's inputs are (default: the local disk)."""
-    from curation.mixture.data import load_data_spec
+    """``fs`` (a curation.fs.FS): where the mix run's inputs are (default: the local disk).
+
+    Streams: the inputs are read once into a spill file per domain beside the output
+    (removed at the end), and each shard is filled from it by seeks and written before
+    the next; memory holds a few arrays of numbers per document and one shard's text."""
+    import shutil
+
+    from curation.mixture.data import _check_fractions, data_spec_args, iter_corpus
     from curation.mixture.tokenizer import StatedTokenizer
     t0 = time.time()
     if tokens <= 0:
@@ -103,35 +226,9 @@ def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0
     tok = StatedTokenizer.load(str(mpath.parent))
     fields = FieldMap(**{k: data[k] for k in ("text_field", "id_field", "domain_field") if k in data})
     split = data.get("split") or {}
-    fractions = (1 - split.get("valid", 0.1) - split.get("test", 0.1), split.get("valid", 0.1),
-                 split.get("test", 0.1))
-    splits = load_data_spec(data, fields=fields, seed=split.get("seed", 0), fractions=fractions,
-                            fs=fs)
-    missing = sorted(set(weights) - set(splits.domains))
-    if missing:
-        raise ConfigError(f"{mpath}: the data no longer has domains {missing}")
-
-    # every document of every split, in a fixed order, with its token count
-    docs: dict[str, list[tuple[str, str]]] = {}
-    counts: dict[str, np.ndarray] = {}
-    for d in sorted(weights):
-        items = []
-        for name in ("train", "valid", "test"):
-            part = splits.split(name).get(d)
-            if part is not None:
-                items.extend(zip(part.ids, part.texts))
-        docs[d] = items
-        counts[d] = np.array([len(x) for x in tok.encode_batch([t for _, t in items])], np.int64)
-
-    asked = {d: int(round(w * tokens)) for d, w in weights.items()}
-    over = {d: (asked[d], int(counts[d].sum())) for d in asked
-            if asked[d] > max_epochs * counts[d].sum()}
-    if over:
-        fits = min(max_epochs * counts[d].sum() / weights[d] for d in weights if weights[d] > 0)
-        detail = "; ".join(f"{d}: asks {a:,} tokens, has {h:,} (at most {max_epochs:g} epochs)"
-                           for d, (a, h) in sorted(over.items()))
-        raise ConfigError(f"--tokens {tokens:,} is infeasible within the repetition cap: {detail}. "
-                          f"The largest N that fits is {int(fits):,}")
+    fractions = _check_fractions((1 - split.get("valid", 0.1) - split.get("test", 0.1),
+                                  split.get("valid", 0.1), split.get("test", 0.1)))
+    split_seed = split.get("seed", 0)
 
     out = Path(output)
     check_stage_paths(data_paths(mixture_path) + [str(mpath)], output, fs)
@@ -139,33 +236,82 @@ def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0
     # the manifest says "running" until the end, so a cut-off export never counts
     prev = read_manifest(output)
     settings = {"mixture": str(mpath), "tokens_asked": tokens, "seed": seed, "shard_docs": shard_docs}
-    if prev is not None and prev.get("command") == "export" and prev.get("status") == "complete":
-        changes = settings_changes({k: prev.get(k) for k in settings}, settings)
-        log(f"export: replacing the complete export in {output} ({len(prev.get('files') or {})} "
-            f"files); " + (f"settings changed: {describe_changes(changes)}" if changes else
-                           "the same settings (an export is always rewritten)"))
-    prepare_output("export", output, prev, dirs=tuple(sorted(weights)))
-    manifest_path = out / "manifest.json"
-    per_domain = {}
-    for d in sorted(weights):
-        plan = plan_domain(counts[d], asked[d], _domain_rng(seed, d))
-        ddir = out / d
-        ddir.mkdir(exist_ok=True)
-        for old in ddir.glob("part-*.jsonl.gz"):
-            old.unlink()
-        shards = 0
-        for k in range(0, len(plan), shard_docs):
-            rows = [{"id": docs[d][i][0], "domain": d, "text": docs[d][i][1], "epoch": e}
-                    for i, e in plan[k:k + shard_docs]]
-            _write_shard(ddir / f"part-{k // shard_docs:05d}.jsonl.gz", rows)
-            shards += 1
-        achieved = int(sum(counts[d][i] for i, _ in plan))
-        epochs = achieved / counts[d].sum() if counts[d].sum() else 0.0
-        per_domain[d] = {"weight": weights[d], "tokens_asked": asked[d], "tokens_achieved": achieved,
-                         "documents": len(plan), "distinct_documents": len({i for i, _ in plan}),
-                         "available_tokens": int(counts[d].sum()), "epochs": round(epochs, 4),
-                         "shards": shards}
-        log(f"export: {d}: {achieved:,} of {asked[d]:,} tokens asked ({epochs:.2f} epochs)")
+    # beside the output, not in it (the output holds only what the manifest lists)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spill_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-spill-", dir=out.parent))
+    spills: dict[str, _Spill] = {}
+    try:
+        # every document of every split, read once, each domain to its spill file
+        inputs, domains = data_spec_args(data)
+        seen: set[str] = set()
+        for rec in iter_corpus(inputs, domains=domains, fields=fields, fs=fs):
+            seen.add(rec.domain)
+            if rec.domain not in weights:
+                continue
+            sp = spills.get(rec.domain)
+            if sp is None:
+                sp = spills[rec.domain] = _Spill(spill_dir / f"{len(spills)}.jsonl", rec.domain,
+                                                 split_seed, tok)
+            sp.add(rec.id, rec.text)
+        if not seen:
+            raise ValueError("no documents were read")
+        missing = sorted(set(weights) - seen)
+        if missing:
+            raise ConfigError(f"{mpath}: the data no longer has domains {missing}")
+        arrays = {d: spills[d].close() for d in sorted(weights)}
+        order: dict[str, np.ndarray] = {}
+        counts: dict[str, np.ndarray] = {}
+        for d in sorted(weights):
+            offsets, hashes, cnt = arrays[d]
+            with open(spills[d].path, "rb") as f:
+                order[d] = _export_order(f, offsets, hashes, d, fractions)
+            counts[d] = cnt[order[d]]
+
+        asked = {d: int(round(w * tokens)) for d, w in weights.items()}
+        over = {d: (asked[d], int(counts[d].sum())) for d in asked
+                if asked[d] > max_epochs * counts[d].sum()}
+        if over:
+            fits = min(max_epochs * counts[d].sum() / weights[d] for d in weights if weights[d] > 0)
+            detail = "; ".join(f"{d}: asks {a:,} tokens, has {h:,} (at most {max_epochs:g} epochs)"
+                               for d, (a, h) in sorted(over.items()))
+            raise ConfigError(f"--tokens {tokens:,} is infeasible within the repetition cap: {detail}. "
+                              f"The largest N that fits is {int(fits):,}")
+
+        if prev is not None and prev.get("command") == "export" and prev.get("status") == "complete":
+            changes = settings_changes({k: prev.get(k) for k in settings}, settings)
+            log(f"export: replacing the complete export in {output} ({len(prev.get('files') or {})} "
+                f"files); " + (f"settings changed: {describe_changes(changes)}" if changes else
+                               "the same settings (an export is always rewritten)"))
+        prepare_output("export", output, prev, dirs=tuple(sorted(weights)))
+        manifest_path = out / "manifest.json"
+        per_domain = {}
+        for d in sorted(weights):
+            idx, epochs_of = plan_arrays(counts[d], asked[d], _domain_rng(seed, d))
+            offsets = arrays[d][0][order[d]]
+            ddir = out / d
+            ddir.mkdir(exist_ok=True)
+            for old in ddir.glob("part-*.jsonl.gz"):
+                old.unlink()
+            shards = 0
+            with open(spills[d].path, "rb") as f:
+                for k in range(0, len(idx), shard_docs):
+                    part = idx[k:k + shard_docs]
+                    recs = _read_records(f, offsets[part])
+                    rows = [{"id": i, "domain": d, "text": t, "epoch": int(e)}
+                            for (i, t), e in zip(recs, epochs_of[k:k + shard_docs])]
+                    _write_shard(ddir / f"part-{k // shard_docs:05d}.jsonl.gz", rows)
+                    shards += 1
+            achieved = int(counts[d][idx].sum())
+            epochs = achieved / counts[d].sum() if counts[d].sum() else 0.0
+            per_domain[d] = {"weight": weights[d], "tokens_asked": asked[d], "tokens_achieved": achieved,
+                             "documents": len(idx), "distinct_documents": int(len(np.unique(idx))),
+                             "available_tokens": int(counts[d].sum()), "epochs": round(epochs, 4),
+                             "shards": shards}
+            log(f"export: {d}: {achieved:,} of {asked[d]:,} tokens asked ({epochs:.2f} epochs)")
+    finally:
+        for sp in spills.values():
+            sp._f.close()
+        shutil.rmtree(spill_dir, ignore_errors=True)
     total = sum(v["tokens_achieved"] for v in per_domain.values())
     manifest = {
         "command": "export", "status": "complete", "mixture": str(mpath),

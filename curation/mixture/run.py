@@ -83,6 +83,32 @@ def _prepare_output(cfg: MixConfig, log, fs) -> None:
          "(proxy runs already made are reused from proxy_cache.jsonl)"))
 
 
+def _sample_summary(cfg: MixConfig, splits, tok, stats: dict, log) -> dict:
+    """The sample bound and, per sampled domain, its size and the estimate it gives; a
+    sampled domain whose train sample came out short of budget x max_epochs tokens
+    (more bytes per token than the bound assumed) is logged."""
+    bound = cfg.sample_bytes()
+    need = int(cfg.proxy.budget_tokens * cfg.constraints.max_epochs)
+    enc = splits.encoded(tok)["train"]
+    out: dict = {"max_bytes_per_domain": bound, "train_tokens_wanted": need, "domains": {}}
+    for d in splits.domains:
+        if not splits.sampled(d):
+            continue
+        v = stats["domains"][d]
+        out["domains"][d] = {"sample_documents": v["sample"]["documents"],
+                             "corpus_documents": splits.totals[d]["documents"],
+                             "sample_train_tokens": enc[d].n_tokens,
+                             "train_tokens_estimated": v["tokens"],
+                             "note": v["sample"]["note"]}
+        log(f"mix: {d}: sampled {v['sample']['documents']:,} of {splits.totals[d]['documents']:,} "
+            f"documents (bound {bound:,} bytes); train tokens {v['tokens']:,} estimated from them")
+        if enc[d].n_tokens < need:
+            log(f"mix: {d}: the sample's train split has {enc[d].n_tokens:,} tokens, fewer than "
+                f"budget x max_epochs = {need:,}; raise sample.max_bytes_per_domain or "
+                f"sample.bytes_per_token")
+    return out
+
+
 @locked_output("mix", arg="cfg")
 def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
             base_url: str | None = None, progress=None, fs=None) -> dict:
@@ -107,7 +133,8 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
     fractions = (1 - cfg.split.valid - cfg.split.test, cfg.split.valid, cfg.split.test)
     try:
         splits = load_data_spec(cfg.model_dump(include={"demo", "sources", "inputs"}),
-                                fields=fields, seed=cfg.split.seed, fractions=fractions, fs=fs)
+                                fields=fields, seed=cfg.split.seed, fractions=fractions, fs=fs,
+                                max_bytes=cfg.sample_bytes())
     except ValueError as e:
         raise ConfigError(str(e)) from None
     t_data = time.time()
@@ -128,8 +155,10 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
                               f"{splits.domains}")
     (out / "statistics.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     t_stats = time.time()
+    sample = _sample_summary(cfg, splits, tok, stats, log)
     log(f"mix: {len(domains)} domains, {sum(d.tokens for d in domains):,} train tokens under "
-        f"{tok.description}; budget {c.budget_tokens:,} tokens per proxy run")
+        f"{tok.description}" + (" (estimated for the sampled domains)" if sample["domains"] else "")
+        + f"; budget {c.budget_tokens:,} tokens per proxy run")
 
     try:
         if cfg.proxy.backend == "transformer":
@@ -166,6 +195,9 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
                     mode="json", include={"sources", "inputs", "demo", "split", "text_field",
                              "id_field", "domain_field"}),
                 "search": s.model_dump()}
+    if sample["domains"]:
+        # only then: a mixture whose data all fit is written as it always was
+        settings["data_sample"] = sample
     doc = write_mixture(out, res, settings)
     claude = next((p for p in adaptive if p.name == "claude"), None)
     summary = {
@@ -177,6 +209,7 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
         "proxy_runs_computed": sum(not t.cached for t in res.trials),
         "best_so_far": res.best_so_far, "projections": res.projections,
         "skipped_proposers": skipped,
+        "data_sample": sample,
         "claude": None if claude is None else {
             "model": claude.model, "hide_names": claude.hide_names,
             "calls": claude.stats.calls, "failed": claude.stats.failed,

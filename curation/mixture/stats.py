@@ -4,6 +4,10 @@ stages did to it.
 Per domain, from the data (train split, as a proxy run draws from it; the valid and
 test splits beside): documents, UTF-8 bytes, tokens under the stated tokenizer,
 bytes per token, and the domain's share of the train tokens (its natural weight).
+These cover the whole corpus. A domain larger than the sample bound
+(`curation.mixture.data`) has its train tokens estimated from its sample's bytes per
+token, and says so: ``tokens_estimated: true`` and ``sample: {documents, max_bytes,
+note}``; the table marks its tokens with ``~`` and a note names the sample size.
 
 From the earlier stages' manifests, when given (each is optional; a missing stage is
 simply absent from the result):
@@ -107,18 +111,25 @@ def domain_statistics(splits: CorpusSplits, tokenizer, *, dedup: Manifest = None
                       filter: Manifest = None, score: Manifest = None) -> dict:   # noqa: A002
     """``{"tokenizer", "data", "split", "domains": {domain: {...}}, "stages": {...}}``
     (see the module docstring); JSON-serialisable, domains in sorted order."""
-    enc = splits.encoded(tokenizer)
-    train_tokens = sum(enc["train"][d].n_tokens for d in splits.domains)
+    counts = splits.corpus_counts(tokenizer)
+    train_tokens = sum(counts[d]["splits"]["train"]["tokens"] for d in splits.domains)
     domains: dict[str, dict] = {}
     for d in splits.domains:
-        tr = enc["train"][d]
+        c = counts[d]
+        tr = c["splits"]["train"]
         domains[d] = {
-            "documents": tr.documents, "bytes": tr.n_bytes, "tokens": tr.n_tokens,
-            "bytes_per_token": round(tr.n_bytes / tr.n_tokens, 4) if tr.n_tokens else None,
-            "token_share": round(tr.n_tokens / train_tokens, 6) if train_tokens else None,
-            "splits": {s: {"documents": enc[s][d].documents, "bytes": enc[s][d].n_bytes,
-                           "tokens": enc[s][d].n_tokens} for s in SPLITS},
+            "documents": tr["documents"], "bytes": tr["bytes"], "tokens": tr["tokens"],
+            "bytes_per_token": round(tr["bytes"] / tr["tokens"], 4) if tr["tokens"] else None,
+            "token_share": round(tr["tokens"] / train_tokens, 6) if train_tokens else None,
+            "splits": c["splits"],
         }
+        if c["tokens_estimated"]:
+            # only a sampled domain says so: an unsampled one's statistics stay as they were
+            domains[d]["tokens_estimated"] = True
+            domains[d]["sample"] = {"documents": c["sample_documents"],
+                                    "max_bytes": splits.max_bytes,
+                                    "note": f"train tokens estimated from a sample of "
+                                            f"{c['sample_documents']:,} documents"}
     stages: dict[str, dict] = {}
     for stage, src, fn in (("dedup", dedup, _dedup), ("filter", filter, _filter), ("score", score, _score)):
         m = load_manifest(src, stage)
@@ -187,7 +198,8 @@ def statistics_table(stats: Mapping[str, Any], aliases: Mapping[str, str] | None
     names = sorted(doms, key=lambda d: (aliases or {}).get(d, d))
     for d in names:
         v = doms[d]
-        row = [(aliases or {}).get(d, d), _fmt(v["documents"]), _fmt(v["bytes"]), _fmt(v["tokens"]),
+        tokens = ("~" if v.get("tokens_estimated") else "") + _fmt(v["tokens"])
+        row = [(aliases or {}).get(d, d), _fmt(v["documents"]), _fmt(v["bytes"]), tokens,
                _fmt(v["bytes_per_token"]), _fmt(v["token_share"], pct=True)]
         if has["duplicate_rate"]:
             row.append(_fmt(v.get("duplicate_rate"), pct=True))
@@ -205,6 +217,11 @@ def statistics_table(stats: Mapping[str, Any], aliases: Mapping[str, str] | None
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     notes = [f"Train split; tokens under {stats.get('tokenizer')}."]
+    est = [(aliases or {}).get(d, d) for d in names if doms[d].get("tokens_estimated")]
+    if est:
+        notes.append("~ tokens estimated from a sample (" + ", ".join(
+            f"{a}: {doms[d]['sample']['documents']:,} documents" for a, d in
+            zip(est, [d for d in names if doms[d].get("tokens_estimated")])) + ").")
     dd = stats.get("stages", {}).get("dedup")
     if dd is not None and not dd.get("per_domain"):
         notes.append(f"Deduplication removed {_fmt(dd.get('duplicate_rate'), pct=True)} of the "

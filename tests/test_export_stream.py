@@ -1,0 +1,138 @@
+"""`curate export` streams (issue 13): the same shards, byte for byte, as the export
+that held the whole corpus in memory, on a corpus with the cases its order depends on
+(documents sharing an id, exact duplicates, a domain repeated over several epochs,
+several shards per domain)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curation.mixture.export import export_mixture
+from curation.mixture.tokenizer import StatedTokenizer
+from tests.mixture_corpus import demo_records
+
+DOMAINS = {"books": 12, "web": 15, "reference": 60}   # documents taken from each demo domain
+
+
+def build(root: Path) -> Path:
+    """A corpus (one JSONL per domain, no domain field), a tokenizer and a mixture.yaml
+    beside it; returns the mixture.yaml's path."""
+    recs = demo_records()
+    sources, texts = {}, []
+    for d, n in DOMAINS.items():
+        rows = [{"id": r["id"], "text": r["text"]} for r in recs[d][:n]]
+        if d == "web":
+            rows.append({"id": rows[3]["id"], "text": "another text under a shared id"})
+            rows.append(dict(rows[5]))                       # an exact duplicate
+            rows.append({"id": rows[7]["id"], "text": "a"})  # a shared id, sorting first
+        path = root / "corpus" / d / "part-0.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        sources[d] = str(root / "corpus" / d / "*.jsonl")
+        texts += [r["text"] for r in rows]
+    run = root / "mix"
+    run.mkdir()
+    StatedTokenizer.train(texts, vocab_size=320, trained_on="export-golden").save(str(run))
+    doc = {"weights": {"books": 0.3, "reference": 0.3, "web": 0.4},
+           "settings": {"constraints": {"min_weight": 0.0, "max_epochs": 4},
+                        "data": {"sources": sources, "inputs": [], "demo": False,
+                                 "split": {"valid": 0.1, "test": 0.1, "seed": 3},
+                                 "text_field": "text", "id_field": "id", "domain_field": "domain"}}}
+    (run / "mixture.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return run / "mixture.yaml"
+
+
+def digest(out: Path) -> dict:
+    """sha256 of every shard, and the manifest's per-domain counts."""
+    m = json.loads((out / "manifest.json").read_text())
+    files = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+             for p in sorted(out.glob("*/part-*.jsonl.gz"))}
+    return {"files": files, "domains": m["domains"], "tokens_achieved": m["tokens_achieved"]}
+
+
+# From the export as it was before it streamed (commit 3969059, curation/mixture/export.py),
+# run on build()'s corpus with TOKENS, seed 7, shard_docs 9.
+TOKENS, SEED, SHARD_DOCS = 200_000, 7, 9
+GOLDEN = {
+    "domains": {
+        "books": {
+            "available_tokens": 81483,
+            "distinct_documents": 10,
+            "documents": 10,
+            "epochs": 0.849,
+            "shards": 2,
+            "tokens_achieved": 69182,
+            "tokens_asked": 60000,
+            "weight": 0.3
+        },
+        "reference": {
+            "available_tokens": 22441,
+            "distinct_documents": 60,
+            "documents": 162,
+            "epochs": 2.7116,
+            "shards": 18,
+            "tokens_achieved": 60850,
+            "tokens_asked": 60000,
+            "weight": 0.3
+        },
+        "web": {
+            "available_tokens": 32786,
+            "distinct_documents": 18,
+            "documents": 44,
+            "epochs": 2.5518,
+            "shards": 5,
+            "tokens_achieved": 83664,
+            "tokens_asked": 80000,
+            "weight": 0.4
+        }
+    },
+    "files": {
+        "books/part-00000.jsonl.gz": "55577974a076a2b9",
+        "books/part-00001.jsonl.gz": "bcef54d4b1b11fec",
+        "reference/part-00000.jsonl.gz": "9bfba46c8f076e31",
+        "reference/part-00001.jsonl.gz": "2efceb21cb7d3498",
+        "reference/part-00002.jsonl.gz": "076bf68dadfebf0e",
+        "reference/part-00003.jsonl.gz": "e73ce1672f0b8c75",
+        "reference/part-00004.jsonl.gz": "b7ec91acbd110543",
+        "reference/part-00005.jsonl.gz": "44a6e3862eed15da",
+        "reference/part-00006.jsonl.gz": "04b1a56addcfb956",
+        "reference/part-00007.jsonl.gz": "7ad0c6edcc1b1b88",
+        "reference/part-00008.jsonl.gz": "a6c2b8913bb12af9",
+        "reference/part-00009.jsonl.gz": "033e26685d149193",
+        "reference/part-00010.jsonl.gz": "f362d6dd49084a64",
+        "reference/part-00011.jsonl.gz": "7107c5bbdf778c9d",
+        "reference/part-00012.jsonl.gz": "9af473e17aaaffed",
+        "reference/part-00013.jsonl.gz": "05e3585e6114a188",
+        "reference/part-00014.jsonl.gz": "0afa240137d5f8e0",
+        "reference/part-00015.jsonl.gz": "a4cfc57ddf112437",
+        "reference/part-00016.jsonl.gz": "d6bd435410c5e455",
+        "reference/part-00017.jsonl.gz": "901364774ed0dbab",
+        "web/part-00000.jsonl.gz": "a7ce1b951a68e7d7",
+        "web/part-00001.jsonl.gz": "676bbf771054630b",
+        "web/part-00002.jsonl.gz": "5cf24cbc6dbb1521",
+        "web/part-00003.jsonl.gz": "8dd9f9907eb22bab",
+        "web/part-00004.jsonl.gz": "746dfb2027559eb7"
+    },
+    "tokens_achieved": 213696
+}
+
+
+def test_export_writes_the_same_shards_as_before(tmp_path):
+    mixture = build(tmp_path)
+    out = tmp_path / "out"
+    export_mixture(str(mixture), str(out), TOKENS, seed=SEED, shard_docs=SHARD_DOCS, log=lambda s: None)
+    assert digest(out) == GOLDEN
+    # the spill files beside the output are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "mix", "out"]
+
+
+def test_export_cut_off_leaves_no_spill(tmp_path):
+    mixture = build(tmp_path)
+    from curation.config import ConfigError
+    with pytest.raises(ConfigError, match="infeasible"):
+        export_mixture(str(mixture), str(tmp_path / "out"), 10**9, log=lambda s: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "mix"]
