@@ -83,6 +83,7 @@ class DedupConfig(InputConfig):
     cc_max_rounds: int = Field(24, ge=1, le=200)
     lsh_partitions: int = Field(64, ge=1, le=1_000_000)
     batch_size: int = Field(2048, ge=1)
+    split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description="read larger input files in ranges")
 
     @model_validator(mode="after")
     def _bands_rows(self):

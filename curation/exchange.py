@@ -106,6 +106,7 @@ class SideFileWriter:
         self._ords, self._id_lens, self._sh_lens = [], [], []
         self._ids = []
         self.bytes_written = 0
+        self.first = self.last = None   # ordinals of the first and last document
 
     def add(self, ordinals: np.ndarray, ids: list[str], signatures: np.ndarray,
             shingles: list[np.ndarray] | None = None) -> None:
@@ -114,7 +115,12 @@ class SideFileWriter:
             raise ValueError(f"signatures of shape {sig.shape} for {len(ordinals)} documents")
         self._sig.write(sig.tobytes())
         self.bytes_written += sig.nbytes
-        self._ords.append(np.asarray(ordinals, dtype=np.int64))
+        ords = np.asarray(ordinals, dtype=np.int64)
+        if len(ords):
+            if self.first is None:
+                self.first = ords[0]
+            self.last = ords[-1]
+        self._ords.append(ords)
         enc = [i.encode("utf-8", "surrogatepass") for i in ids]
         self._id_lens.append(np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(enc)))
         self._ids.append(b"".join(enc))

@@ -96,9 +96,11 @@ def _dedup_parser(sub):
                     help="large-star/small-star rounds unrolled in the graph (default 24); "
                          "the run fails if the last one still changed a label")
     mh.add_argument("--lsh-partitions", type=int,
-                    help="shuffle partitions per LSH band (default 64); each holds about "
-                         "documents/partitions band keys, so raise it for billions of documents")
+                    help="key partitions (default 64): one worker groups the exact and band keys "
+                         "of each, about documents/partitions of them, so raise it for billions "
+                         "of documents")
     mh.add_argument("--batch-size", type=int, help="documents per signature batch (default 2048)")
+    _split_bytes_arg(mh)
     return p
 
 
@@ -583,7 +585,7 @@ _FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample", "spl
 _SCORE_KEYS = _INPUT_KEYS + ("model", "min_score", "keep_top", "keep_top_by", "batch_size", "split_bytes")
 _CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
                               "family", "bands", "rows", "verify", "verify_tolerance", "cc_max_rounds",
-                              "lsh_partitions", "batch_size")
+                              "lsh_partitions", "batch_size", "split_bytes")
 
 
 def _strict_message(exc: BaseException) -> str | None:

@@ -42,12 +42,14 @@ from curation.components import large_star_arrays, small_star_arrays
 from curation.documents import RECORD_BITS, Rejected
 from curation.exchange import (SideFile, SideFileWriter, concat, pack, partition_of, split_by,
                                unique_pairs, unpack, write_packed)
-from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, read_documents, rejected_row,
-                         shard_name, write_documents, write_rows)
+from curation.config import DEFAULT_SPLIT_BYTES
+from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, file_shard_name, read_documents,
+                         rejected_row, write_documents, write_rows)
 from curation.lsh import band_keys, bucket_min_edges, exact_jaccard
 from curation.minhash import MinHasher, estimate_jaccard
 
 from pipelines.fs import BeamFS
+from pipelines.splits import ReadySplits
 
 NS = "curation.dedup"
 WORK_DIR = "_work"
@@ -78,8 +80,35 @@ def file_of(ordinals: np.ndarray) -> np.ndarray:
 
 
 def unit_key(file: InputFile) -> str:
-    """A unit's name in the work folder (one unit per input file)."""
-    return f"{file.index:06d}"
+    """A work item's name in the work folder: its file, and its part when split."""
+    return f"{file.index:06d}-{file.part:05d}" if file.is_split else f"{file.index:06d}"
+
+
+class _Units:
+    """Where each ordinal lives, from the signing pass's records: the units' ordinal
+    ranges are disjoint and ordered like the ordinals themselves."""
+
+    def __init__(self, signed):
+        units = sorted((r for r in signed if r[2]), key=lambda r: r[3])
+        self.keys = [tuple(r[0]) for r in units]
+        self.stems = [r[1] for r in units]
+        self.lo = np.array([r[3] for r in units], dtype=np.int64)
+        self.hi = np.array([r[4] for r in units], dtype=np.int64)
+
+    def locate(self, ordinals: np.ndarray) -> np.ndarray:
+        """Index into the units of every ordinal (each must lie in one)."""
+        u = np.searchsorted(self.lo, ordinals, side="right") - 1
+        bad = (u < 0) | (ordinals > self.hi[np.maximum(u, 0)]) if len(self.lo) else np.ones(len(ordinals), bool)
+        if np.any(bad):
+            raise RuntimeError(f"ordinal {int(ordinals[np.argmax(bad)])} is in no signed unit")
+        return u
+
+
+def _units(cache: dict, signed) -> _Units:
+    # a side input is the same list for every element of a bundle
+    if cache.get("id") is not signed:
+        cache.update(id=signed, units=_Units(signed))
+    return cache["units"]
 
 
 class _Work:
@@ -132,7 +161,8 @@ class SignUnit(beam.DoFn):
         self._write_chunk()
         n = side.close()
         self.written.inc(side.bytes_written)
-        yield file.index, unit, n, self._chunks
+        lo, hi = (int(side.first), int(side.last)) if n else (0, -1)
+        yield (file.index, file.part), unit, n, lo, hi, self._chunks
 
     def _sign(self, docs, side):
         out = self.mh.sign_batch([d.text for d in docs])
@@ -193,6 +223,7 @@ class GroupPartition(beam.DoFn):
     def __init__(self, output: str, partitions: int):
         self.output, self.partitions = output, partitions
         self.read = _counter("work_bytes_read")
+        self._cache = {}
 
     def setup(self):
         self.fs = BeamFS()
@@ -200,7 +231,7 @@ class GroupPartition(beam.DoFn):
 
     def _load(self, kind: str, p: int, signed, names):
         parts = []
-        for _, unit, _, chunks in signed:
+        for _, unit, _, _, _, chunks in signed:
             for c, (exact_parts, band_parts) in enumerate(chunks):
                 if p in (exact_parts if kind == "exact" else band_parts):
                     path = self.work.part(kind, p, unit, c)
@@ -221,8 +252,9 @@ class GroupPartition(beam.DoFn):
             if len(dup):
                 dups, reps = ords[dup], ords[head[dup]]
                 yield TaggedOutput("edges", _edge_chunk(dups, reps))
-                for f, a in split_by(file_of(dups), ordinal=dups):
-                    yield TaggedOutput("dups", (f, pack(**a)))
+                units = _units(self._cache, signed)
+                for u, a in split_by(units.locate(dups), ordinal=dups):
+                    yield TaggedOutput("dups", (units.keys[u], pack(**a)))
         del x
         b = self._load("band", p, signed, {"band": np.dtype(np.int8), "key": _U64, "ordinal": _I64})
         xs, ms = [], []
@@ -242,8 +274,8 @@ class _SideFiles:
     """Side files opened by this worker, the most recent kept (their index is small:
     ordinals and ids)."""
 
-    def __init__(self, fs, work: _Work, num_perm: int, units: dict[int, list[str]], most: int = 32):
-        self.fs, self.work, self.num_perm, self.units, self.most = fs, work, num_perm, units, most
+    def __init__(self, fs, work: _Work, num_perm: int, most: int = 32):
+        self.fs, self.work, self.num_perm, self.most = fs, work, num_perm, most
         self.open: OrderedDict = OrderedDict()
 
     def get(self, unit: str) -> SideFile:
@@ -255,28 +287,19 @@ class _SideFiles:
                 self.open.popitem(last=False)
         return self.open[unit]
 
-    def by_unit(self, ordinals: np.ndarray):
+    def by_unit(self, units: _Units, ordinals: np.ndarray):
         """(side file, positions into `ordinals`) for every unit holding some of them."""
-        files = file_of(ordinals)
-        for f in np.unique(files):
-            idx = np.flatnonzero(files == f)
-            for unit in self.units[int(f)]:
-                side = self.get(unit)
-                o = side.ordinals
-                if not len(o):
-                    continue
-                inside = idx[(ordinals[idx] >= o[0]) & (ordinals[idx] <= o[-1])]
-                if len(inside):
-                    yield side, inside
+        for u, a in split_by(units.locate(ordinals), pos=np.arange(len(ordinals))):
+            yield self.get(units.stems[u]), a["pos"]
 
 
 class VerifyEdges(beam.DoFn):
     """Distinct candidate edges of one pair partition, verified by reading the two
     documents' rows from their side files."""
 
-    def __init__(self, output: str, num_perm: int, units: dict[int, list[str]], threshold: float,
-                 verify: str):
-        self.output, self.num_perm, self.units = output, num_perm, units
+    def __init__(self, output: str, num_perm: int, threshold: float, verify: str):
+        self.output, self.num_perm = output, num_perm
+        self._cache = {}
         self.threshold, self.verify = threshold, verify
         self.candidates = _counter("near_candidate_edges")
         self.accepted = _counter("near_edges_verified")
@@ -284,23 +307,24 @@ class VerifyEdges(beam.DoFn):
 
     def setup(self):
         fs = BeamFS()
-        self.sides = _SideFiles(fs, _Work(fs, self.output), self.num_perm, self.units)
+        self.sides = _SideFiles(fs, _Work(fs, self.output), self.num_perm)
 
-    def _fetch(self, ordinals):
+    def _fetch(self, units, ordinals):
         """Signatures (an (n, num_perm) array) or shingle sets (a list) of `ordinals`."""
         if self.verify == "exact":
             out = [None] * len(ordinals)
-            for side, pos in self.sides.by_unit(ordinals):
+            for side, pos in self.sides.by_unit(units, ordinals):
                 for i, g in zip(pos, side.shingles(ordinals[pos])):
                     out[i] = g
         else:
             out = np.empty((len(ordinals), self.num_perm), dtype=np.uint32)
-            for side, pos in self.sides.by_unit(ordinals):
+            for side, pos in self.sides.by_unit(units, ordinals):
                 out[pos] = side.signatures(ordinals[pos])
         return out
 
-    def process(self, kv):
+    def process(self, kv, signed):
         _, chunks = kv
+        units = _units(self._cache, signed)
         e = concat([unpack(c) for c in chunks], _EDGE)
         a, b = unique_pairs(e["a"], e["b"])
         self.candidates.inc(len(a))
@@ -309,10 +333,10 @@ class VerifyEdges(beam.DoFn):
                 yield _edge_chunk(a, b)
             return
         if self.verify == "exact":
-            sa, sb = self._fetch(a), self._fetch(b)
+            sa, sb = self._fetch(units, a), self._fetch(units, b)
             j = np.array([exact_jaccard(x, y) for x, y in zip(sa, sb)])
         else:
-            j = estimate_jaccard(self._fetch(a), self._fetch(b))
+            j = estimate_jaccard(self._fetch(units, a), self._fetch(units, b))
         ok = j >= self.threshold
         self.accepted.inc(int(ok.sum()))
         self.dropped.inc(int((~ok).sum()))
@@ -406,30 +430,32 @@ class _CheckConverged(beam.DoFn):
 
 
 class RootIds(beam.DoFn):
-    """Labels whose roots live in one file -> (node's file, (node, root) arrays, root ids)."""
+    """Labels whose roots live in one file -> (node's unit key, (node, root) arrays, root ids)."""
 
-    def __init__(self, output: str, num_perm: int, units: dict[int, list[str]]):
-        self.output, self.num_perm, self.units = output, num_perm, units
+    def __init__(self, output: str, num_perm: int):
+        self.output, self.num_perm = output, num_perm
+        self._cache = {}
 
     def setup(self):
         fs = BeamFS()
-        self.sides = _SideFiles(fs, _Work(fs, self.output), self.num_perm, self.units)
+        self.sides = _SideFiles(fs, _Work(fs, self.output), self.num_perm)
 
-    def process(self, kv):
+    def process(self, kv, signed):
         _, chunks = kv
+        units = _units(self._cache, signed)
         e = concat([unpack(c) for c in chunks], _EDGE)
         roots = np.unique(e["b"])
         node, root = unique_pairs(np.concatenate([e["a"], roots]), np.concatenate([e["b"], roots]))
         ids = np.empty(len(roots), dtype=object)
-        for side, pos in self.sides.by_unit(roots):
+        for side, pos in self.sides.by_unit(units, roots):
             ids[pos] = side.ids(roots[pos])
         root_ids = ids[np.searchsorted(roots, root)]
-        for f, part in split_by(file_of(node), a=node, b=root, i=np.arange(len(node))):
-            yield f, (pack(a=part["a"], b=part["b"]), root_ids[part["i"]].tolist())
+        for u, part in split_by(units.locate(node), a=node, b=root, i=np.arange(len(node))):
+            yield units.keys[u], (pack(a=part["a"], b=part["b"]), root_ids[part["i"]].tolist())
 
 
 class WriteShard(beam.DoFn):
-    """Pass 2: re-read one input file and route each record to exactly one place."""
+    """Pass 2: re-read one unit and route each record to exactly one place."""
 
     def __init__(self, output: str, fmt: str, fields: FieldMap, max_doc_bytes: int, strict: bool):
         self.output, self.fmt, self.fields = output, fmt, fields
@@ -453,7 +479,7 @@ class WriteShard(beam.DoFn):
         return decisions
 
     def process(self, kv):
-        index, grouped = kv
+        key, grouped = kv
         (file,) = grouped["file"]
         decisions = self._decisions(file, grouped["dec"], grouped["dup"])
         seen = 0
@@ -488,7 +514,7 @@ class WriteShard(beam.DoFn):
                     self.c["removed_exact" if reason == EXACT else "removed_near"].inc()
 
         join = self.fs.join
-        write_documents(join(self.output, "documents", shard_name("part", index, self.fmt)),
+        write_documents(join(self.output, "documents", file_shard_name("part", file, self.fmt)),
                         kept_docs(), fmt=self.fmt, fs=self.fs)
         self.c["blank_lines"].inc(reader.stats.blank_lines)
         if seen != len(decisions):
@@ -497,24 +523,24 @@ class WriteShard(beam.DoFn):
                 f"not found when re-reading it; did the input change during the run?")
         if clusters:
             self.c["cluster_rows"].inc(len(clusters))
-            write_rows(join(self.output, "clusters", shard_name("part", index, self.fmt)),
+            write_rows(join(self.output, "clusters", file_shard_name("part", file, self.fmt)),
                        clusters, CLUSTER_SCHEMA, fmt=self.fmt, fs=self.fs)
         if rejected:
-            write_rows(join(self.output, "rejected", shard_name("part", index, self.fmt)),
+            write_rows(join(self.output, "rejected", file_shard_name("part", file, self.fmt)),
                        [rejected_row(r) for r in rejected], REJECTED_SCHEMA, fmt=self.fmt, fs=self.fs)
-        yield index
+        yield key
 
 
 def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
                 fields: FieldMap, minhash: dict, bands: int, rows: int, threshold: float,
                 verify: str, cc_max_rounds: int, max_doc_bytes: int, strict: bool,
-                batch_size: int, lsh_partitions: int = 64):
-    """Add the dedup transforms to `p`; returns the PCollection of written shard indices."""
+                batch_size: int, lsh_partitions: int = 64, split_bytes: int = DEFAULT_SPLIT_BYTES):
+    """Add the dedup transforms to `p`; returns the PCollection of written units' keys.
+    Input files larger than `split_bytes` are read in ranges (pipelines.splits)."""
     P = lsh_partitions
     cc_partitions = min(P, 16)
     num_perm = minhash["num_perm"]
-    units = {f.index: [unit_key(f)] for f in files}
-    files_kv = p | "Files" >> beam.Create([(f.index, f) for f in files])
+    files_kv = p | "Files" >> ReadySplits(files, split_bytes)
     signed = (files_kv
               | "SpreadFiles" >> beam.Reshuffle()
               | "Sign" >> beam.ParDo(SignUnit(output, fields, minhash, bands, rows, verify,
@@ -526,12 +552,12 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
                .with_outputs("edges", "dups", main="candidates"))
     near = (grouped.candidates
             | "GroupCandidates" >> beam.GroupByKey()
-            | "Verify" >> beam.ParDo(VerifyEdges(output, num_perm, units, threshold, verify)))
+            | "Verify" >> beam.ParDo(VerifyEdges(output, num_perm, threshold, verify), AsList(signed)))
     per_root_file = ((grouped.edges, near)
                      | "AllEdges" >> beam.Flatten()
                      | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions)
                      | "GroupByRootFile" >> beam.GroupByKey()
-                     | "RootIds" >> beam.ParDo(RootIds(output, num_perm, units)))
+                     | "RootIds" >> beam.ParDo(RootIds(output, num_perm), AsList(signed)))
     return ({"file": files_kv, "dec": per_root_file, "dup": grouped.dups}
             | "JoinFiles" >> beam.CoGroupByKey()
             | "WriteShards" >> beam.ParDo(WriteShard(output, fmt, fields, max_doc_bytes, strict)))

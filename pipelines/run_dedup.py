@@ -62,7 +62,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                 threshold=lsh.verify_threshold if cfg.verify == "estimate" else cfg.threshold,
                 verify=cfg.verify, cc_max_rounds=cfg.cc_max_rounds,
                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size,
-                lsh_partitions=cfg.lsh_partitions)
+                lsh_partitions=cfg.lsh_partitions, split_bytes=cfg.split_bytes)
     ran = run_pipeline(p, "dedup", runner, params, dry_run=dry_run, t0=t0)
     if not isinstance(ran, Ran):
         return ran

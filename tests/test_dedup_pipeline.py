@@ -206,3 +206,43 @@ def test_output_inside_the_inputs_is_refused(tmp_path, capsys):
         assert main(["dedup", "--input", str(src), "--output", str(out)]) == 2
         assert "outside the inputs" in capsys.readouterr().err
     assert sorted(p.name for p in src.iterdir()) == ["a.jsonl"]
+
+
+def test_split_inputs_decide_as_whole_files(corpus, tmp_path):
+    """Plain JSONL and Parquet inputs read in many small ranges (--split-bytes) give the
+    same kept documents and cluster rows as read whole; a split file's shards are
+    part-<file>-<part>."""
+    import pyarrow as pa
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for i, name in enumerate(["a", "b", "c"]):
+        raw = gzip.decompress((corpus / f"{name}.jsonl.gz").read_bytes())
+        if name == "b":        # one file as Parquet with small row groups (its valid rows)
+            rows = []
+            for line in raw.splitlines():
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(r, dict) and isinstance(r.get("text"), str) and r["text"].strip() \
+                        and "\x00" not in r["text"] and len(r["text"]) < 200000:
+                    rows.append({"id": r["id"], "text": r["text"]})
+            pq.write_table(pa.Table.from_pylist(rows), plain / "b.parquet", row_group_size=40)
+        else:
+            (plain / f"{name}.jsonl").write_bytes(raw)
+
+    def run(out, *extra):
+        argv = ["dedup", "--input", str(plain), "--output", str(out), "--max-doc-bytes", "200000",
+                *extra, *FAST]
+        assert main(argv) == 0
+        kept = sorted(r["id"] for p in sorted((out / "documents").glob("*")) for r in read_rows(str(p)))
+        clusters = sorted((r["id"], r["cluster_id"], r["reason"], r["line"]) for r in clusters_of(out))
+        return kept, clusters
+
+    whole = run(tmp_path / "whole")
+    split = run(tmp_path / "split", "--split-bytes", "60000")
+    assert split == whole and whole[1]
+    names = sorted(p.name for p in (tmp_path / "split" / "documents").iterdir())
+    assert any(n.startswith("part-00000-00003") for n in names), names
+    assert any(n.startswith("part-00001-00002") for n in names), names
+    assert not (tmp_path / "split" / "_work").exists()
