@@ -25,6 +25,11 @@ labels of the demo corpus; its quality does not matter), in this process through
 Then the projection to --documents (default 1e9) raw documents: worker-hours, shuffle
 volume and dollars per stage at the prices in PRICES (us-central1; check them, see
 docs/dataflow.md, "Cost model"). Results also go to OUT/cost_model.json.
+
+    benchmarks/.venv-datatrove/bin/python benchmarks/bench_cost_model.py --datatrove-cluster 1000000
+
+times datatrove's MinHash clustering stage, which runs as one task, on duplicate-pair
+files shaped like its stage 2's for that many documents (datatrove_cluster_probe).
 """
 from __future__ import annotations
 
@@ -298,9 +303,48 @@ def per_raw_doc(row: dict, raw_docs: int, cpu: str = "worker_cpu_s") -> dict:
             "read_bytes": row["read_bytes"] / raw_docs, "written_bytes": row["written_bytes"] / raw_docs}
 
 
+def datatrove_cluster_probe(documents: int, work: str, dup_share: float = 0.15, buckets: int = 14) -> dict:
+    """Time datatrove's MinHash stage 3 (MinhashDedupCluster, one task by design: it
+    asserts world_size == 1) on duplicate-pair files shaped like its stage 2's for a
+    corpus of `documents` with `dup_share` near duplicates: every bucket finds the same
+    pairs (a worst case for the work, not for the count of nodes). Run with datatrove's
+    interpreter (benchmarks/.venv-datatrove/bin/python)."""
+    import random
+    import shutil
+    import struct
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupCluster
+    sys.path.insert(0, HERE)
+    from memwatch import TreeMemory
+    shutil.rmtree(work, ignore_errors=True)
+    dups, out = os.path.join(work, "buckets"), os.path.join(work, "remove_ids")
+    os.makedirs(dups)
+    files, rng = 16, random.Random(1)
+    per_file = documents // files
+    pairs = []
+    for i in range(int(documents * dup_share)):   # (file, doc) of an original -> of a copy
+        a, b = rng.randrange(documents), rng.randrange(documents)
+        pairs.append((a // per_file % files, a % per_file, b // per_file % files, b % per_file))
+    pairs = sorted(tuple(sorted([(p[0], p[1]), (p[2], p[3])])) for p in pairs)
+    packed = b"".join(struct.pack("<4I", a[0], a[1], b[0], b[1]) for a, b in pairs)
+    for bucket in range(buckets):
+        with open(os.path.join(dups, f"{bucket:05d}_00.dups"), "wb") as f:
+            f.write(packed)
+    step = MinhashDedupCluster(input_folder=dups, output_folder=out, config=MinhashConfig(num_buckets=buckets))
+    with TreeMemory(interval=0.05) as mem:
+        c0, t0 = _self_cpu(), time.perf_counter()
+        step.run(world_size=1)
+        wall, cpu = time.perf_counter() - t0, _self_cpu() - c0
+    return {"documents": documents, "pairs_per_bucket": len(pairs), "buckets": buckets,
+            "union_operations": len(pairs) * buckets, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "peak_pss_mib": round(mem.peak_pss / 2**20, 1)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("corpora", nargs="+", help="corpus directories (make_web_corpus.py) or input globs")
+    ap.add_argument("corpora", nargs="*", help="corpus directories (make_web_corpus.py) or input globs")
+    ap.add_argument("--datatrove-cluster", type=int, metavar="DOCS",
+                    help="instead: time datatrove's single-task clustering stage for DOCS documents "
+                         "(run with benchmarks/.venv-datatrove/bin/python)")
     ap.add_argument("--stages", default="dedup,filter,score",
                     help="comma-separated, in pipeline order; each reads the previous one's documents")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="--direct_num_workers")
@@ -311,6 +355,11 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu", choices=("worker", "tree"), default="worker",
                     help="CPU billed as Dataflow worker time: Beam's workers only, or with the local runner")
     a = ap.parse_args(argv)
+    if a.datatrove_cluster:
+        print(json.dumps(datatrove_cluster_probe(a.datatrove_cluster, os.path.join(a.out, "datatrove_cluster"))))
+        return 0
+    if not a.corpora:
+        ap.error("name at least one corpus")
     stages = [s for s in a.stages.split(",") if s]
     unknown = [s for s in stages if s not in READ_PASSES]
     if unknown:
