@@ -279,7 +279,8 @@ def run_stage(stage: str, inputs: str, out: str, beam: list[str], model: str | N
     if rc != 0:
         raise SystemExit(f"bench_cost_model: curate {' '.join(argv)} exited {rc}")
     runs = watch.runs[first:]
-    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
     read = sum(f.get("bytes") or 0 for f in manifest["parameters"]["files"]) * READ_PASSES[stage]
     shuffles = [s for r in runs for s in r["shuffles"]]
     return {
@@ -312,6 +313,7 @@ def datatrove_cluster_probe(documents: int, work: str, dup_share: float = 0.15, 
     import random
     import shutil
     import struct
+
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupCluster
     sys.path.insert(0, HERE)
     from memwatch import TreeMemory

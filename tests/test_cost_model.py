@@ -44,6 +44,7 @@ def test_project_multiplies_out_per_document_figures():
 def test_shuffles_are_found_in_the_executed_graph_and_sized_by_beam():
     import apache_beam as beam
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
     from curation.memwatch import TreeMemory
 
     watch = cm.RunnerWatch()
