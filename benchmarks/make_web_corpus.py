@@ -207,7 +207,8 @@ def make_variant(text: str, rng: random.Random, chrome) -> tuple[str, str]:
     return ops[kind](text), kind
 
 
-def build(n: int, seed: int, corpora: str, exact_share: float, near_share: float):
+def build(n: int, seed: int, corpora: str, exact_share: float, near_share: float,
+          id_prefix: str = "web-"):
     rng = random.Random(seed)
     blocks, chrome = load_sources(corpora)
     names = list(SOURCES)
@@ -225,7 +226,7 @@ def build(n: int, seed: int, corpora: str, exact_share: float, near_share: float
         docs.append((text, kind, j))
     order = list(range(n))
     rng.shuffle(order)
-    new_id = {old: f"web-{pos:07d}" for pos, old in enumerate(order)}
+    new_id = {old: f"{id_prefix}{pos:07d}" for pos, old in enumerate(order)}
     out = [(new_id[old], docs[old][0]) for old in order]
     dups = [{"id": new_id[old], "kind": docs[old][1], "of": new_id[docs[old][2]]}
             for old in order if docs[old][2] is not None]
@@ -265,10 +266,11 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-share", type=float, default=0.05)
     ap.add_argument("--near-share", type=float, default=0.10)
     ap.add_argument("--corpora", default=CORPORA)
+    ap.add_argument("--id-prefix", default="web-", help="ids are PREFIX + position (default web-)")
     a = ap.parse_args(argv)
     out = a.out or os.path.join(HERE, "data", f"web_{a.n // 1000}k" if a.n % 1000 == 0 else f"web_{a.n}")
     t0 = time.perf_counter()
-    docs, dups, stats = build(a.n, a.seed, a.corpora, a.exact_share, a.near_share)
+    docs, dups, stats = build(a.n, a.seed, a.corpora, a.exact_share, a.near_share, a.id_prefix)
     t1 = time.perf_counter()
     paths = write_shards(docs, out, a.shards)
     t2 = time.perf_counter()
