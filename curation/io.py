@@ -1273,7 +1273,13 @@ REJECTED_SCHEMA = pa.schema([
 
 OUTPUT_FORMATS = ("parquet", "jsonl.gz")
 _ROW_GROUP_ROWS = 64 * 1024
-_ROW_GROUP_BYTES = 64 << 20
+# 8 MiB of text (~2,500 web documents): what a writer holds of a row group not yet
+# written, so a stage's memory stays flat however large its shards are (issue 13;
+# was 64 MiB). Smaller groups also let a later stage split the shard finer.
+_ROW_GROUP_BYTES = 8 << 20
+# Rows turned into Arrow at a time: the Parquet writer's write_batch_size, so a row
+# group's pages end where they would if it had been converted in one piece.
+_CHUNK_ROWS = 1024
 _GZIP_LEVEL = 6
 _PARQUET_ZSTD_LEVEL = 3
 
@@ -1395,16 +1401,24 @@ def _row_bytes(row: dict) -> int:
     return sum(len(v) for v in row.values() if isinstance(v, str)) + 8 * len(row)
 
 
-def _batched(rows: Iterator[dict]) -> Iterator[list[dict]]:
-    buf, size = [], 0
+def _chunked(rows: Iterator[dict]) -> Iterator[tuple[list[dict], bool]]:
+    """Rows in lists of at most _CHUNK_ROWS, each with whether a row group ends after
+    it (at _ROW_GROUP_ROWS rows or _ROW_GROUP_BYTES). A writer turns each list into
+    Arrow at once, so a row group waiting to be written is held as Arrow buffers,
+    not as Python rows (several times their size)."""
+    buf, rows_in_group, size = [], 0, 0
     for row in rows:
         buf.append(row)
+        rows_in_group += 1
         size += _row_bytes(row)
-        if len(buf) >= _ROW_GROUP_ROWS or size >= _ROW_GROUP_BYTES:
-            yield buf
-            buf, size = [], 0
-    if buf:
-        yield buf
+        end = rows_in_group >= _ROW_GROUP_ROWS or size >= _ROW_GROUP_BYTES
+        if end or len(buf) >= _CHUNK_ROWS:
+            yield buf, end
+            buf = []
+            if end:
+                rows_in_group, size = 0, 0
+    if buf or rows_in_group:     # the last row group (its last chunk may already have gone)
+        yield buf, True
 
 
 def _write_parquet(f, rows: Iterator[dict], schema: pa.Schema) -> int:
@@ -1412,9 +1426,14 @@ def _write_parquet(f, rows: Iterator[dict], schema: pa.Schema) -> int:
     writer = pq.ParquetWriter(pa.PythonFile(_Sink(f), mode="w"), schema, compression="zstd",
                               compression_level=_PARQUET_ZSTD_LEVEL)
     try:
-        for batch in _batched(rows):
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema), row_group_size=len(batch))
-            n += len(batch)
+        group: list[pa.RecordBatch] = []
+        for chunk, end in _chunked(rows):
+            group.append(pa.RecordBatch.from_pylist(chunk, schema=schema))
+            n += len(chunk)
+            if end:
+                table = pa.Table.from_batches(group, schema=schema)
+                group = []
+                writer.write_table(table, row_group_size=table.num_rows)
         if n == 0:
             writer.write_table(schema.empty_table())
     finally:
@@ -1425,10 +1444,10 @@ def _write_parquet(f, rows: Iterator[dict], schema: pa.Schema) -> int:
 def _write_jsonl_gz(f, rows: Iterator[dict], schema: pa.Schema) -> int:
     n = 0
     with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0, filename="") as gz:
-        for batch in _batched(rows):
-            pa.Table.from_pylist(batch, schema=schema)    # the same type checks as Parquet
-            gz.write(b"".join(orjson.dumps(r) + b"\n" for r in batch))
-            n += len(batch)
+        for chunk, _ in _chunked(rows):
+            pa.RecordBatch.from_pylist(chunk, schema=schema)    # the same type checks as Parquet
+            gz.write(b"".join(orjson.dumps(r) + b"\n" for r in chunk))
+            n += len(chunk)
     return n
 
 

@@ -390,7 +390,7 @@ class ScoreFile(_Scoring):
         removed = SideWriter(shard("removed"), SCORED_DOCUMENT_SCHEMA, self.fmt, fs)
         counts = new_counts()
         counts["files"] = int(file.part == 0)   # a split file counts once
-        state = {"pos": 0, "scores": [], "domains": []}
+        state = {"pos": 0, "hists": {}}   # histograms summed batch by batch: nothing per document
         reader = self.reader(file)
         try:
             write_rows(shard("documents"),
@@ -409,9 +409,8 @@ class ScoreFile(_Scoring):
         if counts["input"] != counts["kept"] + counts["removed"] + counts["rejected"]:
             raise RuntimeError(f"{file.path}: counts do not balance: {counts}")
         if pre is None:
-            scores = np.concatenate(state["scores"]) if state["scores"] else np.zeros(0)
-            for d, h in domain_histograms(scores, state["domains"]).items():
-                yield TaggedOutput("hist", (d, h))
+            for d in sorted(state["hists"]):
+                yield TaggedOutput("hist", (d, state["hists"][d]))
         self._count(counts)
         yield counts
 
@@ -440,8 +439,8 @@ class ScoreFile(_Scoring):
         names = [d.domain or NO_DOMAIN for d in docs]
         if pre is None:
             scores, errors = self.score(file, docs)
-            state["scores"].append(scores)
-            state["domains"].extend(names)
+            for d, h in domain_histograms(scores, names).items():
+                state["hists"].setdefault(d, ScoreHistogram()).add(h)
             keep = (np.ones(len(docs), bool) if self.mode == "all" else
                     np.asarray(scores >= self.min_score))          # NaN: never (rejected anyway)
         else:
