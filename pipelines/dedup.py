@@ -358,40 +358,64 @@ def both_ways(chunk: bytes, partitions: int):
 
 
 class _StarFn(beam.DoFn):
-    """One half of a large-star/small-star round over every node of a partition."""
+    """One half of a large-star/small-star round over every node of a partition.
+
+    Next to the edge arrays, a half-round sends every partition of the next one a
+    marker with the changes counted so far in this round ({(half, partition): nodes},
+    only when some node changed). So each large star knows whether the previous
+    round changed anything anywhere; when nothing did, the edges are final stars and
+    it emits them as labels at once: later rounds get no data to shuffle."""
 
     def __init__(self, round_index: int, kind: str, partitions: int, last: bool):
-        self.kind, self.partitions, self.last = kind, partitions, last
+        self.round, self.kind, self.partitions, self.last = round_index, kind, partitions, last
         self.changed_nodes = Metrics.counter(NS, f"cc_round_{round_index:02d}_{kind}_changed")
 
     def process(self, kv):
-        _, chunks = kv
+        key, values = kv
+        chunks, changes = [], {}
+        for v in values:
+            if isinstance(v, tuple):
+                changes.update(v[1])
+            else:
+                chunks.append(v)
         e = concat([unpack(c) for c in chunks], _EDGE)
+        if self.kind == "large" and self.round > 0 and not any(changes.values()):
+            if len(e["a"]):                                      # converged: (node, root) rows
+                yield from self._labels(*unique_pairs(e["a"][e["a"] > e["b"]], e["b"][e["a"] > e["b"]]))
+            return
         fn = large_star_arrays if self.kind == "large" else small_star_arrays
         a, b, changed = fn(e["a"], e["b"])
         if changed:
             self.changed_nodes.inc(changed)
             if self.last:
                 yield TaggedOutput("changed", changed)
-        if not len(a):
-            return
+            changes[(self.kind, int(key))] = changed
         if self.kind == "large":
-            yield from _keyed(a, b, self.partitions)           # (larger end, min): small star's key
-        elif not self.last:
+            if len(a):
+                yield from _keyed(a, b, self.partitions)         # (larger end, min): small star's key
+        elif self.last:
+            if len(a):
+                yield from self._labels(a, b)
+            return
+        elif len(a):
             yield from both_ways(_edge_chunk(a, b), self.partitions)
-        else:
-            for f, part in split_by(file_of(b), a=a, b=b):    # labels, by the root's file
-                yield f, pack(**part)
+        if any(changes.values()):
+            for k in range(self.partitions):
+                yield k, ("changes", changes)
+
+    def _labels(self, node, root):
+        for f, part in split_by(file_of(root), a=node, b=root):  # by the root's file
+            yield TaggedOutput("labels", (f, pack(**part)))
 
 
 class ConnectedComponents(beam.PTransform):
     """Alternating large-star/small-star rounds, unrolled `max_rounds` times, on edge
     arrays keyed by node partition.
 
-    A Beam graph is fixed before it runs, so the rounds are unrolled; rounds after
-    convergence pass the star edges through unchanged. The change count of the
-    last round is checked: a graph that needed more rounds fails the run. Returns
-    (root's file, packed (node, root)) chunks."""
+    A Beam graph is fixed before it runs, so the rounds are unrolled; once a round
+    changes nothing, the next one emits its edges as labels and the rest run empty.
+    The change count of the last round is checked: a graph that needed more rounds
+    fails the run. Returns (root's file, packed (node, root)) chunks."""
 
     def __init__(self, max_rounds: int, partitions: int):
         super().__init__()
@@ -400,20 +424,25 @@ class ConnectedComponents(beam.PTransform):
     def expand(self, edges):
         P = self.partitions
         keyed = edges | "R00LargeBoth" >> beam.FlatMap(both_ways, P)
-        last_changes = None
+        last_changes, labels = None, []
         for i in range(self.max_rounds):
             last = i == self.max_rounds - 1
             ls = (keyed
                   | f"R{i:02d}LargeGroup" >> beam.GroupByKey()
-                  | f"R{i:02d}LargeStar" >> beam.ParDo(_StarFn(i, "large", P, last)).with_outputs("changed", main="edges"))
+                  | f"R{i:02d}LargeStar" >> beam.ParDo(_StarFn(i, "large", P, last))
+                  .with_outputs("changed", "labels", main="edges"))
             ss = (ls.edges
                   | f"R{i:02d}SmallGroup" >> beam.GroupByKey()
-                  | f"R{i:02d}SmallStar" >> beam.ParDo(_StarFn(i, "small", P, last)).with_outputs("changed", main="edges"))
+                  | f"R{i:02d}SmallStar" >> beam.ParDo(_StarFn(i, "small", P, last))
+                  .with_outputs("changed", "labels", main="edges"))
             keyed = ss.edges
+            labels.append(ls.labels)
             if last:
+                labels.append(ss.labels)
                 last_changes = ((ls.changed, ss.changed) | "LastRoundChanges" >> beam.Flatten()
                                 | "CountLastRound" >> beam.CombineGlobally(sum))
-        return keyed | "CheckConverged" >> beam.ParDo(_CheckConverged(self.max_rounds), AsSingleton(last_changes))
+        return (labels | "AllLabels" >> beam.Flatten()
+                | "CheckConverged" >> beam.ParDo(_CheckConverged(self.max_rounds), AsSingleton(last_changes)))
 
 
 class _CheckConverged(beam.DoFn):
