@@ -369,6 +369,7 @@ class _StarFn(beam.DoFn):
     def __init__(self, round_index: int, kind: str, partitions: int, last: bool):
         self.round, self.kind, self.partitions, self.last = round_index, kind, partitions, last
         self.changed_nodes = Metrics.counter(NS, f"cc_round_{round_index:02d}_{kind}_changed")
+        self.rows = Metrics.counter(NS, "cc_edge_rows_grouped")
 
     def process(self, kv):
         key, values = kv
@@ -379,12 +380,17 @@ class _StarFn(beam.DoFn):
             else:
                 chunks.append(v)
         e = concat([unpack(c) for c in chunks], _EDGE)
+        self.rows.inc(len(e["a"]))
         if self.kind == "large" and self.round > 0 and not any(changes.values()):
             if len(e["a"]):                                      # converged: (node, root) rows
                 yield from self._labels(*unique_pairs(e["a"][e["a"] > e["b"]], e["b"][e["a"] > e["b"]]))
             return
         fn = large_star_arrays if self.kind == "large" else small_star_arrays
         a, b, changed = fn(e["a"], e["b"])
+        # a large star passes on this round's changes only; a small star adds its own
+        # to those of this round's large stars
+        if self.kind == "large":
+            changes = {}
         if changed:
             self.changed_nodes.inc(changed)
             if self.last:
