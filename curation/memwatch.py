@@ -7,8 +7,10 @@ Two sums over the root process and all its descendants, sampled every `interval`
   parent (datatrove's multiprocess manager, Beam's forked workers);
 * PSS: each shared page divided among the processes sharing it, so the sum is the
   memory the tree really holds. The headline figure in the benchmarks.
-CPU: user + system seconds of every process seen in the tree, the last value sampled
-for each (so a process's final < `interval` is missed). On a shared machine CPU
+CPU: user + system seconds spent while watched by every process seen in the tree (the
+last value sampled for each, less what a process had already spent at the first sample,
+so a long-lived root's earlier work is not counted; a process's final < `interval` is
+missed). On a shared machine CPU
 seconds move far less with other people's load than wall seconds do.
 
     with TreeMemory(pid) as mem:      # pid: default this process
@@ -105,6 +107,7 @@ class TreeMemory:
         self.peak_rss = self.peak_pss = self.max_procs = 0
         self.samples = 0
         self._cpu: dict[tuple[int, bytes], float] = {}
+        self._cpu_before: dict[tuple[int, bytes], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -126,6 +129,7 @@ class TreeMemory:
 
     def start(self) -> "TreeMemory":
         self.sample()
+        self._cpu_before = dict(self._cpu)
         self._thread.start()
         return self
 
@@ -136,7 +140,7 @@ class TreeMemory:
 
     @property
     def cpu_s(self) -> float:
-        return sum(self._cpu.values())
+        return sum(v - self._cpu_before.get(k, 0.0) for k, v in self._cpu.items())
 
     def __enter__(self) -> "TreeMemory":
         return self.start()
