@@ -6,8 +6,9 @@ The signing pass writes, per input unit (a file, or a split of one):
 - a signature side file: every valid document's ordinal and id, its MinHash
   signature as a fixed-size row and, for ``--verify exact``, its shingle hashes;
   verification reads only the rows of the documents on candidate edges;
-- exact keys and band keys, cut into partition files by key, so one worker per
-  partition reads what it must group from every unit without any shuffle.
+- exact keys and band keys, cut into partitions by key (packed values written one
+  after another into a unit's keys file, each partition a byte range), so one worker
+  per partition reads what it must group from every unit without any shuffle.
 
 Everything here is plain NumPy on the `curation.fs` protocol; the pipeline layer
 decides who calls what. The formats are internal to one run (the work folder is

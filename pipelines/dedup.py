@@ -2,13 +2,16 @@
 
 Data flow. Text is read twice and never shuffled; no per-document record crosses a
 shuffle: keys and edges move as packed int64 arrays (curation.exchange), and what
-must be grouped per key range is exchanged through work files, one per
-(partition, unit), in OUTPUT/_work:
+must be grouped per key range is exchanged through work files in OUTPUT/_work, one
+keys file per unit (and per CHUNK_DOCS documents of it) holding every partition's
+keys as a byte range, so the files written grow with the units, not units times
+partitions (on an object store each file is a paid write):
 
   units ─ SignUnit: signatures, ids (and shingles for --verify exact) into a side
-  │       file per unit; exact keys and band keys cut by key partition into files
+  │       file per unit; exact keys and band keys cut by key partition into ranges
+  │       of a keys file
   ├─ partitions 0..P-1 ─ GroupPartition (after every unit is signed): read the
-  │   partition's files from every unit;
+  │   partition's range of every unit's keys files;
   │   ├─ exact groups: the first occurrence represents, the rest get an edge to it
   │   └─ LSH buckets: each member linked to the bucket's minimum ordinal
   ├─ candidate edges, grouped by the pair of files they join ─ VerifyEdges reads
@@ -20,7 +23,7 @@ must be grouped per key range is exchanged through work files, one per
      documents, cluster rows and rejected records
 
 Per document, the work files hold its exact key and ordinal (24 bytes) and one
-band key with its ordinal per band (16 bytes each); the shuffles hold only edges,
+band key with its band and ordinal per band (17 bytes each); the shuffles hold only edges,
 whose number grows with the duplicates, not the corpus.
 
 Keep rule: each cluster keeps its minimum node, i.e. the first occurrence in input
@@ -41,7 +44,7 @@ from apache_beam.pvalue import AsList, AsSingleton, TaggedOutput
 from curation.components import large_star_arrays, small_star_arrays
 from curation.documents import RECORD_BITS, Rejected
 from curation.exchange import (SideFile, SideFileWriter, concat, pack, partition_of, split_by,
-                               unique_pairs, unpack, write_packed)
+                               unique_pairs, unpack)
 from curation.config import DEFAULT_SPLIT_BYTES
 from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, file_shard_name, read_documents,
                          rejected_row, write_documents, write_rows)
@@ -120,12 +123,12 @@ class _Work:
     def side(self, unit: str) -> str:
         return self.fs.join(self.root, "sig", unit)
 
-    def part(self, kind: str, p: int, unit: str, chunk: int) -> str:
-        return self.fs.join(self.root, kind, f"{p:05d}", f"{unit}-{chunk:04d}.cpk")
+    def keys(self, unit: str, chunk: int) -> str:
+        return self.fs.join(self.root, "keys", f"{unit}-{chunk:04d}.cpk")
 
 
 class SignUnit(beam.DoFn):
-    """Pass 1: one unit -> its side file and partition files; yields what it wrote."""
+    """Pass 1: one unit -> its side file and keys files; yields what it wrote."""
 
     def __init__(self, output: str, fields: FieldMap, minhash: dict, bands: int, rows: int,
                  verify: str, max_doc_bytes: int, strict: bool, batch_size: int, partitions: int,
@@ -181,6 +184,8 @@ class SignUnit(beam.DoFn):
             self._write_chunk()
 
     def _write_chunk(self):
+        """The held keys as one keys file: each kind's partitions as consecutive packed
+        values; their byte ranges (offsets, P + 1 per kind) go with the unit's record."""
         if not self._held:
             return
         exact = np.concatenate([h[0] for h in self._held])
@@ -188,20 +193,29 @@ class SignUnit(beam.DoFn):
         keys = np.concatenate([h[2] for h in self._held])
         band_ords = np.concatenate([h[3] for h in self._held])
         self._held = []
-        c = len(self._chunks)
-        written, exact_parts, band_parts = 0, [], []
-        for p, a in split_by(partition_of(exact[:, 0], self.partitions),
-                             k0=exact[:, 0], k1=exact[:, 1], ordinal=ords):
-            written += write_packed(self.fs, self.work.part("exact", p, self._unit, c), **a)
-            exact_parts.append(p)
         flat = keys.ravel()
-        bands = np.tile(np.arange(self.bands, dtype=np.int8), len(band_ords))
-        for p, a in split_by(partition_of(flat, self.partitions),
-                             band=bands, key=flat, ordinal=np.repeat(band_ords, self.bands)):
-            written += write_packed(self.fs, self.work.part("band", p, self._unit, c), **a)
-            band_parts.append(p)
-        self.written.inc(written)
-        self._chunks.append((exact_parts, band_parts))
+        kinds = [
+            split_by(partition_of(exact[:, 0], self.partitions), k0=exact[:, 0], k1=exact[:, 1], ordinal=ords),
+            split_by(partition_of(flat, self.partitions), band=np.tile(np.arange(self.bands, dtype=np.int8),
+                                                                       len(band_ords)),
+                     key=flat, ordinal=np.repeat(band_ords, self.bands)),
+        ]
+        path = self.work.keys(self._unit, len(self._chunks))
+        offsets, pos = [], 0
+        with self.fs.open_write(path + ".tmp") as f:
+            for parts in kinds:
+                off = np.zeros(self.partitions + 1, np.int64)
+                for p, a in parts:
+                    blob = pack(**a)
+                    f.write(blob)
+                    off[p + 1] = len(blob)
+                off[0] = pos
+                off = np.cumsum(off)
+                pos = int(off[-1])
+                offsets.append(off)
+        self.fs.rename(path + ".tmp", path)
+        self.written.inc(pos)
+        self._chunks.append(tuple(offsets))
 
 
 def _edge_chunk(a: np.ndarray, b: np.ndarray) -> bytes:
@@ -229,20 +243,24 @@ class GroupPartition(beam.DoFn):
         self.fs = BeamFS()
         self.work = _Work(self.fs, self.output)
 
-    def _load(self, kind: str, p: int, signed, names):
+    def _load(self, kind: int, p: int, signed, names):
         parts = []
         for _, unit, _, _, _, chunks in signed:
-            for c, (exact_parts, band_parts) in enumerate(chunks):
-                if p in (exact_parts if kind == "exact" else band_parts):
-                    path = self.work.part(kind, p, unit, c)
-                    with self.fs.open_read(path) as f:
-                        data = f.read()
+            for c, offsets in enumerate(chunks):
+                lo, hi = int(offsets[kind][p]), int(offsets[kind][p + 1])
+                if hi > lo:
+                    with self.fs.open_read(self.work.keys(unit, c)) as f:
+                        f.seek(lo)
+                        data = f.read(hi - lo)
+                    if len(data) != hi - lo:
+                        raise RuntimeError(f"{self.work.keys(unit, c)}: {len(data)} bytes at {lo}, "
+                                           f"expected {hi - lo} (a work file was changed or cut short)")
                     self.read.inc(len(data))
                     parts.append(unpack(data))
         return concat(parts, names)
 
     def process(self, p, signed):
-        x = self._load("exact", p, signed, {"k0": _U64, "k1": _U64, "ordinal": _I64})
+        x = self._load(0, p, signed, {"k0": _U64, "k1": _U64, "ordinal": _I64})
         if len(x["ordinal"]):
             order = np.lexsort((x["ordinal"], x["k1"], x["k0"]))
             k0, k1, ords = x["k0"][order], x["k1"][order], x["ordinal"][order]
@@ -256,7 +274,7 @@ class GroupPartition(beam.DoFn):
                 for u, a in split_by(units.locate(dups), ordinal=dups):
                     yield TaggedOutput("dups", (units.keys[u], pack(**a)))
         del x
-        b = self._load("band", p, signed, {"band": np.dtype(np.int8), "key": _U64, "ordinal": _I64})
+        b = self._load(1, p, signed, {"band": np.dtype(np.int8), "key": _U64, "ordinal": _I64})
         xs, ms = [], []
         for j in np.unique(b["band"]):
             sel = np.flatnonzero(b["band"] == j)
