@@ -292,6 +292,9 @@ def run_stage(stage: str, inputs: str, out: str, beam: list[str], model: str | N
         "peak_pss_mib": round(meter.peak_pss / 2**20, 1),
         "read_bytes": read, "read_passes": READ_PASSES[stage],
         "written_bytes": _dir_bytes(out),
+        # dedup's work folder (removed on success): object storage, not shuffle
+        "work_written_bytes": manifest.get("counters", {}).get("work_bytes_written", 0),
+        "work_read_bytes": manifest.get("counters", {}).get("work_bytes_read", 0),
         "shuffle_bytes": sum(s["bytes"] for s in shuffles),
         "shuffle_elements": sum(s["elements"] for s in shuffles),
         "shuffles": shuffles,
@@ -410,6 +413,9 @@ def print_corpus(res: dict, documents: float, utilization: float) -> None:
               f"{r['shuffle_bytes'] / raw:>15,.1f} {r['written_bytes'] / raw:>14,.0f} "
               f"{r['cpu_s'] / raw * 1e3:>8.3f}ms {r['worker_cpu_s'] / raw * 1e3:>7.3f}ms "
               f"{r['runner_cpu_s'] / raw * 1e3:>6.3f}ms {r['pipeline_wall_s']:>7.1f} {r['peak_pss_mib']:>7.0f}Mi")
+        if r.get("work_written_bytes"):
+            print(f"          work files (object storage, not shuffle): written "
+                  f"{r['work_written_bytes'] / raw:,.1f} B/doc, read back {r['work_read_bytes'] / raw:,.1f} B/doc")
         for s in sorted(r["shuffles"], key=lambda s: -s["bytes"]):
             if s["bytes"] / raw >= 0.05:
                 print(f"          shuffle {s['shuffle']}: {s['elements']:,} elements, "

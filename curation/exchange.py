@@ -96,9 +96,13 @@ def split_by(part: np.ndarray, **arrays: np.ndarray):
 
 
 class SideFileWriter:
-    """Streams one unit's side file set: ``<stem>.sig`` (rows of num_perm uint32),
-    ``<stem>.sh`` (shingle hashes, exact verification only) and, on close,
-    ``<stem>.idx`` (ordinals, id offsets and bytes, shingle offsets)."""
+    """Streams one unit's side file set: ``<stem>.sig`` (rows of num_perm uint32, row
+    ``i`` for ordinal ``first + i``, zeros where the unit has no document at that
+    ordinal: a rejected record or a blank line), ``<stem>.sh`` (shingle hashes, exact
+    verification only) and, on close, ``<stem>.idx`` (ordinals, id offsets and bytes,
+    shingle offsets). Rows found by arithmetic let verification read a signature
+    without the unit's index, so its reads grow with the candidates, not with the
+    units each verifying worker touches."""
 
     def __init__(self, fs: FS, stem: str, num_perm: int, shingles: bool):
         self.fs, self.stem, self.num_perm, self.shingles = fs, stem, num_perm, shingles
@@ -108,19 +112,29 @@ class SideFileWriter:
         self._ids = []
         self.bytes_written = 0
         self.first = self.last = None   # ordinals of the first and last document
+        self._rows = 0                  # .sig rows written
 
     def add(self, ordinals: np.ndarray, ids: list[str], signatures: np.ndarray,
             shingles: list[np.ndarray] | None = None) -> None:
         sig = np.ascontiguousarray(signatures, dtype=np.uint32)
         if sig.shape != (len(ordinals), self.num_perm):
             raise ValueError(f"signatures of shape {sig.shape} for {len(ordinals)} documents")
-        self._sig.write(sig.tobytes())
-        self.bytes_written += sig.nbytes
         ords = np.asarray(ordinals, dtype=np.int64)
         if len(ords):
+            if np.any(np.diff(ords) <= 0) or (self.last is not None and ords[0] <= self.last):
+                raise ValueError(f"{self.stem}: ordinals must be added in increasing order")
             if self.first is None:
                 self.first = ords[0]
             self.last = ords[-1]
+            pos = ords - self.first
+            need = int(pos[-1]) + 1 - self._rows
+            if need != len(ords):
+                block = np.zeros((need, self.num_perm), dtype=np.uint32)
+                block[pos - self._rows] = sig
+                sig = block
+            self._sig.write(sig.tobytes())
+            self.bytes_written += sig.nbytes
+            self._rows += need
         self._ords.append(ords)
         enc = [i.encode("utf-8", "surrogatepass") for i in ids]
         self._id_lens.append(np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(enc)))
@@ -154,10 +168,22 @@ class SideFile:
     """Random access to one unit's side files: rows are found by ordinal and read
     with ranged reads, so fetching k signatures costs k rows, not the file."""
 
-    def __init__(self, fs: FS | None, stem: str, num_perm: int):
+    def __init__(self, fs: FS | None, stem: str, num_perm: int, first: int | None = None):
+        """``first``: the unit's first ordinal, when the caller knows it; signatures are
+        then read without loading the index (ids and shingles still load it)."""
         self.fs, self.stem, self.num_perm = default_fs(fs), stem, num_perm
-        self.idx = read_packed(self.fs, stem + ".idx")
-        self.ordinals = self.idx["ordinal"]
+        self._idx = None
+        self.first = int(first) if first is not None else None
+
+    @property
+    def idx(self) -> dict[str, np.ndarray]:
+        if self._idx is None:
+            self._idx = read_packed(self.fs, self.stem + ".idx")
+        return self._idx
+
+    @property
+    def ordinals(self) -> np.ndarray:
+        return self.idx["ordinal"]
 
     def rows_of(self, ordinals: np.ndarray) -> np.ndarray:
         """Row numbers of `ordinals`; every one must be in this unit."""
@@ -175,9 +201,24 @@ class SideFile:
         return [bytes(blob[off[r]:off[r + 1]]).decode("utf-8", "surrogatepass") for r in rows]
 
     def signatures(self, ordinals: np.ndarray) -> np.ndarray:
-        rows = self.rows_of(ordinals)
+        ordinals = np.asarray(ordinals, dtype=np.int64)
+        if self.first is None:
+            self.first = int(self.ordinals[0]) if len(self.ordinals) else 0
+        rows = ordinals - self.first
         width = self.num_perm * 4
-        return _read_rows(self.fs, self.stem + ".sig", rows, width).view(np.uint32).reshape(len(rows), self.num_perm)
+        try:
+            if np.any(rows < 0):
+                raise OSError("before the first row")
+            out = _read_rows(self.fs, self.stem + ".sig", rows, width).view(np.uint32)
+        except OSError:
+            raise KeyError(f"{self.stem}: an ordinal of {ordinals.tolist()[:8]} is not in this side file") from None
+        out = out.reshape(len(rows), self.num_perm)
+        # a gap row is all zeros; a signature never is (each value is a minimum over
+        # the document's shingles, or the maximum for a document without any)
+        gap = ~out.any(axis=1)
+        if np.any(gap):
+            raise KeyError(f"{self.stem}: ordinal {int(ordinals[np.argmax(gap)])} is not in this side file")
+        return out
 
     def shingles(self, ordinals: np.ndarray) -> list[np.ndarray]:
         rows = self.rows_of(ordinals)

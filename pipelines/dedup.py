@@ -296,11 +296,11 @@ class _SideFiles:
         self.fs, self.work, self.num_perm, self.most = fs, work, num_perm, most
         self.open: OrderedDict = OrderedDict()
 
-    def get(self, unit: str) -> SideFile:
+    def get(self, unit: str, first: int) -> SideFile:
         if unit in self.open:
             self.open.move_to_end(unit)
         else:
-            self.open[unit] = SideFile(self.fs, self.work.side(unit), self.num_perm)
+            self.open[unit] = SideFile(self.fs, self.work.side(unit), self.num_perm, first)
             while len(self.open) > self.most:
                 self.open.popitem(last=False)
         return self.open[unit]
@@ -308,7 +308,7 @@ class _SideFiles:
     def by_unit(self, units: _Units, ordinals: np.ndarray):
         """(side file, positions into `ordinals`) for every unit holding some of them."""
         for u, a in split_by(units.locate(ordinals), pos=np.arange(len(ordinals))):
-            yield self.get(units.stems[u]), a["pos"]
+            yield self.get(units.stems[u], units.lo[u]), a["pos"]
 
 
 class VerifyEdges(beam.DoFn):

@@ -53,8 +53,25 @@ def test_side_file_reads_only_the_rows_asked(tmp_path):
     assert side.signatures(ords[pick]).tolist() == sigs[pick].tolist()
     assert side.ids(ords[pick]) == [ids[i] for i in pick]
     assert [s.tolist() for s in side.shingles(ords[pick])] == [sh[i].tolist() for i in pick]
+    for missing in (11, 9, 3010, 5000):       # a gap, before the first, past the last
+        with pytest.raises(KeyError, match="not in this side file"):
+            side.signatures(np.array([missing], dtype=np.int64))
+    # knowing the unit's first ordinal, signatures need no index: verification reads
+    # rows only, however many units its edges touch
+    (tmp_path / "u.idx").rename(tmp_path / "u.idx.away")
+    blind = SideFile(fs, str(tmp_path / "u"), k, first=10)
+    assert blind.signatures(ords[pick]).tolist() == sigs[pick].tolist()
     with pytest.raises(KeyError, match="not in this side file"):
-        side.signatures(np.array([11], dtype=np.int64))
+        blind.signatures(np.array([13, 14], dtype=np.int64))
+    with pytest.raises(FileNotFoundError):
+        blind.ids(ords[:1])
+
+
+def test_side_file_refuses_ordinals_out_of_order(tmp_path):
+    w = SideFileWriter(LocalFS(), str(tmp_path / "u"), 4, shingles=False)
+    w.add(np.array([5, 7]), ["a", "b"], np.ones((2, 4), np.uint32))
+    with pytest.raises(ValueError, match="increasing order"):
+        w.add(np.array([6]), ["c"], np.ones((1, 4), np.uint32))
 
 
 def _edges(arrays):
