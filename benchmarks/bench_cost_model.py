@@ -359,6 +359,9 @@ def main(argv=None) -> int:
                     help="share of provisioned vCPU time doing work on Dataflow (1.0: a floor on cost)")
     ap.add_argument("--cpu", choices=("worker", "tree"), default="worker",
                     help="CPU billed as Dataflow worker time: Beam's workers only, or with the local runner")
+    ap.add_argument("--verify-by", choices=("shuffle", "reads"), default="shuffle",
+                    help="dedup's verification: through the shuffle, as on gs:// (default: the "
+                         "graph Dataflow would run), or by ranged reads, as on a local disk")
     a = ap.parse_args(argv)
     if a.datatrove_cluster:
         print(json.dumps(datatrove_cluster_probe(a.datatrove_cluster, os.path.join(a.out, "datatrove_cluster"))))
@@ -371,6 +374,8 @@ def main(argv=None) -> int:
         ap.error(f"unknown stage {unknown[0]!r} (known: {', '.join(READ_PASSES)})")
     os.makedirs(a.out, exist_ok=True)
     sys.path.insert(0, REPO)
+    import pipelines.dedup
+    pipelines.dedup.VERIFY_BY = a.verify_by   # the graph is built in this process
     beam = [f"--direct_num_workers={a.workers}"]
     model = ensure_model(a.out) if "score" in stages else None
     prices, worker = Prices(), Worker()
@@ -397,6 +402,7 @@ def main(argv=None) -> int:
             print_corpus(results[-1], a.documents, a.utilization)
     with open(os.path.join(a.out, "cost_model.json"), "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d"), "argv": sys.argv, "workers": a.workers,
+                   "verify_by": a.verify_by,
                    "cpu_billed": a.cpu, "utilization": a.utilization, "documents": a.documents,
                    "prices": asdict(prices), "worker": asdict(worker), "results": results},
                   f, indent=1, default=str)

@@ -16,7 +16,9 @@ partitions (on an object store each file is a paid write):
   │   └─ LSH buckets: each member linked to the bucket's minimum ordinal
   ├─ candidate edges, grouped by the pair of files they join ─ VerifyEdges reads
   │   just those rows of the two side files and keeps edges whose Jaccard
-  │   (estimated, or exact) reaches the threshold
+  │   (estimated, or exact) reaches the threshold (on an object store: two hops,
+  │   FetchFirst and VerifySecond, the first document's rows shuffled to the second's;
+  │   build_dedup's verify_by)
   ├─ exact + verified edges ─ large-star/small-star rounds on edge arrays ─ (node, root)
   ├─ labels grouped by the root's file ─ the root's id from its side file
   └─ decisions grouped per input file ─ WriteShard re-reads that file and writes kept
@@ -58,6 +60,8 @@ NS = "curation.dedup"
 WORK_DIR = "_work"
 # documents whose keys a signing worker holds before writing them out
 CHUNK_DOCS = 1 << 18
+# build_dedup's verify_by when the caller gives none (None: by where the work folder is)
+VERIFY_BY: str | None = None
 
 CLUSTER_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -234,8 +238,8 @@ def _pair_key(fa: np.ndarray, fb: np.ndarray, partitions: int) -> np.ndarray:
 class GroupPartition(beam.DoFn):
     """One key partition, after every unit is signed: exact groups and LSH buckets."""
 
-    def __init__(self, output: str, partitions: int):
-        self.output, self.partitions = output, partitions
+    def __init__(self, output: str, partitions: int, by_unit: bool = False):
+        self.output, self.partitions, self.by_unit = output, partitions, by_unit
         self.read = _counter("work_bytes_read")
         self._cache = {}
 
@@ -284,7 +288,9 @@ class GroupPartition(beam.DoFn):
             ms.append(o[mi])
         if xs:
             xe, me = np.concatenate(xs), np.concatenate(ms)
-            for k, a in split_by(_pair_key(file_of(xe), file_of(me), self.partitions), a=xe, b=me):
+            key = (_units(self._cache, signed).locate(xe) if self.by_unit
+                   else _pair_key(file_of(xe), file_of(me), self.partitions))
+            for k, a in split_by(key, a=xe, b=me):
                 yield k, pack(**a)
 
 
@@ -355,9 +361,61 @@ class VerifyEdges(beam.DoFn):
             j = np.array([exact_jaccard(x, y) for x, y in zip(sa, sb)])
         else:
             j = estimate_jaccard(self._fetch(units, a), self._fetch(units, b))
-        ok = j >= self.threshold
-        self.accepted.inc(int(ok.sum()))
-        self.dropped.inc(int((~ok).sum()))
+        ok = _verified(j, self.threshold, self.accepted, self.dropped)
+        if ok.any():
+            yield _edge_chunk(a[ok], b[ok])
+
+
+def _verified(j: np.ndarray, threshold: float, accepted, dropped) -> np.ndarray:
+    ok = j >= threshold
+    accepted.inc(int(ok.sum()))
+    dropped.inc(int((~ok).sum()))
+    return ok
+
+
+class FetchFirst(VerifyEdges):
+    """Verification through the shuffle, hop 1 (for a work folder on an object store,
+    where every ranged read is a paid request): the candidate edges whose first
+    document lies in one unit read that unit's rows once and travel on to the second
+    document's unit with the first's signature (or shingles) attached."""
+
+    def process(self, kv, signed):
+        _, chunks = kv
+        units = _units(self._cache, signed)
+        e = concat([unpack(c) for c in chunks], _EDGE)
+        a, b = unique_pairs(e["a"], e["b"])
+        self.candidates.inc(len(a))
+        if not len(a):
+            return
+        got = self._fetch(units, a)
+        for u, part in split_by(units.locate(b), i=np.arange(len(a))):
+            i = part["i"]
+            if self.verify == "exact":
+                sh = [got[k] for k in i]
+                lens = np.fromiter((len(x) for x in sh), dtype=np.int64, count=len(sh))
+                yield int(u), pack(a=a[i], b=b[i], off=np.r_[0, np.cumsum(lens)].astype(np.int64),
+                                   sh=np.concatenate(sh) if sh else np.zeros(0, np.uint32))
+            else:
+                yield int(u), pack(a=a[i], b=b[i], sig=got[i])
+
+
+class VerifySecond(VerifyEdges):
+    """Hop 2: the edges whose second document lies in one unit, with the first's
+    signature or shingles; reads the second's rows from that unit and keeps the edges
+    that reach the threshold."""
+
+    def process(self, kv, signed):
+        _, chunks = kv
+        units = _units(self._cache, signed)
+        parts = [unpack(c) for c in chunks]
+        a = np.concatenate([x["a"] for x in parts])
+        b = np.concatenate([x["b"] for x in parts])
+        if self.verify == "exact":
+            first = [x["sh"][x["off"][k]:x["off"][k + 1]] for x in parts for k in range(len(x["a"]))]
+            j = np.array([exact_jaccard(x, y) for x, y in zip(first, self._fetch(units, b))])
+        else:
+            j = estimate_jaccard(np.concatenate([x["sig"] for x in parts]), self._fetch(units, b))
+        ok = _verified(j, self.threshold, self.accepted, self.dropped)
         if ok.any():
             yield _edge_chunk(a[ok], b[ok])
 
@@ -587,9 +645,24 @@ class WriteShard(beam.DoFn):
 def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
                 fields: FieldMap, minhash: dict, bands: int, rows: int, threshold: float,
                 verify: str, cc_max_rounds: int, max_doc_bytes: int, strict: bool,
-                batch_size: int, lsh_partitions: int = 64, split_bytes: int = DEFAULT_SPLIT_BYTES):
+                batch_size: int, lsh_partitions: int = 64, split_bytes: int = DEFAULT_SPLIT_BYTES,
+                verify_by: str | None = None):
     """Add the dedup transforms to `p`; returns the PCollection of written units' keys.
-    Input files larger than `split_bytes` are read in ranges (pipelines.splits)."""
+    Input files larger than `split_bytes` are read in ranges (pipelines.splits).
+
+    ``verify_by``: how candidate edges meet their signatures. ``"reads"`` (the default
+    for a local work folder): grouped by the pair of files they join, each group reads
+    its documents' rows from the side files, one small ranged read per run of rows.
+    ``"shuffle"`` (the default on an object store such as gs://, where each ranged read
+    is a paid request and random reads would cost a request per candidate): two
+    hops, grouped by the unit of the edge's first document, whose rows are read once
+    and shuffled with the edge (num_perm x 4 bytes per candidate) to the unit of the
+    second. Same decisions either way."""
+    from curation.fs import is_remote
+    verify_by = verify_by or VERIFY_BY or ("shuffle" if is_remote(output) else "reads")
+    if verify_by not in ("reads", "shuffle"):
+        raise ValueError(f"verify_by must be 'reads' or 'shuffle', got {verify_by!r}")
+    two_hop = verify_by == "shuffle" and verify != "none"
     P = lsh_partitions
     cc_partitions = min(P, 16)
     num_perm = minhash["num_perm"]
@@ -601,11 +674,17 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     grouped = (p
                | "Partitions" >> beam.Create(list(range(P)))
                | "SpreadPartitions" >> beam.Reshuffle()
-               | "GroupPartitions" >> beam.ParDo(GroupPartition(output, P), AsList(signed))
+               | "GroupPartitions" >> beam.ParDo(GroupPartition(output, P, by_unit=two_hop), AsList(signed))
                .with_outputs("edges", "dups", main="candidates"))
-    near = (grouped.candidates
-            | "GroupCandidates" >> beam.GroupByKey()
-            | "Verify" >> beam.ParDo(VerifyEdges(output, num_perm, threshold, verify), AsList(signed)))
+    candidates = grouped.candidates | "GroupCandidates" >> beam.GroupByKey()
+    if two_hop:
+        near = (candidates
+                | "FetchFirst" >> beam.ParDo(FetchFirst(output, num_perm, threshold, verify), AsList(signed))
+                | "GroupBySecond" >> beam.GroupByKey()
+                | "Verify" >> beam.ParDo(VerifySecond(output, num_perm, threshold, verify), AsList(signed)))
+    else:
+        near = candidates | "Verify" >> beam.ParDo(VerifyEdges(output, num_perm, threshold, verify),
+                                                   AsList(signed))
     per_root_file = ((grouped.edges, near)
                      | "AllEdges" >> beam.Flatten()
                      | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions)

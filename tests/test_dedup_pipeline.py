@@ -246,3 +246,27 @@ def test_split_inputs_decide_as_whole_files(corpus, tmp_path):
     assert any(n.startswith("part-00000-00003") for n in names), names
     assert any(n.startswith("part-00001-00002") for n in names), names
     assert not (tmp_path / "split" / "_work").exists()
+
+
+@pytest.mark.parametrize("verify", ["estimate", "exact"])
+def test_verification_through_the_shuffle_decides_as_through_reads(corpus, tmp_path, monkeypatch, verify):
+    """On an object store verification takes two hops through the shuffle (the first
+    document's signature or shingles travel to the second's unit) instead of ranged
+    reads: the same candidates, the same verified edges, the same decisions."""
+    import pipelines.dedup as dedup
+
+    def run(out, how):
+        monkeypatch.setattr(dedup, "VERIFY_BY", how)
+        argv = ["dedup", "--input", str(corpus / "*.jsonl.gz"), "--output", str(out),
+                "--max-doc-bytes", "200000", "--verify", verify, *FAST]
+        assert main(argv) == 0
+        kept = sorted(r["id"] for p in sorted((out / "documents").glob("*")) for r in read_rows(str(p)))
+        clusters = sorted((r["id"], r["cluster_id"], r["reason"], r["line"]) for r in clusters_of(out))
+        c = json.loads((out / "manifest.json").read_text())["counters"]
+        return kept, clusters, {k: c.get(k) for k in ("near_candidate_edges", "near_edges_verified",
+                                                       "near_edges_below_threshold")}
+
+    reads = run(tmp_path / "reads", "reads")
+    shuffle = run(tmp_path / "shuffle", "shuffle")
+    assert shuffle == reads
+    assert reads[2]["near_edges_verified"] and reads[1]
