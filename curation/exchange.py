@@ -21,12 +21,13 @@ import struct
 
 import numpy as np
 
-from curation.fs import FS, default_fs
+from curation.fs import FS, default_fs, read_range
 
 MAGIC = b"CPK1"
 _HEAD = struct.Struct("<4sI")
 # Rows of the signature file read in one request when they lie this close together.
 _GAP_ROWS = 64
+_GAP_BYTES = 64 << 10
 
 
 def pack(**arrays: np.ndarray) -> bytes:
@@ -221,15 +222,25 @@ class SideFile:
         return out
 
     def shingles(self, ordinals: np.ndarray) -> list[np.ndarray]:
+        """Shingle sets of `ordinals`, read in coalesced ranges (runs of documents
+        less than _GAP_BYTES apart are one read)."""
         rows = self.rows_of(ordinals)
         off = self.idx["shingle_offsets"]
         out = [None] * len(rows)
         order = np.argsort(rows, kind="stable")
-        with self.fs.open_read(self.stem + ".sh") as f:
-            for i in order:
-                r = rows[i]
-                f.seek(int(off[r]) * 4)
-                out[i] = np.frombuffer(f.read(int(off[r + 1] - off[r]) * 4), dtype=np.uint32)
+        rs = rows[order]
+        if not len(rs):
+            return out
+        starts, ends = off[rs] * 4, off[rs + 1] * 4
+        cuts = np.flatnonzero(np.r_[True, starts[1:] - ends[:-1] > _GAP_BYTES, True])
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            lo, hi = int(starts[a]), int(ends[b - 1])
+            block = read_range(self.fs, self.stem + ".sh", lo, hi - lo)
+            if len(block) != hi - lo:
+                raise OSError(f"{self.stem}.sh: short read at byte {lo}")
+            for k in range(a, b):
+                out[order[k]] = np.frombuffer(block, dtype=np.uint32, count=int(ends[k] - starts[k]) // 4,
+                                              offset=int(starts[k]) - lo)
         return out
 
 
@@ -242,15 +253,13 @@ def _read_rows(fs: FS, path: str, rows: np.ndarray, width: int) -> np.ndarray:
     order = np.argsort(rows, kind="stable")
     rs = rows[order]
     cuts = np.flatnonzero(np.r_[True, np.diff(rs) > _GAP_ROWS, True])
-    with fs.open_read(path) as f:
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            lo, hi = int(rs[a]), int(rs[b - 1]) + 1
-            f.seek(lo * width)
-            block = f.read((hi - lo) * width)
-            if len(block) != (hi - lo) * width:
-                raise OSError(f"{path}: short read at row {lo}")
-            block = np.frombuffer(block, dtype=np.uint8).reshape(hi - lo, width)
-            out[order[a:b]] = block[rs[a:b] - lo]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        lo, hi = int(rs[a]), int(rs[b - 1]) + 1
+        block = read_range(fs, path, lo * width, (hi - lo) * width)
+        if len(block) != (hi - lo) * width:
+            raise OSError(f"{path}: short read at row {lo}")
+        block = np.frombuffer(block, dtype=np.uint8).reshape(hi - lo, width)
+        out[order[a:b]] = block[rs[a:b] - lo]
     return out
 
 

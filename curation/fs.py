@@ -41,6 +41,11 @@ class LocalFS:
     def open_read(self, path: str) -> BinaryIO:
         return open(path, "rb")
 
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read(length)
+
     def open_write(self, path: str) -> BinaryIO:
         parent = os.path.dirname(path)
         if parent:
@@ -80,6 +85,17 @@ class LocalFS:
 
     def __repr__(self):
         return "LocalFS()"
+
+
+def read_range(fs: FS, path: str, start: int, length: int) -> bytes:
+    """`length` bytes of `path` at `start` (fewer at its end), as one request where the
+    filesystem can (its own ``read_range``; object stores' readers may fetch far more
+    than asked after a seek)."""
+    if hasattr(fs, "read_range"):
+        return fs.read_range(path, start, length)
+    with fs.open_read(path) as f:
+        f.seek(start)
+        return f.read(length)
 
 
 def default_fs(fs: FS | None = None) -> FS:

@@ -48,6 +48,7 @@ from curation.documents import RECORD_BITS, Rejected
 from curation.exchange import (SideFile, SideFileWriter, concat, pack, partition_of, split_by,
                                unique_pairs, unpack)
 from curation.config import DEFAULT_SPLIT_BYTES
+from curation.fs import read_range
 from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, file_shard_name, read_documents,
                          rejected_row, write_documents, write_rows)
 from curation.lsh import band_keys, bucket_min_edges, exact_jaccard
@@ -253,9 +254,7 @@ class GroupPartition(beam.DoFn):
             for c, offsets in enumerate(chunks):
                 lo, hi = int(offsets[kind][p]), int(offsets[kind][p + 1])
                 if hi > lo:
-                    with self.fs.open_read(self.work.keys(unit, c)) as f:
-                        f.seek(lo)
-                        data = f.read(hi - lo)
+                    data = read_range(self.fs, self.work.keys(unit, c), lo, hi - lo)
                     if len(data) != hi - lo:
                         raise RuntimeError(f"{self.work.keys(unit, c)}: {len(data)} bytes at {lo}, "
                                            f"expected {hi - lo} (a work file was changed or cut short)")

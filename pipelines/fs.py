@@ -15,6 +15,27 @@ class BeamFS:
     def open_read(self, path):
         return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
+    def read_range(self, path, start, length):
+        """`length` bytes at `start`, as one request. Beam's GCS reader fetches at least
+        16 MiB after every seek (its read buffer), so a small range of a large object
+        read through open_read would download the rest of the object: on gs:// the
+        buffer is set to the range."""
+        if length <= 0:
+            return b""
+        if path.startswith("gs://"):
+            if getattr(self, "_gcs", None) is None:
+                from apache_beam.io.gcp.gcsio import GcsIO
+                self._gcs = GcsIO()
+            f = self._gcs.open(path, "rb", read_buffer_size=length)
+        else:
+            f = self.open_read(path)
+        with f:
+            f.seek(start)
+            return f.read(length)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_gcs"}
+
     def open_write(self, path):
         return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 

@@ -234,3 +234,23 @@ def test_beam_filesystems_adapter(tmp_path):
     write_documents(out, docs, fs=fs)
     assert [r["text"] for r in read_rows(out)] == ["b", "c"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["part-00000.parquet"]
+
+
+def test_read_range_is_the_same_bytes_on_every_filesystem(tmp_path):
+    """Work files are read by byte range (dedup's key partitions, side-file rows):
+    BeamFS, LocalFS and a filesystem without read_range (open, seek, read) agree,
+    at the end of a file too."""
+    pytest.importorskip("apache_beam")
+    from curation.fs import LocalFS, read_range
+    from pipelines.fs import BeamFS
+    data = bytes(range(256)) * 40
+    path = tmp_path / "w.bin"
+    path.write_bytes(data)
+    mem = MemoryFS()
+    with mem.open_write("w.bin") as f:
+        f.write(data)
+    for start, length in [(0, 10), (100, 1), (5000, 5000), (10230, 100), (0, 0)]:
+        want = data[start:start + length]
+        assert read_range(LocalFS(), str(path), start, length) == want
+        assert read_range(BeamFS(), str(path), start, length) == want
+        assert read_range(mem, "w.bin", start, length) == want
