@@ -345,12 +345,16 @@ class VerifyEdges(beam.DoFn):
                 out[pos] = side.signatures(ordinals[pos])
         return out
 
-    def process(self, kv, signed):
+    def _candidates(self, kv, signed):
+        """(units, distinct candidate edges a, b) of one group, counted."""
         _, chunks = kv
-        units = _units(self._cache, signed)
         e = concat([unpack(c) for c in chunks], _EDGE)
         a, b = unique_pairs(e["a"], e["b"])
         self.candidates.inc(len(a))
+        return _units(self._cache, signed), a, b
+
+    def process(self, kv, signed):
+        units, a, b = self._candidates(kv, signed)
         if self.verify == "none" or not len(a):
             if len(a):
                 yield _edge_chunk(a, b)
@@ -379,11 +383,7 @@ class FetchFirst(VerifyEdges):
     document's unit with the first's signature (or shingles) attached."""
 
     def process(self, kv, signed):
-        _, chunks = kv
-        units = _units(self._cache, signed)
-        e = concat([unpack(c) for c in chunks], _EDGE)
-        a, b = unique_pairs(e["a"], e["b"])
-        self.candidates.inc(len(a))
+        units, a, b = self._candidates(kv, signed)
         if not len(a):
             return
         got = self._fetch(units, a)
