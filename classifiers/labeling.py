@@ -35,7 +35,7 @@ from classifiers.grading import BATCH_DISCOUNT, PRICES, request_params
 from classifiers.rubrics import Rubric, load_rubric
 from classifiers.sampling import SampleStats, sample_documents
 from classifiers.store import Label, LabelStore
-from curation.config import ConfigError, InputConfig
+from curation.config import ConfigError, LabelConfig
 from curation.documents import NO_DOMAIN, Document
 from curation.io import FieldMap, expand_sources, read_documents
 from curation.minhash import exact_key, normalize
@@ -94,44 +94,6 @@ def _nothing_labelled(summary: dict, out: Path) -> NothingLabelled:
     return NothingLabelled(
         f"no document was labelled: all {n} failed, {reasons[top]} with \"{top}\"{more}; "
         f"{_likely_fix(top)} (details in {out / SUMMARY_FILE})", summary)
-
-
-class LabelConfig(InputConfig):
-    output: str | None = None
-    sample: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0, lt=2**63)
-    allocation: Literal["proportional", "equal"] = "proportional"
-    rubric: str = "educational"
-    labeler: Literal["claude", "heuristic", "field"] = "claude"
-    model: str = "claude-sonnet-5-5"
-    mode: Literal["auto", "batch", "messages"] = "auto"
-    max_usd: float | None = Field(None, gt=0)
-    max_doc_chars: int = Field(8000, ge=100)
-    max_tokens: int = Field(300, ge=50)
-    concurrency: int = Field(8, ge=1, le=256)
-    batch_poll_s: float = Field(30.0, gt=0)
-    store: str | None = None
-    labels_field: str | None = None
-    label_map: dict[str, float] | None = None
-    threshold: float | None = None
-    prices: dict[str, tuple[float, float]] | None = None   # overrides/extends grading.PRICES
-
-    @model_validator(mode="after")
-    def _field_labeler(self):
-        if self.labeler == "field" and not self.labels_field:
-            raise ValueError("the field labeler needs labels_field (--labels-from-field)")
-        if self.labels_field and self.labeler != "field":
-            raise ValueError("labels_field is for the field labeler")
-        if self.label_map is not None and self.labeler != "field":
-            raise ValueError("label_map is for the field labeler")
-        return self
-
-    @property
-    def sample_size(self) -> int | None:
-        """None: every distinct document (the default when importing labels)."""
-        if self.sample is not None:
-            return self.sample
-        return None if self.labeler == "field" else 2000
 
 
 def content_key(text: str) -> str:

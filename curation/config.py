@@ -137,6 +137,47 @@ class ScoreRunConfig(InputConfig):
         return self
 
 
+class LabelConfig(InputConfig):
+    """`curate label`'s settings (classifiers.labeling runs them); here so that the run
+    config can check its label section without importing classifiers."""
+    output: str | None = None
+    sample: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0, lt=2**63)
+    allocation: Literal["proportional", "equal"] = "proportional"
+    rubric: str = "educational"
+    labeler: Literal["claude", "heuristic", "field"] = "claude"
+    model: str = "claude-sonnet-5-5"
+    mode: Literal["auto", "batch", "messages"] = "auto"
+    max_usd: float | None = Field(None, gt=0)
+    max_doc_chars: int = Field(8000, ge=100)
+    max_tokens: int = Field(300, ge=50)
+    concurrency: int = Field(8, ge=1, le=256)
+    batch_poll_s: float = Field(30.0, gt=0)
+    store: str | None = None
+    labels_field: str | None = None
+    label_map: dict[str, float] | None = None
+    threshold: float | None = None
+    prices: dict[str, tuple[float, float]] | None = None   # overrides/extends classifiers.grading.PRICES
+
+    @model_validator(mode="after")
+    def _field_labeler(self):
+        if self.labeler == "field" and not self.labels_field:
+            raise ValueError("the field labeler needs labels_field (--labels-from-field)")
+        if self.labels_field and self.labeler != "field":
+            raise ValueError("labels_field is for the field labeler")
+        if self.label_map is not None and self.labeler != "field":
+            raise ValueError("label_map is for the field labeler")
+        return self
+
+    @property
+    def sample_size(self) -> int | None:
+        """None: every distinct document (the default when importing labels)."""
+        if self.sample is not None:
+            return self.sample
+        return None if self.labeler == "field" else 2000
+
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
     """A YAML file whose top level is a mapping (empty file: {}); errors name the file."""
     try:

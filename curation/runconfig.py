@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from curation.config import (DEFAULT_MAX_DOC_BYTES, ConfigError, DedupConfig, FilterRunConfig,
-                             ScoreRunConfig, SourceConfig, _format_error, _Strict,
+                             LabelConfig, ScoreRunConfig, SourceConfig, _format_error, _Strict,
                              read_yaml_mapping)
 
 STAGES = ("dedup", "filter", "label", "train", "score", "mix", "export", "report")
@@ -126,7 +126,6 @@ def _check_owned(section: str, data: dict) -> list[str]:
 def validate_sections(cfg: RunConfig) -> None:
     """Check each enabled stage section against its stage's model, with the run's own
     fields filled in; every problem is listed, named by its path."""
-    from classifiers.labeling import LabelConfig
     from curation.mixture.config import MixConfig
     filled = {"inputs": ["x"], "output": "x"}
     problems: list[str] = []
