@@ -27,9 +27,7 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Literal
-
-from pydantic import Field, model_validator
+from typing import Any, Callable
 
 from classifiers.grading import BATCH_DISCOUNT, PRICES, request_params
 from classifiers.rubrics import Rubric, load_rubric

@@ -157,7 +157,7 @@ class LabelConfig(InputConfig):
     labels_field: str | None = None
     label_map: dict[str, float] | None = None
     threshold: float | None = None
-    prices: dict[str, tuple[float, float]] | None = None   # overrides/extends classifiers.grading.PRICES
+    prices: dict[str, tuple[float, float]] | None = None   # extends classifiers' price table
 
     @model_validator(mode="after")
     def _field_labeler(self):
@@ -175,7 +175,6 @@ class LabelConfig(InputConfig):
         if self.sample is not None:
             return self.sample
         return None if self.labeler == "field" else 2000
-
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:

@@ -88,14 +88,18 @@ class LocalFS:
 
 
 def read_range(fs: FS, path: str, start: int, length: int) -> bytes:
-    """`length` bytes of `path` at `start` (fewer at its end), as one request where the
-    filesystem can (its own ``read_range``; object stores' readers may fetch far more
-    than asked after a seek)."""
+    """Exactly `length` bytes of `path` at `start`, as one request where the filesystem
+    can (its own ``read_range``; object stores' readers may fetch far more than asked
+    after a seek). A file that ends first raises OSError: it was changed or cut short."""
     if hasattr(fs, "read_range"):
-        return fs.read_range(path, start, length)
-    with fs.open_read(path) as f:
-        f.seek(start)
-        return f.read(length)
+        data = fs.read_range(path, start, length)
+    else:
+        with fs.open_read(path) as f:
+            f.seek(start)
+            data = f.read(length)
+    if len(data) != length:
+        raise OSError(f"{path}: {len(data)} bytes at {start}, expected {length} (changed or cut short?)")
+    return data
 
 
 def default_fs(fs: FS | None = None) -> FS:

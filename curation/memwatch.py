@@ -10,8 +10,8 @@ Two sums over the root process and all its descendants, sampled every `interval`
 CPU: user + system seconds spent while watched by every process seen in the tree (the
 last value sampled for each, less what a process had already spent at the first sample,
 so a long-lived root's earlier work is not counted; a process's final < `interval` is
-missed). On a shared machine CPU
-seconds move far less with other people's load than wall seconds do.
+missed). On a shared machine CPU seconds move far less with other people's load than
+wall seconds do.
 
     with TreeMemory(pid) as mem:      # pid: default this process
         ...

@@ -48,7 +48,7 @@ from curation.documents import RECORD_BITS, Rejected
 from curation.exchange import (SideFile, SideFileWriter, concat, pack, partition_of, split_by,
                                unique_pairs, unpack)
 from curation.config import DEFAULT_SPLIT_BYTES
-from curation.fs import read_range
+from curation.fs import is_remote, read_range
 from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, file_shard_name, read_documents,
                          rejected_row, write_documents, write_rows)
 from curation.lsh import band_keys, bucket_min_edges, exact_jaccard
@@ -255,9 +255,6 @@ class GroupPartition(beam.DoFn):
                 lo, hi = int(offsets[kind][p]), int(offsets[kind][p + 1])
                 if hi > lo:
                     data = read_range(self.fs, self.work.keys(unit, c), lo, hi - lo)
-                    if len(data) != hi - lo:
-                        raise RuntimeError(f"{self.work.keys(unit, c)}: {len(data)} bytes at {lo}, "
-                                           f"expected {hi - lo} (a work file was changed or cut short)")
                     self.read.inc(len(data))
                     parts.append(unpack(data))
         return concat(parts, names)
@@ -393,7 +390,7 @@ class FetchFirst(VerifyEdges):
                 sh = [got[k] for k in i]
                 lens = np.fromiter((len(x) for x in sh), dtype=np.int64, count=len(sh))
                 yield int(u), pack(a=a[i], b=b[i], off=np.r_[0, np.cumsum(lens)].astype(np.int64),
-                                   sh=np.concatenate(sh) if sh else np.zeros(0, np.uint32))
+                                   sh=np.concatenate(sh))
             else:
                 yield int(u), pack(a=a[i], b=b[i], sig=got[i])
 
@@ -657,7 +654,6 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     hops, grouped by the unit of the edge's first document, whose rows are read once
     and shuffled with the edge (num_perm x 4 bytes per candidate) to the unit of the
     second. Same decisions either way."""
-    from curation.fs import is_remote
     verify_by = verify_by or VERIFY_BY or ("shuffle" if is_remote(output) else "reads")
     if verify_by not in ("reads", "shuffle"):
         raise ValueError(f"verify_by must be 'reads' or 'shuffle', got {verify_by!r}")
@@ -673,7 +669,8 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     grouped = (p
                | "Partitions" >> beam.Create(list(range(P)))
                | "SpreadPartitions" >> beam.Reshuffle()
-               | "GroupPartitions" >> beam.ParDo(GroupPartition(output, P, by_unit=two_hop), AsList(signed))
+               | "GroupPartitions" >> beam.ParDo(GroupPartition(output, P, by_unit=two_hop),
+                                                 AsList(signed))
                .with_outputs("edges", "dups", main="candidates"))
     candidates = grouped.candidates | "GroupCandidates" >> beam.GroupByKey()
     if two_hop:

@@ -238,8 +238,8 @@ def test_beam_filesystems_adapter(tmp_path):
 
 def test_read_range_is_the_same_bytes_on_every_filesystem(tmp_path):
     """Work files are read by byte range (dedup's key partitions, side-file rows):
-    BeamFS, LocalFS and a filesystem without read_range (open, seek, read) agree,
-    at the end of a file too."""
+    BeamFS, LocalFS and a filesystem without read_range (open, seek, read) agree, and
+    a range past the end of a file (one changed or cut short) is an error on each."""
     pytest.importorskip("apache_beam")
     from curation.fs import LocalFS, read_range
     from pipelines.fs import BeamFS
@@ -249,8 +249,11 @@ def test_read_range_is_the_same_bytes_on_every_filesystem(tmp_path):
     mem = MemoryFS()
     with mem.open_write("w.bin") as f:
         f.write(data)
-    for start, length in [(0, 10), (100, 1), (5000, 5000), (10230, 100), (0, 0)]:
+    for start, length in [(0, 10), (100, 1), (5000, 5000), (10230, 10), (0, 0)]:
         want = data[start:start + length]
         assert read_range(LocalFS(), str(path), start, length) == want
         assert read_range(BeamFS(), str(path), start, length) == want
         assert read_range(mem, "w.bin", start, length) == want
+    for fs, p in [(LocalFS(), str(path)), (BeamFS(), str(path)), (mem, "w.bin")]:
+        with pytest.raises(OSError, match="cut short"):
+            read_range(fs, p, 10230, 100)
