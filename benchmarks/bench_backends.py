@@ -46,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_mix import CORPORA, DOMAINS as SHARED   # the same seven shared domains
+from bench_mix import load_bench_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out" / "bench_backends.json"
@@ -108,22 +108,14 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     from scipy.stats import kendalltau, spearmanr
 
-    from curation.mixture.data import load_corpus
     from curation.mixture.proxy import NGramBackend
     from curation.mixture.tokenizer import StatedTokenizer
     from curation.mixture.types import Constraints
 
     t0 = time.time()
-    if args.corpus == "demo":
-        from curation.demo import demo_glob
-        splits = load_corpus([demo_glob()], seed=0)
-    else:
-        missing = [n for n in SHARED.values() if not (CORPORA / f"{n}.jsonl.gz").exists()]
-        if missing:
-            print(f"{CORPORA} lacks {missing}", file=sys.stderr)
-            return 2
-        splits = load_corpus(domains={d: str(CORPORA / f"{n}.jsonl.gz") for d, n in SHARED.items()},
-                             seed=0)
+    splits = load_bench_corpus(args.corpus)
+    if splits is None:
+        return 2
     tok = StatedTokenizer.for_corpus(splits)
     domains = splits.domain_infos(tok)
     c = Constraints(min_weight=0.01, max_epochs=4, budget_tokens=args.budget)

@@ -29,6 +29,21 @@ DOMAINS = {"books": "books_mobydick", "news": "news_bbc", "reference": "referenc
            "web": "web_noisy"}
 
 
+def load_bench_corpus(corpus: str):
+    """CorpusSplits of the demo corpus or of DOMAINS from ../shared/corpora (seed 0);
+    None, with the reason printed, when the shared files are missing."""
+    sys.path.insert(0, str(REPO))
+    from curation.mixture.data import load_corpus
+    if corpus == "demo":
+        from curation.demo import demo_glob
+        return load_corpus([demo_glob()], seed=0)
+    missing = [n for n in DOMAINS.values() if not (CORPORA / f"{n}.jsonl.gz").exists()]
+    if missing:
+        print(f"{CORPORA} lacks {missing}", file=sys.stderr)
+        return None
+    return load_corpus(domains={d: str(CORPORA / f"{n}.jsonl.gz") for d, n in DOMAINS.items()}, seed=0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=int, default=2_000_000)

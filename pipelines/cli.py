@@ -309,10 +309,12 @@ def _run_mix(args) -> int:
     paths = list(cfg.inputs) + [p for v in (cfg.sources or {}).values()
                                 for p in ([v] if isinstance(v, str) else v)]
     s = run_mix(cfg, log=lambda m: print(m, file=sys.stderr), fs=_fs_for(paths))
-    verdicts = ", ".join(f"{c['verdict']} vs {c['baseline']}" for c in s["against_baselines"])
-    print(f"mix: chose {s['chosen_strategy']} (test target {s['test']['target_bpb_mean']:.4f} "
-          f"bits per byte; {verdicts}); {s['proxy_runs']} proxy runs "
-          f"({s['proxy_runs_computed']} computed) -> {cfg.output}", file=sys.stderr)
+    from curation.mixture.outputs import mix_verdict_lines
+    for line in mix_verdict_lines(s):
+        print(f"mix: {line}", file=sys.stderr)
+    print(f"mix: {s['proxy_runs']} proxy runs ({s['proxy_runs_computed']} computed)"
+          + (f", {s['fidelity_runs']} for the fidelity check ({s['fidelity_runs_computed']} computed)"
+             if s.get("fidelity") else "") + f" -> {cfg.output}", file=sys.stderr)
     return 0
 
 
@@ -541,6 +543,10 @@ def _run_job(args, beam_args) -> int:
           f"in {doc['seconds']:.0f} s -> {cfg.output}", file=sys.stderr)
     for note in doc["fallbacks"]:
         print(f"{args.command}: fallback: {note}", file=sys.stderr)
+    mix = stages.get("mix") or {}
+    if mix.get("status") in ("complete", "reused") and mix.get("verdict"):
+        for line in mix["verdict"]:
+            print(f"{args.command}: mix: {line}", file=sys.stderr)
     if cfg.report:
         print(f"{args.command}: report: {cfg.output}/report.html", file=sys.stderr)
     return 0

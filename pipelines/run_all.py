@@ -326,8 +326,10 @@ class Job:
         notes = [f"mix: {'Claude' if name == 'claude' else name} proposer {why}"
                  for name, why in sorted(s["skipped_proposers"].items())]
         cl = s.get("claude")
-        return {"counts": {"proxy_runs": s["proxy_runs"], "computed": s["proxy_runs_computed"]},
-                "chosen": s["chosen_strategy"], "fallback": "; ".join(notes) or None,
+        from curation.mixture.outputs import mix_verdict_lines
+        return {"counts": {"proxy_runs": s["proxy_runs"], "computed": s["proxy_runs_computed"],
+                           "fidelity_runs": s["fidelity_runs"]},
+                "chosen": s["chosen_strategy"], "verdict": mix_verdict_lines(s), "fallback": "; ".join(notes) or None,
                 "cost_usd": cl["cost_usd"] if cl else None,
                 "api_tokens": {"input": cl["input_tokens"], "output": cl["output_tokens"]} if cl else None}
 

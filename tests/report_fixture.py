@@ -39,6 +39,7 @@ tokenizer_vocab: 1024
 constraints: {{min_weight: 0.01, max_epochs: 4}}
 proxy: {{backend: ngram, budget_tokens: 100000}}
 search: {{rounds: 1, runs_per_round: 2, noise_seeds: 2, final_seeds: 3, final_top: 1, seed: 0}}
+fidelity: {{budget_tokens: 200000, params: {{order: 4}}, mixtures: 3}}
 baselines: [{{name: uniform}}, {{name: natural}}]
 proposers: [{{name: random}}, {{name: claude}}]
 claude_model: claude-haiku-4-5

@@ -115,6 +115,7 @@ def test_mix_says_its_statistics_are_estimated(tmp_path, monkeypatch):
     cfg = {"sources": mapping, "tokenizer_vocab": 300, "sample": {"max_bytes_per_domain": BOUND},
            "proxy": {"budget_tokens": 5000}, "constraints": {"min_weight": 0.01, "max_epochs": 4},
            "search": {"rounds": 1, "runs_per_round": 1, "noise_seeds": 2, "final_seeds": 3},
+           "fidelity": {"enabled": False},
            "baselines": [{"name": "uniform"}, {"name": "natural"}], "proposers": [{"name": "random"}]}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"

@@ -16,13 +16,17 @@ DOMAINS = ["a", "b", "c"]
 BEST = {"a": 0.6, "b": 0.3, "c": 0.1}
 
 
-def synthetic(noise=0.002):
+def synthetic(noise=0.002, own_noise=0.0):
+    """`noise` is shared by every mixture run with one seed (as the real backends' common
+    random numbers are); `own_noise` differs between mixtures too."""
     calls = []
 
     def run_fn(weights, seed, split):
         calls.append((mixture_key(weights), seed, split))
         rng = np.random.default_rng([seed, 7 if split == "test" else 3])
-        bpb = {d: 1.0 + (weights[d] - BEST[d]) ** 2 * 4 + rng.normal(0, noise) for d in DOMAINS}
+        own = np.random.default_rng([seed, int(mixture_key(weights), 16) % 2**32])
+        bpb = {d: 1.0 + (weights[d] - BEST[d]) ** 2 * 4 + rng.normal(0, noise)
+               + own.normal(0, own_noise) for d in DOMAINS}
         return ProxyResult(mixture_key(weights), "synthetic", seed, 1000, split,
                            loss={d: v * math.log(2) for d, v in bpb.items()}, bpb=bpb,
                            target=sum(bpb.values()) / 3), False
@@ -85,10 +89,60 @@ def test_phases_budgets_and_the_final_judgement():
     assert res.projections and res.projections[0]["log"] == "c raised to 0.1"
 
 
-def test_a_difference_under_twice_the_noise_is_a_tie():
-    run_fn, _ = synthetic(noise=5.0)     # noise swamps every difference
+def test_an_interval_holding_zero_is_a_tie():
+    run_fn, _ = synthetic(own_noise=5.0)     # noise of each mixture's own swamps every difference
     res = search(run_fn)
     assert {c["verdict"] for c in res.comparisons} == {"tie"}
+    for c in res.comparisons:
+        lo, hi = c["interval"]
+        assert lo < 0 < hi and lo < c["difference"] < hi
+        assert c["method"].startswith("Student's t") and c["seeds"] == 3
+
+
+def test_paired_differences_see_through_noise_shared_by_a_seed():
+    # the seed moves every mixture alike by far more than their differences: the
+    # means alone could not separate them, the per-seed differences can
+    run_fn, _ = synthetic(noise=0.5, own_noise=0.001)
+    res = search(run_fn)
+    assert res.noise_sd > 0.1
+    verdicts = {c["baseline"]: c["verdict"] for c in res.comparisons}
+    assert verdicts == {"uniform": "better", "natural": "better"}
+    for c in res.comparisons:
+        assert c["interval"][1] < 0
+        assert c["differences"] == pytest.approx(
+            [a - b for a, b in zip(res.chosen["test_targets"],
+                                   next(f for f in res.finalists if c["baseline"] in f["names"])
+                                   ["test_targets"])])
+
+
+def test_finalists_with_the_same_weights_run_once_under_both_names():
+    run_fn, calls = synthetic()
+    res = run_search(baselines=[Fixed("uniform", {"a": 1, "b": 1, "c": 1}),
+                                Fixed("unimax", {"a": 2, "b": 2, "c": 2}),
+                                Fixed("natural", {"a": 1, "b": 2, "c": 5})],
+                     adaptive=[Oracle()], natural=normalise({"a": 1, "b": 2, "c": 5}),
+                     run_fn=run_fn, rounds=1, runs_per_round=1, noise_seeds=2, final_seeds=3,
+                     final_top=1, log=lambda m: None)
+    uni = [f for f in res.finalists if "uniform" in f["names"]]
+    assert len(uni) == 1 and uni[0]["names"] == ["uniform", "unimax"]
+    assert uni[0]["baseline_names"] == ["uniform", "unimax"]
+    key = mixture_key(normalise({"a": 1, "b": 1, "c": 1}))
+    assert sum(k == key and split == "test" for k, _, split in calls) == 3
+    by = {c["baseline"]: c for c in res.comparisons}
+    assert set(by) == {"uniform", "unimax", "natural"}
+    assert by["uniform"]["differences"] == by["unimax"]["differences"]
+    assert by["unimax"]["names"] == ["uniform", "unimax"]
+
+
+def test_a_chosen_baseline_is_the_same_mixture_as_itself():
+    run_fn, _ = synthetic()
+    res = run_search(baselines=[Fixed("best", BEST), Fixed("natural", {"a": 1, "b": 2, "c": 5})],
+                     adaptive=[Random()], natural=normalise({"a": 1, "b": 2, "c": 5}),
+                     run_fn=run_fn, rounds=1, runs_per_round=1, noise_seeds=2, final_seeds=3,
+                     final_top=1, log=lambda m: None)
+    assert res.chosen["strategy"] == "best"
+    by = {c["baseline"]: c["verdict"] for c in res.comparisons}
+    assert by == {"best": "same", "natural": "better"}
 
 
 def test_a_failing_proposer_does_not_end_the_search():

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("stages", "funnel", "clusters", "filters", "scores", "classifier", "mixture", "export",
             "cost", "timings")
 PLOTS = ("funnel-documents", "funnel-tokens", "cluster-sizes", "filter-rules", "score-histograms",
-         "candidate-weights", "best-so-far", "test-loss")
+         "fidelity", "candidate-weights", "best-so-far", "test-loss")
 CHROMIUM = "/usr/bin/chromium"
 # a reference the browser would fetch: src=/href= naming another host
 EXTERNAL_REF = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
@@ -140,6 +140,55 @@ def test_svg_builders_draw_what_they_are_given_and_escape_labels():
     for empty in (svg.bar_chart("e", [], [], title="e"), svg.line_chart("e", {}, title="e"),
                   svg.stacked_hbar("e", [], [], [], title="e"), svg.histograms("e", [], title="e")):
         _parse(empty)
+
+
+def test_scatter_labels_the_highlighted_points_and_escapes():
+    s = svg.scatter("fid", [(2.1, 2.0, "uniform = unimax", True), (2.3, 2.2, "a<b", False),
+                            (2.2, 2.05, "random-1", False)], title="f", xlabel="x", ylabel="y")
+    root = _parse(s)
+    circles = list(root.iter("circle"))
+    assert len(circles) == 3 and "<b" not in s.replace("<b>", "")
+    big = [c for c in circles if float(c.get("r")) > 4]
+    assert len(big) == 1 and "uniform = unimax" in big[0].find("title").text
+    assert "uniform = unimax" in [t.text for t in root.iter("text")]      # labelled on the plot
+    assert "random-1" not in [t.text for t in root.iter("text")]          # the others in tooltips
+    # lower-left to upper-right: a larger x is drawn further right, a larger y higher
+    pos = {c.find("title").text.split(":")[0]: (float(c.get("cx")), float(c.get("cy"))) for c in circles}
+    assert pos["a<b"][0] > pos["uniform = unimax"][0] and pos["a<b"][1] < pos["uniform = unimax"][1]
+    _parse(svg.scatter("e", [], title="e"))
+
+
+def test_mixture_section_leads_with_the_verdicts_and_the_fidelity_result(report_run, tmp_path):
+    r = _report(report_run)
+    html = (report_run / "report.html").read_text()
+    m = r["mixture"]
+    summary = json.loads((report_run / "mix" / "summary.json").read_text())
+    f = summary["fidelity"]
+    assert m["fidelity"]["ran"] and m["fidelity"]["spearman"] == pytest.approx(f["spearman"], abs=1e-6)
+    assert len(m["fidelity"]["mixtures"]) == len(f["mixtures"])
+    sec = re.search(r'<section id="mixture">(.*?)</section>', html, re.S).group(1)
+    first = re.search(r"<p[^>]*>(.*?)</p>", sec, re.S).group(1)
+    lead = html_unescape(first)
+    assert "Chosen: " in lead and "against natural" in lead and "95% CI" in lead
+    assert f["message"] in lead
+    # paired intervals beside the verdicts, not twice the noise
+    assert "95% interval" in sec and "2 × seed noise" not in sec
+    # the larger proxy disagrees: a warning, before the chosen weights
+    run = _copy(report_run, tmp_path)
+    p = run / "mix" / "summary.json"
+    s = json.loads(p.read_text())
+    s["fidelity"]["supported"] = False
+    s["fidelity"]["message"] = ("The choice is not yet supported at the larger scale (x): the "
+                                "larger proxy ranks the 5 mixtures with Spearman 0.10, below 0.8.")
+    p.write_text(json.dumps(s))
+    write_report(run, log=silent)
+    html = (run / "report.html").read_text()
+    sec = re.search(r'<section id="mixture">(.*?)</section>', html, re.S).group(1)
+    first = re.search(r'<p class="warn">(.*?)</p>', sec, re.S)
+    assert first and sec.index('<p class="warn">') < sec.index("<p")  + 1
+    text = html_unescape(first.group(1))
+    assert text.index("not yet supported") < text.index("Chosen: ")
+    assert "Not yet supported by the larger proxy" in re.search(r'id="headline">(.*?)</p>', html).group(1)
 
 
 def test_nice_ticks_cover_the_range():
@@ -611,7 +660,8 @@ def test_poor_agreement_is_said_before_the_selection_it_drove(report_run, tmp_pa
     assert m["held_out"]["f1"] >= 0.7                  # the fixture's classifier agrees well
     write_report(run, log=silent)
     html = (run / "report.html").read_text()
-    assert "agrees poorly" not in html and 'class="warn"' not in html
+    scores = re.search(r'<section id="scores">(.*?)</section>', html, re.S).group(1)
+    assert "agrees poorly" not in html and 'class="warn"' not in scores
     m["held_out"]["f1"] = 0.55
     p.write_text(json.dumps(m))
     write_report(run, log=silent)

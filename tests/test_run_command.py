@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAST_BEAM = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 # keys whose values are clocks or how much work this run did, not results
 VOLATILE = {"elapsed_s", "seconds", "timings_s", "finished_at", "started_at", "argv", "mtime",
-            "proxy_runs_computed", "timings"}
+            "proxy_runs_computed", "fidelity_runs_computed", "timings"}
 
 
 def small_config(report: bool = True) -> dict:
@@ -48,6 +48,7 @@ def small_config(report: bool = True) -> dict:
         "score": {"keep_top": 0.9},
         "mix": {"proxy": {"budget_tokens": 100000},
                 "search": {"rounds": 1, "runs_per_round": 2, "noise_seeds": 2, "final_seeds": 3},
+                "fidelity": {"budget_tokens": 200000, "mixtures": 2},
                 "baselines": [{"name": "uniform"}, {"name": "natural"}],
                 "proposers": [{"name": "random"}, {"name": "claude"}]},
         "export": {"tokens": 50000, "shard_docs": 100},

@@ -122,6 +122,7 @@ def test_label_mix_and_export_commands_read_remote_inputs(bucket, tmp_path):
         "sources": {"books": src[0], "speeches": [src[1]], "wiki": src[2]},
         "proxy": {"budget_tokens": 50000},
         "search": {"rounds": 1, "runs_per_round": 1, "noise_seeds": 2, "final_seeds": 3},
+        "fidelity": {"enabled": False},
         "baselines": [{"name": "uniform"}, {"name": "natural"}], "proposers": [{"name": "random"}]}))
     mix = tmp_path / "mix"
     assert main(["mix", "--config", str(cfg), "--output", str(mix)]) == 0

@@ -56,10 +56,24 @@ class ProxyConfig(_Strict):
 class SearchConfig(_Strict):
     rounds: int = Field(4, ge=1, le=100)
     runs_per_round: int = Field(2, ge=1, le=100)
-    noise_seeds: int = Field(3, ge=2, le=50)
-    final_seeds: int = Field(3, ge=3, le=50)
+    noise_seeds: int = Field(5, ge=2, le=50)
+    final_seeds: int = Field(5, ge=3, le=50)
     final_top: int = Field(1, ge=1, le=20)
     seed: int = Field(0, ge=0)
+
+
+class FidelityConfig(_Strict):
+    """After the search, rerun the finalists and ``mixtures`` further random mixtures on
+    a larger proxy (docs/mixture.md, "Proxy fidelity"). Unset fields take the search
+    proxy's: the same backend and parameters at ``budget_factor`` times its budget."""
+    enabled: bool = True
+    backend: Literal["ngram", "transformer"] | None = None
+    budget_tokens: int | None = Field(None, ge=1000)
+    budget_factor: float = Field(10.0, gt=0)
+    params: dict[str, Any] | None = None
+    mixtures: int = Field(8, ge=0, le=1000)
+    seeds: int = Field(3, ge=3, le=50)
+    min_rank_correlation: float = Field(0.8, ge=-1, le=1)
 
 
 class SampleConfig(_Strict):
@@ -85,6 +99,7 @@ class MixConfig(_Strict):
     constraints: ConstraintsConfig = ConstraintsConfig()
     proxy: ProxyConfig = ProxyConfig()
     search: SearchConfig = SearchConfig()
+    fidelity: FidelityConfig = FidelityConfig()
     sample: SampleConfig = SampleConfig()
     baselines: list[dict[str, Any]] = Field(default_factory=lambda: [
         {"name": "uniform"}, {"name": "natural"}, {"name": "temperature", "taus": [2.0, 5.0]},
@@ -94,6 +109,8 @@ class MixConfig(_Strict):
     claude_model: str = "claude-sonnet-5-5"
     claude_hide_names: bool = False
     claude_max_usd: float | None = Field(5.0, gt=0)
+    claude_samples: int = Field(3, ge=0, le=20)        # documents shown per domain (0: none)
+    claude_sample_chars: int = Field(600, ge=50, le=5000)
     stages: dict[str, str] = Field(default_factory=dict)   # dedup/filter/score manifest paths
 
     def sample_bytes(self) -> int:
@@ -102,8 +119,23 @@ class MixConfig(_Strict):
         if s.max_bytes_per_domain is not None:
             return s.max_bytes_per_domain
         train = 1 - self.split.valid - self.split.test
-        need = math.ceil(self.proxy.budget_tokens * self.constraints.max_epochs * s.bytes_per_token / train)
+        need = math.ceil(self.largest_budget() * self.constraints.max_epochs * s.bytes_per_token / train)
         return max(s.min_bytes_per_domain, need)
+
+    def fidelity_proxy(self) -> ProxyConfig | None:
+        """The larger proxy of the fidelity check, its unset fields filled in; None when off."""
+        f = self.fidelity
+        if not f.enabled:
+            return None
+        backend = f.backend or self.proxy.backend
+        params = f.params if f.params is not None else (
+            dict(self.proxy.params) if backend == self.proxy.backend else {})
+        budget = f.budget_tokens or max(1000, int(round(self.proxy.budget_tokens * f.budget_factor)))
+        return ProxyConfig(backend=backend, budget_tokens=budget, params=params)
+
+    def largest_budget(self) -> int:
+        fp = self.fidelity_proxy()
+        return max(self.proxy.budget_tokens, fp.budget_tokens if fp else 0)
 
     @model_validator(mode="after")
     def _some_input(self):

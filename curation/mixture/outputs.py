@@ -9,7 +9,10 @@ the chosen mixture in the forms training code reads.
   with its metrics (target and per-domain bits per byte and loss), joined on ``run``;
 - ``mixture.yaml``: the chosen weights with their provenance (strategy, round,
   rationale, raw proposal and projection), the test-split result against every
-  baseline (tie when under twice the seed noise) and the search's settings;
+  baseline (the paired difference, its 95% interval and the verdict), the proxy
+  fidelity check when it ran, and the search's settings;
+- ``fidelity.csv``: every run of the fidelity check, one row per (mixture, proxy,
+  seed), with its target and per-domain bits per byte;
 - ``megatron_data_path.txt``: Megatron-LM's ``--data-path`` list (weight, then path
   prefix, per domain) for the shards ``curate export`` writes;
 - ``olmo_source_mixture.yaml``: an OLMo-core style source mixture (``source_configs``
@@ -27,6 +30,7 @@ from typing import Any, Mapping
 import yaml
 
 from curation.mixture._files import write_atomic
+from curation.mixture.paired import describe_interval
 from curation.mixture.search import SearchResult
 from curation.mixture.types import mixture_key
 
@@ -67,7 +71,39 @@ def write_tables(out: Path, res: SearchResult, domains: list[str]) -> None:
     _atomic(out / "metrics.csv", _csv(metrics))
 
 
-def mixture_document(res: SearchResult, settings: Mapping[str, Any]) -> dict:
+def write_fidelity(out: Path, fid: Mapping[str, Any], domains: list[str]) -> None:
+    rows: list[list[Any]] = [["mixture", "names", "kind", "proxy", "split", "seed", "target_bpb"]
+                             + [f"bpb_{d}" for d in domains]]
+    for r in fid["runs"]:
+        rows.append([r["mixture"], " = ".join(r["names"]), r["kind"], r["proxy"], r["split"],
+                     r["seed"], _f(r["target"])] + [_f(r["bpb"][d]) for d in domains])
+    _atomic(out / "fidelity.csv", _csv(rows))
+
+
+def fidelity_document(fid: Mapping[str, Any]) -> dict:
+    """What mixture.yaml keeps of the fidelity check (fidelity.csv has every run)."""
+    return {
+        "supported": fid["supported"], "message": fid["message"],
+        "search_proxy": fid["search_proxy"], "larger_proxy": fid["larger_proxy"],
+        "split": fid["split"], "seeds": len(fid["seeds"]), "mixtures": len(fid["mixtures"]),
+        "spearman": fid["spearman"], "kendall": fid["kendall"],
+        "min_rank_correlation": fid["min_rank_correlation"],
+        "winner": {"search": fid["winner"]["search"], "larger": fid["winner"]["larger"],
+                   "same": fid["winner"]["same"]},
+        "against_baselines": [_verdict(c) for c in fid["against_baselines"]],
+    }
+
+
+def _verdict(c: Mapping[str, Any]) -> dict:
+    return {"baseline": c["baseline"], "names": c["names"], "verdict": c["verdict"],
+            "difference": c["difference"], "interval": c["interval"], "level": c["level"],
+            "method": c["method"], "seeds": c["seeds"],
+            "baseline_test_target": c["baseline_test_target"],
+            "chosen_test_target": c["chosen_test_target"]}
+
+
+def mixture_document(res: SearchResult, settings: Mapping[str, Any],
+                     fidelity: Mapping[str, Any] | None = None) -> dict:
     c = res.chosen
     proposal = next((t.proposal for t in res.trials if t.run == c["search_run"]), None)
     return {
@@ -81,18 +117,21 @@ def mixture_document(res: SearchResult, settings: Mapping[str, Any]) -> dict:
             "chosen_by": "lowest validation target among the finalists",
         },
         "validation_target_bpb": c["valid_target"],
+        "names": c["names"],
         "test": {"target_bpb_mean": c["test_target_mean"], "target_bpb_sd": c["test_target_sd"],
                  "seeds": len(c["test_targets"]), "bpb_mean": c["test_bpb_mean"]},
         "seed_noise_sd": res.noise_sd,
-        "against_baselines": res.comparisons,
+        "against_baselines": [{**_verdict(c), "differences": c["differences"]}
+                              for c in res.comparisons],
+        "fidelity": None if fidelity is None else fidelity_document(fidelity),
         "skipped_proposers": res.skipped,
         "settings": dict(settings),
     }
 
 
 def write_mixture(out: Path, res: SearchResult, settings: Mapping[str, Any],
-                  export_prefix: str = "export") -> dict:
-    doc = mixture_document(res, settings)
+                  export_prefix: str = "export", fidelity: Mapping[str, Any] | None = None) -> dict:
+    doc = mixture_document(res, settings, fidelity)
     _atomic(out / "mixture.yaml", yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     weights = doc["weights"]
     # Megatron: "W1 PREFIX1 W2 PREFIX2 ..." once the exported shards are preprocessed
@@ -112,3 +151,24 @@ def write_mixture(out: Path, res: SearchResult, settings: Mapping[str, Any],
     }
     _atomic(out / "olmo_source_mixture.yaml", yaml.safe_dump(olmo, sort_keys=False))
     return doc
+
+
+def mix_verdict_lines(s: dict) -> list[str]:
+    """The end of `curate mix` (and of `curate run`): the fidelity result first, then the
+    chosen weights and their paired verdicts against the baselines."""
+    fid = s.get("fidelity")
+    lines = [fid["message"]] if fid else ["no fidelity check (fidelity.enabled is false): "
+                                          "the choice is untested beyond the search proxy"]
+    weights = ", ".join(f"{d} {w:.3f}" for d, w in sorted(s["chosen"].items()))
+    names = " = ".join(s.get("chosen_names") or [s["chosen_strategy"]])
+    lines.append(f"chose {names}: {weights}; test target "
+                 f"{s['test']['target_bpb_mean']:.4f} bits per byte over {s['test']['seeds']} seeds")
+    seen = set()
+    for c in s["against_baselines"]:
+        if tuple(c["names"]) in seen:
+            continue
+        seen.add(tuple(c["names"]))
+        if c["verdict"] == "same":
+            continue
+        lines.append(f"  against {' = '.join(c['names'])}: {describe_interval(c)}")
+    return lines

@@ -22,7 +22,7 @@ from curation.mixture.types import Constraints
 from curation.outputs import locked_output
 
 
-def _proposers(cfg: MixConfig, domains, c, feasible, stats, log, base_url):
+def _proposers(cfg: MixConfig, domains, c, feasible, splits, log, base_url):
     from curation.mixture.proposers import ProposerError, proposer_from_spec
     try:
         baselines = [proposer_from_spec(s, domains, c) for s in cfg.baselines]
@@ -36,12 +36,14 @@ def _proposers(cfg: MixConfig, domains, c, feasible, stats, log, base_url):
                 raise ConfigError(f"proposers: claude takes no parameters here ({extra}); "
                                   f"use claude_model, claude_hide_names, claude_max_usd")
             from curation.claude_client import NoApiKey
-            from curation.mixture.claude import ClaudeProposer
+            from curation.mixture.claude import ClaudeProposer, domain_samples
             try:
                 adaptive.append(ClaudeProposer(
                     domains, c, target=cfg.target.describe(), model=cfg.claude_model,
                     hide_names=cfg.claude_hide_names, project=feasible.project,
                     max_usd=cfg.claude_max_usd,
+                    samples=domain_samples(splits, cfg.claude_samples, cfg.claude_sample_chars,
+                                           cfg.search.seed),
                     **({"client": _client(cfg, base_url)} if base_url else {})))
             except NoApiKey:
                 skipped["claude"] = ("skipped: ANTHROPIC_API_KEY is not set (set it to let "
@@ -60,7 +62,7 @@ def _client(cfg, base_url):
 # what a mix run writes (the proxy cache is not among them: it is kept across runs on
 # purpose, and holds results keyed by content)
 MIX_FILES = ("tokenizer.json", "statistics.json", "candidates.csv", "ratios.csv", "metrics.csv",
-             "mixture.yaml", "megatron_data_path.txt", "olmo_source_mixture.yaml", "summary.json")
+             "mixture.yaml", "megatron_data_path.txt", "olmo_source_mixture.yaml", "fidelity.csv", "summary.json")
 
 
 def _prepare_output(cfg: MixConfig, log, fs) -> None:
@@ -109,6 +111,21 @@ def _sample_summary(cfg: MixConfig, splits, tok, stats: dict, log) -> dict:
     return out
 
 
+# the random draws of the fidelity check: a stream of their own, apart from the search's
+FIDELITY_STREAM = 0xF1DE
+
+
+def _backend(section: str, proxy, splits, tok, cfg: MixConfig):
+    try:
+        if proxy.backend == "transformer":
+            from curation.mixture.transformer import TransformerBackend
+            return TransformerBackend(splits, tok, target=cfg.target.spec(), **proxy.params)
+        from curation.mixture.proxy import NGramBackend
+        return NGramBackend(splits, tok, target=cfg.target.spec(), **proxy.params)
+    except (ImportError, TypeError, ValueError) as e:   # torch missing, bad parameters
+        raise ConfigError(f"{section}: {e}") from None
+
+
 @locked_output("mix", arg="cfg")
 def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
             base_url: str | None = None, progress=None, fs=None) -> dict:
@@ -116,8 +133,8 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
     ``fs`` (a curation.fs.FS) is where the inputs are (default: the local disk)."""
     from curation.mixture.data import load_data_spec
     from curation.mixture.feasibility import FeasibleSet
-    from curation.mixture.outputs import write_mixture, write_tables
-    from curation.mixture.proxy import NGramBackend, ResultCache
+    from curation.mixture.outputs import write_fidelity, write_mixture, write_tables
+    from curation.mixture.proxy import ResultCache
     from curation.mixture.search import run_search
     from curation.mixture.stats import domain_extras, domain_statistics
     from curation.mixture.tokenizer import StatedTokenizer
@@ -160,23 +177,26 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
         f"{tok.description}" + (" (estimated for the sampled domains)" if sample["domains"] else "")
         + f"; budget {c.budget_tokens:,} tokens per proxy run")
 
-    try:
-        if cfg.proxy.backend == "transformer":
-            from curation.mixture.transformer import TransformerBackend
-            backend = TransformerBackend(splits, tok, target=cfg.target.spec(), **cfg.proxy.params)
-        else:
-            backend = NGramBackend(splits, tok, target=cfg.target.spec(), **cfg.proxy.params)
-    except (ImportError, TypeError, ValueError) as e:   # torch missing, bad parameters
-        raise ConfigError(f"proxy: {e}") from None
+    backend = _backend("proxy", cfg.proxy, splits, tok, cfg)
+    larger = cfg.fidelity_proxy()
+    larger_backend = None if larger is None else _backend("fidelity", larger, splits, tok, cfg)
+    if larger is not None and larger_backend.identity() == backend.identity() \
+            and larger.budget_tokens == c.budget_tokens:
+        raise ConfigError("fidelity: the larger proxy is the search proxy itself; give it another "
+                          "backend, budget_tokens or params (or fidelity: {enabled: false})")
     cache = ResultCache(str(out))
 
-    def run_fn(weights, seed, split):
-        out = cache.run(backend, weights, seed, c.budget_tokens, split)
-        if progress is not None:
-            progress.advance()
-        return out
+    def runner(be, budget):
+        def run_fn(weights, seed, split):
+            res = cache.run(be, weights, seed, budget, split)
+            if progress is not None:
+                progress.advance()
+            return res
+        return run_fn
 
-    baselines, adaptive, skipped = _proposers(cfg, domains, c, feasible, stats, log, base_url)
+    run_fn = runner(backend, c.budget_tokens)
+
+    baselines, adaptive, skipped = _proposers(cfg, domains, c, feasible, splits, log, base_url)
     from curation.mixture.proposers import Natural
     natural = Natural(domains, c).propose([], 1, np.random.default_rng(0))[0].weights
     s = cfg.search
@@ -185,8 +205,27 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
                      final_seeds=s.final_seeds, final_top=s.final_top, seed=s.seed, log=log,
                      skipped=skipped)
     t_search = time.time()
+    fid = None
+    if larger is not None:
+        from curation.mixture.fidelity import describe_proxy, run_fidelity
+        from curation.mixture.proposers import proposer_from_spec
+        draw = proposer_from_spec({"name": "random"}, domains, c)
+        extra = draw.propose([], cfg.fidelity.mixtures, np.random.default_rng([s.seed, FIDELITY_STREAM])) \
+            if cfg.fidelity.mixtures else []
+        fid = run_fidelity(res, extra, search_fn=run_fn, larger_fn=runner(larger_backend, larger.budget_tokens),
+                           seeds=cfg.fidelity.seeds,
+                           min_rank_correlation=cfg.fidelity.min_rank_correlation,
+                           search_proxy=describe_proxy(cfg.proxy.backend, c.budget_tokens, cfg.proxy.params),
+                           larger_proxy=describe_proxy(larger.backend, larger.budget_tokens, larger.params),
+                           seed=s.seed, log=log)
+        log(f"mix: fidelity: {fid['message']}")
+    t_fid = time.time()
     names = splits.domains
     write_tables(out, res, names)
+    if fid is not None:
+        write_fidelity(out, fid, names)
+    else:
+        (out / "fidelity.csv").unlink(missing_ok=True)   # an earlier run's, with fidelity on
     settings = {"budget_tokens": c.budget_tokens, "seed": s.seed,
                 "constraints": cfg.constraints.model_dump(), "target": cfg.target.spec(),
                 "target_description": cfg.target.describe(),
@@ -195,31 +234,41 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
                     mode="json", include={"sources", "inputs", "demo", "split", "text_field",
                              "id_field", "domain_field"}),
                 "search": s.model_dump()}
+    if larger is not None:
+        settings["fidelity"] = {**cfg.fidelity.model_dump(), "larger_proxy": larger.model_dump(),
+                                "larger_backend": larger_backend.identity()}
     if sample["domains"]:
         # only then: a mixture whose data all fit is written as it always was
         settings["data_sample"] = sample
-    doc = write_mixture(out, res, settings)
+    doc = write_mixture(out, res, settings, fidelity=fid)
     claude = next((p for p in adaptive if p.name == "claude"), None)
     summary = {
         "command": "mix", "status": "complete",
         "chosen": doc["weights"], "chosen_strategy": doc["provenance"]["strategy"],
+        "chosen_names": doc["names"],
         "test": doc["test"], "against_baselines": doc["against_baselines"],
+        "finalists": [{"mixture": f["mixture"], "names": f["names"], "kind": f["kind"]}
+                      for f in res.finalists],
         "seed_noise_sd": res.noise_sd, "noise_targets": res.noise_targets,
         "proxy_runs": len(res.trials),
         "proxy_runs_computed": sum(not t.cached for t in res.trials),
+        # what differs between a fresh and a resumed run (runs from the cache, seconds)
+        # is kept apart, in fidelity_runs_computed and timings_s
+        "fidelity": None if fid is None else {k: v for k, v in fid.items() if k not in (
+            "runs", "runs_computed", "proxy_seconds", "seconds")},
+        "fidelity_runs": 0 if fid is None else len(fid["runs"]),
+        "fidelity_runs_computed": 0 if fid is None else sum(fid["runs_computed"].values()),
         "best_so_far": res.best_so_far, "projections": res.projections,
         "skipped_proposers": skipped,
         "data_sample": sample,
         "claude": None if claude is None else {
-            "model": claude.model, "hide_names": claude.hide_names,
-            "calls": claude.stats.calls, "failed": claude.stats.failed,
-            "input_tokens": claude.stats.input_tokens, "output_tokens": claude.stats.output_tokens,
-            "cost_usd": round(claude.stats.cost_usd, 6), "retries": claude.stats.retries,
+            "model": claude.model, "hide_names": claude.hide_names, **claude.stats.summary(),
             "rationales": [{"round": t.round, "weights": t.weights,
                             "rationale": t.proposal.rationale if t.proposal else ""}
                            for t in res.trials if t.strategy == "claude" and t.phase == "search"]},
         "timings_s": {"data": round(t_data - t0, 3), "tokenizer_and_stats": round(t_stats - t_data, 3),
-                      "search": round(t_search - t_stats, 3), "total": round(time.time() - t0, 3)},
+                      "search": round(t_search - t_stats, 3),
+                      "fidelity": round(t_fid - t_search, 3), "total": round(time.time() - t0, 3)},
         "config": cfg.model_dump(mode="json"),
     }
     tmp = out / ".summary.json.tmp"

@@ -10,9 +10,12 @@ winner is judged on data none of them searched on.
    sees the baselines' results and its own, not the other proposers': each spends the
    same number of proxy runs, and what it learns comes from those runs.
 4. Final judgement: the best ``final_top`` mixtures of each strategy (by validation
-   target) and every baseline are run with ``final_seeds`` fresh seeds on the test
-   split. The chosen mixture is the finalist with the best validation target; against
-   each baseline, a difference in mean test target under twice the seed noise is a tie.
+   target) and every baseline are run with the same ``final_seeds`` fresh seeds on
+   the test split; two with the same weights are one finalist carrying both names.
+   The chosen mixture is the finalist with the best validation target. Against each
+   baseline, the per-seed paired differences of the test target give a 95% interval
+   and a verdict (`curation.mixture.paired`): better or worse when the interval
+   excludes zero, a tie when it holds it. The seed noise is reported beside them.
 
 Every run goes through the result cache (keyed by mixture, seed, budget, backend,
 split), so a resumed search never redoes one. Nothing here imports Beam.
@@ -27,6 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from curation.mixture.paired import paired_verdict
 from curation.mixture.types import Proposal, ProxyResult, mixture_key
 
 NOISE_SEED_BASE = 0          # seeds of the noise runs: 0..noise_seeds-1
@@ -88,6 +92,26 @@ class Runner:
         self.log(f"mix: run {t.run:3d} {phase:6s} {strategy:12s} round {round_} {split} seed "
                  f"{seed}: target {result.target:.4f}{' (cached)' if cached else ''}")
         return t
+
+
+def compare_with_baselines(chosen: dict, finalists: Sequence[dict], *, seed: int = 0,
+                           key: str = "test_targets") -> list[dict]:
+    """The chosen finalist against every baseline name, from the per-seed paired
+    differences of ``finalist[key]`` (the same seeds on both sides). A baseline that is
+    the chosen mixture itself gets the verdict "same"."""
+    out = []
+    for f in finalists:
+        for name in f["baseline_names"]:
+            if f is chosen:
+                n = len(chosen[key])
+                c = {"difference": 0.0, "interval": [0.0, 0.0], "level": 0.95, "method": "none",
+                     "seeds": n, "differences": [0.0] * n, "verdict": "same"}
+            else:
+                c = paired_verdict(chosen[key], f[key], seed=seed)
+            out.append({"baseline": name, "names": list(f["names"]),
+                        "baseline_test_target": statistics.fmean(f[key]),
+                        "chosen_test_target": statistics.fmean(chosen[key]), **c})
+    return out
 
 
 def run_search(*, baselines: Sequence[Any], adaptive: Sequence[Any], natural: Mapping[str, float],
@@ -153,42 +177,44 @@ def run_search(*, baselines: Sequence[Any], adaptive: Sequence[Any], natural: Ma
             curve.append(best)
         best_so_far[name] = curve
 
-    # final judgement on the test split with fresh seeds
+    # final judgement on the test split with fresh seeds; one mixture under several
+    # names (uniform and UniMax when no cap binds) is run once and carries them all
     candidates: list[tuple[str, Trial]] = [("baseline", t) for t in base_trials]
     for name, ts in own.items():
         for t in sorted(ts, key=lambda t: (t.target, t.run))[:final_top]:
             candidates.append(("candidate", t))
-    finalists, seen = [], set()
+    finalists: list[dict] = []
+    by_key: dict[str, dict] = {}
     for kind, t in candidates:
         key = mixture_key(t.weights)
-        if (t.strategy, key) in seen:
+        if key in by_key:
+            f = by_key[key]
+            if t.strategy not in f["names"]:
+                f["names"].append(t.strategy)
+            if kind == "baseline" and t.strategy not in f["baseline_names"]:
+                f["baseline_names"].append(t.strategy)
             continue
-        seen.add((t.strategy, key))
         tests = [run(t.strategy, t.round, t.weights, FINAL_SEED_BASE + s, "test", "final",
                      t.proposal) for s in range(final_seeds)]
         targets = [x.target for x in tests]
-        finalists.append({
-            "kind": kind, "strategy": t.strategy, "round": t.round, "search_run": t.run,
+        f = {
+            "kind": kind, "strategy": t.strategy, "names": [t.strategy],
+            "baseline_names": [t.strategy] if kind == "baseline" else [],
+            "mixture": key, "round": t.round, "search_run": t.run,
             "weights": t.weights, "valid_target": t.target,
             "test_target_mean": statistics.fmean(targets),
             "test_target_sd": statistics.stdev(targets),
             "test_targets": targets,
+            "test_seeds": [x.seed for x in tests],
             "test_bpb_mean": {d: statistics.fmean(x.result.bpb[d] for x in tests)
                               for d in sorted(t.weights)},
             "rationale": t.proposal.rationale if t.proposal else "",
             "final_runs": [x.run for x in tests],
-        })
+        }
+        by_key[key] = f
+        finalists.append(f)
     chosen = min(finalists, key=lambda f: (f["valid_target"], f["search_run"]))
-    comparisons = []
-    for f in finalists:
-        if f["kind"] != "baseline" or f is chosen:
-            continue
-        diff = chosen["test_target_mean"] - f["test_target_mean"]
-        verdict = ("tie" if abs(diff) < 2 * noise_sd else
-                   "better" if diff < 0 else "worse")
-        comparisons.append({"baseline": f["strategy"], "baseline_test_target": f["test_target_mean"],
-                            "chosen_test_target": chosen["test_target_mean"], "difference": diff,
-                            "two_noise_sd": 2 * noise_sd, "verdict": verdict})
+    comparisons = compare_with_baselines(chosen, finalists, seed=seed)
     return SearchResult(trials=run.trials, noise_sd=noise_sd, noise_targets=noise_targets,
                         finalists=finalists, chosen=chosen, comparisons=comparisons,
                         best_so_far=best_so_far, skipped=dict(skipped or {}),

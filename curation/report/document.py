@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from curation.mixture.paired import describe_interval
 from curation.report import svg
 from curation.report.funnel import DIFF_WORDS
 
@@ -404,10 +405,38 @@ def _weights_text(w: dict) -> str:
     return ", ".join(f"{d} {v:.3f}" for d, v in w.items())
 
 
+def _names(x: dict) -> str:
+    return " = ".join(x.get("names") or [x.get("strategy") or x.get("baseline") or MISSING])
+
+
+def mixture_lead(m: dict) -> str:
+    """The sentence a reviewer acts on: the chosen mixture, its intervals against natural
+    and uniform, and the fidelity result."""
+    ch = m["chosen"]
+    w = ch.get("weights") or {}
+    parts = [f"Chosen: {_names(ch)} (" + ", ".join(f"{d} {w[d]:.3f}" for d in m["domains"] if d in w)
+             + ")"]
+    by = {}
+    for c in m["against_baselines"]:
+        for name in c.get("names") or [c["baseline"]]:
+            by.setdefault(name, c)
+    vs = [f"against {name}, {describe_interval(by[name])}" for name in ("natural", "uniform")
+          if name in by and by[name]["verdict"] != "same"]
+    parts.append("; ".join(vs) if vs else "no natural or uniform baseline to compare with")
+    f = m.get("fidelity") or {}
+    lead = parts[0] + "; " + parts[1] + "."
+    if not f.get("ran"):
+        return lead + " No fidelity check ran: the choice is untested beyond the search proxy."
+    # a warning comes before the weights it qualifies
+    return lead + " " + f["message"] if f.get("supported") else f["message"] + " " + lead
+
+
 @_stage_section("mixture", "The mixture search")
 def mixture_blocks(sec: Section, m: dict, r: dict) -> None:
     doms = m["domains"]
     ru = m["runs"]
+    fid = m.get("fidelity") or {}
+    sec.blocks.append(P(mixture_lead(m), warn=bool(fid.get("ran") and not fid.get("supported"))))
     sec.blocks.append(P(f"Target: {m['target']}, in bits per byte (lower is better). Proxy: "
                         f"{m['backend']} at {n(m['budget_tokens'])} tokens per run under "
                         f"{m['tokenizer']}. {n(ru['total'])} proxy runs ({n(ru['noise'])} noise, "
@@ -415,7 +444,7 @@ def mixture_blocks(sec: Section, m: dict, r: dict) -> None:
     ch = m["chosen"]
     sec.blocks.append(Sub("The chosen mixture"))
     test = ch.get("test") or {}
-    sec.blocks.append(P(f"{ch['strategy']} (round {ch['round']}, search run {ch['search_run']}), "
+    sec.blocks.append(P(f"{_names(ch)} (round {ch['round']}, search run {ch['search_run']}), "
                         f"{ch.get('chosen_by') or 'chosen'}: validation target {f4(ch['validation_target'])}, "
                         f"test target {f4(test.get('target_bpb_mean'))} ± {f4(test.get('target_bpb_sd'))} "
                         f"over {test.get('seeds', MISSING)} seeds."))
@@ -427,11 +456,37 @@ def mixture_blocks(sec: Section, m: dict, r: dict) -> None:
     sec.blocks.append(Table(["domain", "weight", "test bits per byte"],
                             [[d, f4(w.get(d)), f4((test.get("bpb_mean") or {}).get(d))] for d in doms]))
     if m["against_baselines"]:
-        sec.blocks.append(Table(["baseline", "baseline test target", "chosen test target", "difference",
-                                 "2 × seed noise", "verdict"],
-                                [[a["baseline"], f4(a["baseline_test_target"]), f4(a["chosen_test_target"]),
-                                  f4(a["difference"]), f4(a["two_noise_sd"]), a["verdict"]]
-                                 for a in m["against_baselines"]]))
+        sec.blocks.append(_verdict_table(m["against_baselines"]))
+        a = m["against_baselines"][0]
+        sec.blocks.append(P(f"Paired over the same {a['seeds']} test seeds: the difference is the "
+                            f"chosen mixture's target minus the baseline's, seed by seed (negative: "
+                            f"the chosen is better); {_pct(a['level'])} interval by {a['method']}. A "
+                            f"verdict is better or worse only when its interval excludes zero.", True))
+
+    sec.blocks.append(Sub("Proxy fidelity: does a larger proxy agree?"))
+    if not fid.get("ran"):
+        sec.blocks.append(P(f"Not run: {fid.get('why', 'no fidelity result')}.", True))
+    else:
+        rho, tau = fid.get("spearman"), fid.get("kendall")
+        sec.blocks.append(P(
+            f"The finalists and further random mixtures, {len(fid['mixtures'])} in all, were run on the "
+            f"{fid['split']} split with {fid['seeds']} seeds under the search proxy ({fid['search_proxy']}) "
+            f"and a larger one ({fid['larger_proxy']}). Rank agreement of their mean targets: Spearman "
+            f"{f4(rho) if rho is not None else MISSING}, Kendall {f4(tau) if tau is not None else MISSING} "
+            f"(supported from Spearman {fid['min_rank_correlation']:g} with the same winner). The larger "
+            f"proxy's best finalist: {' = '.join(fid['winner']['larger'])}."))
+        pts = [(x["search_target_mean"], x["larger_target_mean"], " = ".join(x["names"]),
+                x["kind"] == "finalist") for x in fid["mixtures"]]
+        title = "Search proxy against the larger proxy, per mixture (test target, bits per byte)"
+        sec.blocks.append(Plot(svg.scatter("fidelity", pts, title=title,
+                                           xlabel=f"search proxy: {fid['search_proxy']}",
+                                           ylabel="larger proxy"), title))
+        sec.blocks.append(Table(["mixture", "kind", "search proxy target", "larger proxy target"],
+                                [[" = ".join(x["names"]), x["kind"], f4(x["search_target_mean"]),
+                                  f4(x["larger_target_mean"])] for x in fid["mixtures"]], text_cols=2))
+        if fid["against_baselines"]:
+            sec.blocks.append(P("The chosen mixture against the baselines on the larger proxy:"))
+            sec.blocks.append(_verdict_table(fid["against_baselines"]))
 
     sec.blocks.append(Sub("Every candidate's weights"))
     cands = m["candidates"]
@@ -465,14 +520,14 @@ def mixture_blocks(sec: Section, m: dict, r: dict) -> None:
     fin = m["finalists"]
     if fin:
         title = "Test bits per byte per domain (mean ± sd over seeds)"
-        series = [(("chosen: " if f["chosen"] else "") + f["strategy"], [f["bpb_mean"][d] for d in doms],
+        series = [(("chosen: " if f["chosen"] else "") + _names(f), [f["bpb_mean"][d] for d in doms],
                    [f["bpb_sd"][d] for d in doms], f["chosen"]) for f in fin]
         sec.blocks.append(Plot(svg.dot_errorbars("test-loss", doms, series, title=title,
                                                  ylabel="bits per byte"), title))
         # finalists as columns: a row per domain keeps the table as narrow as the finalists are few
         kind = ["chosen" if f["chosen"] else "baseline" if f["baseline"] else "candidate" for f in fin]
         sec.blocks.append(Table(["bits per byte (mean ± sd)"]
-                                + [f"{f['strategy']} ({k}, {f['seeds']} seeds)" for f, k in zip(fin, kind)],
+                                + [f"{_names(f)} ({k}, {f['seeds']} seeds)" for f, k in zip(fin, kind)],
                                 [["target"] + [f"{f['target_mean']:.4f} ± {f['target_sd']:.4f}" for f in fin]]
                                 + [[d] + [f"{f['bpb_mean'][d]:.4f} ± {f['bpb_sd'][d]:.4f}" for f in fin]
                                    for d in doms]))
@@ -490,6 +545,23 @@ def mixture_blocks(sec: Section, m: dict, r: dict) -> None:
         sec.blocks.append(Table(["round", "weights", "rationale"],
                                 [[str(x["round"]), _weights_text(x["weights"]), x["rationale"]]
                                  for x in cl["rationales"]], text_cols=99))
+
+
+def _pct(level) -> str:
+    return f"{100 * level:g}%" if isinstance(level, (int, float)) else MISSING
+
+
+def _verdict_table(rows: list[dict]) -> Table:
+    out, seen = [], set()
+    for a in rows:
+        if tuple(a.get("names") or [a["baseline"]]) in seen:
+            continue
+        seen.add(tuple(a.get("names") or [a["baseline"]]))
+        lo, hi = a["interval"]
+        out.append([_names(a), f4(a["baseline_test_target"]), f4(a["chosen_test_target"]),
+                    f"{a['difference']:+.4f}", f"{lo:+.4f} to {hi:+.4f}", a["verdict"]])
+    return Table(["baseline", "baseline target", "chosen target", "difference",
+                  f"{_pct(rows[0]['level'])} interval", "verdict"], out)
 
 
 @_stage_section("export", "The export")
@@ -533,10 +605,14 @@ def timings_blocks(r: dict) -> Section:
         sec.blocks.append(P("Peak memory is the proportional set size (PSS) of the whole process "
                             "tree while the stage ran, Beam's worker processes included, sampled "
                             "every 0.25 s by `curate run`; CPU seconds are summed over that tree."))
-    computed = t["stages"].get("mix", {}).get("proxy_runs_computed")
+    mix = t["stages"].get("mix", {})
+    computed = mix.get("proxy_runs_computed")
     if computed is not None:
-        sec.blocks.append(P(f"Proxy runs computed by this run: {n(computed)} (the others came "
-                            f"from the cache, mix/proxy_cache.jsonl)."))
+        fid = mix.get("fidelity_runs_computed")
+        sec.blocks.append(P(f"Proxy runs computed by this run: {n(computed)} for the search"
+                            + (f", {n(fid)} for the fidelity check ({seconds(mix.get('fidelity_seconds'))} s)"
+                               if fid else "")
+                            + " (the others came from the cache, mix/proxy_cache.jsonl)."))
     return sec
 
 
@@ -564,6 +640,9 @@ def headline(r: dict) -> str:
         w = ch.get("weights") or {}
         parts.append(f"Chosen mixture, {ch['strategy']}: "
                      + ", ".join(f"{d} {w[d]:.3f}" for d in m["domains"] if d in w) + ".")
+        fid = m.get("fidelity") or {}
+        if fid.get("ran") and not fid.get("supported"):
+            parts.append("Not yet supported by the larger proxy (see the mixture section).")
     else:
         parts.append(f"No mixture was chosen: {m.get('why') or 'the mix stage did not run'}.")
     warning = poor_agreement(r, short=True)

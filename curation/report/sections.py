@@ -147,7 +147,8 @@ def _float(x: str) -> float:
     return float(x) if x not in ("", None) else float("nan")
 
 
-def _finalists(rows: list[dict], domains: list[str], chosen_key: str | None, chosen_strategy) -> list[dict]:
+def _finalists(rows: list[dict], domains: list[str], chosen_key: str | None, chosen_strategy,
+               names: dict[str, list[str]] | None = None) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         if r["phase"] == "final":
@@ -161,6 +162,7 @@ def _finalists(rows: list[dict], domains: list[str], chosen_key: str | None, cho
         targets = [_float(r["target_bpb"]) for r in rs]
         bpb = {d: [_float(r[f"bpb_{d}"]) for r in rs] for d in domains}
         out.append(_r({"strategy": strategy, "mixture": key, "round": int(rs[0]["round"]),
+                       "names": (names or {}).get(key) or [strategy],
                        "baseline": int(rs[0]["round"]) == 0,
                        "chosen": key == chosen_key and strategy == chosen_strategy,
                        "seeds": len(rs), "target_mean": statistics.fmean(targets),
@@ -213,11 +215,31 @@ def mixture_section(rd: RunDir) -> dict:
                         "chosen_by": prov.get("chosen_by"),
                         "validation_target": doc.get("validation_target_bpb"),
                         "test": doc.get("test") or s.get("test")})
-    out["finalists"] = _finalists(rows, domains, chosen_key, out["chosen"]["strategy"])
+    names = {f["mixture"]: f["names"] for f in s.get("finalists") or []}
+    out["chosen"]["names"] = doc.get("names") or s.get("chosen_names") or [out["chosen"]["strategy"]]
+    out["finalists"] = _finalists(rows, domains, chosen_key, out["chosen"]["strategy"], names)
     out["seed_noise_sd"] = _r(s.get("seed_noise_sd"))
-    out["against_baselines"] = _r(doc.get("against_baselines") or s.get("against_baselines") or [])
+    out["against_baselines"] = _r([{k: v for k, v in c.items() if k != "differences"}
+                                   for c in doc.get("against_baselines") or s.get("against_baselines") or []])
+    out["fidelity"] = _fidelity(s)
     out["claude"] = _claude(s)
     return out
+
+
+def _fidelity(s: dict) -> dict:
+    f = s.get("fidelity")
+    if not f:
+        return {"ran": False, "why": "the fidelity check was off (fidelity.enabled: false)"}
+    keep = ("supported", "message", "search_proxy", "larger_proxy", "split", "spearman", "kendall",
+            "min_rank_correlation", "winner")
+    out = {k: f.get(k) for k in keep}
+    out["seeds"] = len(f.get("seeds") or [])
+    out["runs"] = s.get("fidelity_runs")
+    out["mixtures"] = [{k: m[k] for k in ("mixture", "kind", "names", "search_target_mean",
+                                          "larger_target_mean")} for m in f.get("mixtures") or []]
+    out["against_baselines"] = [{k: v for k, v in c.items() if k != "differences"}
+                                for c in f.get("against_baselines") or []]
+    return _r({"ran": True, **out})
 
 
 def _claude(s: dict) -> dict:
@@ -314,6 +336,8 @@ def timings_section(rd: RunDir) -> dict:
         if name == "mix":
             # how many came from the cache depends on what earlier runs left: not a result
             out[name]["proxy_runs_computed"] = d.get("proxy_runs_computed")
+            out[name]["fidelity_runs_computed"] = d.get("fidelity_runs_computed")
+            out[name]["fidelity_seconds"] = (d.get("timings_s") or {}).get("fidelity")
     known = [v["seconds"] for v in out.values() if v["seconds"] is not None]
     return {"stages": out, "total_seconds": _r(sum(known), 3) if known else None,
             "run_status": (rd.run or {}).get("status")}

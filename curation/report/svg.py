@@ -205,6 +205,33 @@ def line_chart(name: str, series: dict[str, Sequence[tuple[float, float]]], *, t
     return _svg(name, w, h, title, body)
 
 
+def scatter(name: str, points: Sequence[tuple[float, float, str, bool]], *, title: str,
+            xlabel: str = "", ylabel: str = "") -> str:
+    """(x, y, label, highlighted) points; a highlighted one is drawn larger and labelled."""
+    w, top, left, bottom = WIDTH, 34, 60, 44
+    plot_w, plot_h = w - left - 16, 260
+    h = top + plot_h + bottom
+    xs, ys = [p[0] for p in points] or [0, 1], [p[1] for p in points] or [0, 1]
+    xpad, ypad = (max(xs) - min(xs)) * 0.05 or 0.01, (max(ys) - min(ys)) * 0.05 or 0.01
+    xt, yt = nice_ticks(min(xs) - xpad, max(xs) + xpad), nice_ticks(min(ys) - ypad, max(ys) + ypad)
+    x_of = lambda v: left + plot_w * (v - xt[0]) / (xt[-1] - xt[0])  # noqa: E731
+    y_of = lambda v: top + plot_h * (1 - (v - yt[0]) / (yt[-1] - yt[0]))  # noqa: E731
+    body = [_text(8, 16, title, extra=' font-weight="bold"')]
+    body += _y_axis(yt, y_of, left, w - 16)
+    for t in xt:
+        body.append(_text(x_of(t), top + plot_h + 14, fmt_num(t), "middle"))
+    for x, y, label, hi in sorted(points, key=lambda p: p[3]):     # highlighted ones on top
+        c = color(0) if hi else "#888888"
+        body.append(f'<circle cx="{_n(x_of(x))}" cy="{_n(y_of(y))}" r="{5.5 if hi else 3.5}" '
+                    f'fill="{c}"><title>{escape(f"{label}: {x:.4f}, {y:.4f}")}</title></circle>')
+        if hi:
+            body.append(_text(x_of(x) + 8, y_of(y) - 6, label))
+    body.append(_text(left + plot_w / 2, h - 8, xlabel, "middle"))
+    body.append(_text(12, top + plot_h / 2, ylabel, "middle",
+                      f' transform="rotate(-90 12 {_n(top + plot_h / 2)})"'))
+    return _svg(name, w, h, title, body)
+
+
 def _log_ticks(top: float) -> list[int]:
     """1, 10, 100, ... up to the first power of ten at or above top (the baseline is 0)."""
     ticks, t = [1], 1
