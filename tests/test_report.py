@@ -171,6 +171,12 @@ def test_mixture_section_leads_with_the_verdicts_and_the_fidelity_result(report_
     lead = html_unescape(first)
     assert "Chosen: " in lead and "against natural" in lead and "95% CI" in lead
     assert f["message"] in lead
+    # the fidelity runs count in the cost section (and their seconds in the timings)
+    assert r["cost"]["proxy_runs"]["fidelity_runs"] == summary["fidelity_runs"] > 0
+    cost = re.search(r'<section id="cost">(.*?)</section>', html, re.S).group(1)
+    assert f"{summary['fidelity_runs']:,} for the fidelity check" in cost
+    timings = re.search(r'<section id="timings">(.*?)</section>', html, re.S).group(1)
+    assert "for the fidelity check (" in timings
     # paired intervals beside the verdicts, not twice the noise
     assert "95% interval" in sec and "2 × seed noise" not in sec
     # the larger proxy disagrees: a warning, before the chosen weights

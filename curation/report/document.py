@@ -577,13 +577,23 @@ def export_blocks(sec: Section, e: dict, r: dict) -> None:
 def cost_blocks(r: dict) -> Section:
     c = r["cost"]
     sec = Section("cost", "Cost")
+    pr = c.get("proxy_runs")
+    proxy = None if not pr else P(
+        f"Proxy training runs (compute on this machine, no API charge; their seconds are under "
+        f"Time per stage): {n(pr['search_runs'])} for the mixture search"
+        + (f" and {n(pr['fidelity_runs'])} for the fidelity check, on both proxies (the larger: "
+           f"{pr['larger_proxy']})" if pr.get("fidelity_runs") else "") + ".")
     if not c["rows"]:
         sec.blocks.append(P(f"Not available: {c['why_empty']}.", True))
+        if proxy:
+            sec.blocks.append(proxy)
         return sec
     sec.blocks.append(Table(["stage", "what", "input tokens", "output tokens", "US dollars", "from"],
                             [[x["stage"], x["what"], n(x.get("input_tokens")), n(x.get("output_tokens")),
                               f"{x.get('usd') or 0:.4f}", x["source"]] for x in c["rows"]]
                             + [["total", "", "", "", f"{c['total_usd']:.4f}", ""]], text_cols=2))
+    if proxy:
+        sec.blocks.append(proxy)
     return sec
 
 

@@ -306,7 +306,14 @@ def cost_section(rd: RunDir) -> dict:
                         "source": "run.json"})
         if row:
             rows.append(_r({"stage": name, **row}))
+    proxy = None
+    if mix.complete:
+        # compute, not API dollars: what the search and its fidelity check each ran
+        proxy = {"search_runs": mix.data.get("proxy_runs"),
+                 "fidelity_runs": mix.data.get("fidelity_runs", 0),
+                 "larger_proxy": (mix.data.get("fidelity") or {}).get("larger_proxy")}
     return {"rows": rows, "total_usd": _r(sum(r.get("usd") or 0.0 for r in rows)),
+            "proxy_runs": proxy,
             "why_empty": None if rows else
             "no stage that calls an API ran (label and mix are absent)"}
 
