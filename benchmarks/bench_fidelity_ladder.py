@@ -19,7 +19,8 @@ configs/mix/demo.yaml at the first rung's budget. Every mixture runs on the test
 with ``--seeds`` seeds (10000...) under every rung: the same seeds draw the same
 documents in every rung (common random numbers). Printed: each rung's mean target per
 mixture, Spearman and Kendall between every pair of rungs, each rung's best mixture,
-the seed noise (sd of the per-seed targets, averaged over mixtures), seconds per run.
+the same among the ``--top`` best mixtures of the first rung, the seed noise (sd of the
+per-seed targets, averaged over mixtures), seconds per run.
 Results are cached in benchmarks/out/fidelity_ladder/ (a rerun recomputes nothing) and
 written to benchmarks/out/fidelity_ladder.json.
 """
@@ -69,6 +70,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="seed of the random samples")
     ap.add_argument("--rung", action="append", help="a rung (repeatable; default: three n-gram rungs)")
+    ap.add_argument("--top", type=int, default=5, help="also rank only the best TOP mixtures of the "
+                    "first rung: agreement among good mixtures is what a choice needs")
     args = ap.parse_args()
     import numpy as np
 
@@ -141,12 +144,20 @@ def main() -> int:
     for k in sorted(keys, key=lambda k: table[names[0]]["means"][k]):
         print(f"| {mixtures[k][0]} | " + " | ".join(f"{table[n]['means'][k]:.4f}" for n in names) + " |")
     pairs = []
-    print("\n| rung | rung | Spearman | Kendall | same best |\n|---|---|---:|---:|---|")
+    top = sorted(keys, key=table[names[0]]["means"].get)[:args.top]
+    print(f"\n| rung | rung | Spearman | Kendall | Spearman, top {len(top)} | Kendall, top {len(top)} "
+          f"| same best |\n|---|---|---:|---:|---:|---:|---|")
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:+.3f}"
     for a, b in itertools.combinations(names, 2):
         ra = rank_agreement([table[a]["means"][k] for k in keys], [table[b]["means"][k] for k in keys])
+        rt = rank_agreement([table[a]["means"][k] for k in top], [table[b]["means"][k] for k in top])
         same = min(keys, key=table[a]["means"].get) == min(keys, key=table[b]["means"].get)
-        pairs.append({"a": a, "b": b, **ra, "same_best": same})
-        print(f"| {a} | {b} | {ra['spearman']:+.3f} | {ra['kendall']:+.3f} | {'yes' if same else 'no'} |")
+        pairs.append({"a": a, "b": b, **ra, "top": {"mixtures": [mixtures[k][0] for k in top], **rt},
+                      "same_best": same})
+        print(f"| {a} | {b} | {fmt(ra['spearman'])} | {fmt(ra['kendall'])} | {fmt(rt['spearman'])} "
+              f"| {fmt(rt['kendall'])} | {'yes' if same else 'no'} |")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "fidelity_ladder.json").write_text(json.dumps(
         {"corpus": args.corpus, "seeds": args.seeds, "mixtures": {k: mixtures[k][0] for k in keys},

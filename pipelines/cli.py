@@ -271,9 +271,13 @@ def _mix_parser(sub):
                     "budgets of proxy training runs, judge the best on a held-out test split "
                     "with fresh seeds, and write the chosen mixture with its evidence.",
         epilog="OUTPUT then holds candidates.csv (every proxy run), ratios.csv and metrics.csv, "
-               "mixture.yaml (the chosen mixture, its provenance and test result against "
-               "every baseline), megatron_data_path.txt, olmo_source_mixture.yaml, "
-               "statistics.json, tokenizer.json, proxy_cache.jsonl and summary.json. The "
+               "fidelity.csv (the finalists and random mixtures rerun on the larger proxy of "
+               "the config's fidelity section), mixture.yaml (the chosen mixture, its provenance, "
+               "its paired 95% intervals and verdicts against every baseline, and the fidelity "
+               "result), megatron_data_path.txt, olmo_source_mixture.yaml, "
+               "statistics.json, tokenizer.json, proxy_cache.jsonl and summary.json. The end "
+               "of the output says whether the larger proxy supports the choice, then the "
+               "chosen weights. The "
                "Claude proposer needs ANTHROPIC_API_KEY; without it, it is skipped and the "
                "summary says so.")
     p.add_argument("--config", required=True, help="mix YAML (see configs/mix/demo.yaml)")
