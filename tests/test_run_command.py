@@ -368,3 +368,8 @@ def test_curate_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
     mix = yaml.safe_load((out / "mix" / "mixture.yaml").read_text())
     assert len(mix["weights"]) == 8          # every demo domain survives to the mixture
     assert (out / "report.html").stat().st_size > 50_000
+    # the end of the run: the fidelity result, then the chosen weights with their intervals
+    lines = err.splitlines()
+    i = lines.index(f"demo: mix: {mix['fidelity']['message']}")
+    assert lines[i + 1].startswith("demo: mix: chose ") and "95% CI" in lines[i + 2]
+    assert mix["fidelity"]["larger_proxy"] == "ngram (order 4) at 2,000,000 tokens"
