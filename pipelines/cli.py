@@ -92,6 +92,11 @@ def _dedup_parser(sub):
                     help="with --verify estimate, accept estimates down to this many standard "
                          "errors below the threshold (default 2; 0 = the threshold itself); "
                          "LSH bands are chosen for that lower candidate threshold")
+    mh.add_argument("--kept-tolerance", type=float,
+                    help="every removed member must reach the threshold minus this (default "
+                         "0.15) with the document its cluster keeps, by the --verify measure; "
+                         "members that only chain to it are split off into clusters of their "
+                         "own (not with --verify none)")
     mh.add_argument("--cc-max-rounds", type=int,
                     help="large-star/small-star rounds unrolled in the graph (default 24); "
                          "the run fails if the last one still changed a label")
@@ -594,7 +599,7 @@ _INPUT_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "d
 _FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample", "split_bytes")
 _SCORE_KEYS = _INPUT_KEYS + ("model", "min_score", "keep_top", "keep_top_by", "batch_size", "split_bytes")
 _CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
-                              "family", "bands", "rows", "verify", "verify_tolerance", "cc_max_rounds",
+                              "family", "bands", "rows", "verify", "verify_tolerance", "kept_tolerance", "cc_max_rounds",
                               "lsh_partitions", "batch_size", "split_bytes")
 
 

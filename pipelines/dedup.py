@@ -20,7 +20,8 @@ partitions (on an object store each file is a paid write):
   │   FetchFirst and VerifySecond, the first document's rows shuffled to the second's;
   │   build_dedup's verify_by)
   ├─ exact + verified edges ─ large-star/small-star rounds on edge arrays ─ (node, root)
-  ├─ labels grouped by the root's file ─ the root's id from its side file
+  ├─ labels grouped by the root's file ─ each member checked against its root (members
+  │   that only chain to it are split off: resolve_against_kept) ─ the roots' ids
   └─ decisions grouped per input file ─ WriteShard re-reads that file and writes kept
      documents, cluster rows and rejected records
 
@@ -29,9 +30,10 @@ band key with its band and ordinal per band (17 bytes each); the shuffles hold o
 whose number grows with the duplicates, not the corpus.
 
 Keep rule: each cluster keeps its minimum node, i.e. the first occurrence in input
-order (inputs sorted by path, then line or row); every other member is removed as
-an exact duplicate (same normalised text as an earlier document) or a near
-duplicate, and its `cluster_id` is the kept document's id.
+order (inputs sorted by path, then line or row); every other member that reaches
+the kept-check threshold with it is removed as an exact duplicate (same normalised
+text as an earlier document) or a near duplicate, and its `cluster_id` is the kept
+document's id.
 """
 from __future__ import annotations
 
@@ -312,6 +314,19 @@ class _SideFiles:
         for u, a in split_by(units.locate(ordinals), pos=np.arange(len(ordinals))):
             yield self.get(units.stems[u], units.lo[u]), a["pos"]
 
+    def fetch(self, units: _Units, ordinals: np.ndarray, exact: bool):
+        """Signatures (an (n, num_perm) array) or, with `exact`, shingle sets (a list)."""
+        if exact:
+            out = [None] * len(ordinals)
+            for side, pos in self.by_unit(units, ordinals):
+                for i, g in zip(pos, side.shingles(ordinals[pos])):
+                    out[i] = g
+            return out
+        out = np.empty((len(ordinals), self.num_perm), dtype=np.uint32)
+        for side, pos in self.by_unit(units, ordinals):
+            out[pos] = side.signatures(ordinals[pos])
+        return out
+
 
 class VerifyEdges(beam.DoFn):
     """Distinct candidate edges of one pair partition, verified by reading the two
@@ -330,17 +345,7 @@ class VerifyEdges(beam.DoFn):
         self.sides = _SideFiles(fs, _Work(fs, self.output), self.num_perm)
 
     def _fetch(self, units, ordinals):
-        """Signatures (an (n, num_perm) array) or shingle sets (a list) of `ordinals`."""
-        if self.verify == "exact":
-            out = [None] * len(ordinals)
-            for side, pos in self.sides.by_unit(units, ordinals):
-                for i, g in zip(pos, side.shingles(ordinals[pos])):
-                    out[i] = g
-        else:
-            out = np.empty((len(ordinals), self.num_perm), dtype=np.uint32)
-            for side, pos in self.sides.by_unit(units, ordinals):
-                out[pos] = side.signatures(ordinals[pos])
-        return out
+        return self.sides.fetch(units, ordinals, self.verify == "exact")
 
     def _candidates(self, kv, signed):
         """(units, distinct candidate edges a, b) of one group, counted."""
@@ -536,12 +541,77 @@ class _CheckConverged(beam.DoFn):
         yield labels
 
 
-class RootIds(beam.DoFn):
-    """Labels whose roots live in one file -> (node's unit key, (node, root) arrays, root ids)."""
+def _jaccard(x, y, exact: bool) -> np.ndarray:
+    """Row-wise Jaccard of two aligned lists of shingle sets (exact) or signature arrays."""
+    if exact:
+        return np.array([exact_jaccard(a, b) for a, b in zip(x, y)], dtype=np.float64)
+    return estimate_jaccard(x, y)
 
-    def __init__(self, output: str, num_perm: int):
+
+def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: float,
+                         exact: bool, chunk: int = 1 << 16) -> tuple[np.ndarray, dict]:
+    """The guardrail against chained clusters: every member must reach `threshold`
+    with the document its cluster keeps (its root), by the same measure the edges were
+    verified with. Members that only chain to it through others are split off; within
+    each cluster, the split members are resolved again the same way, in input order: a
+    member joins the first new cluster whose kept document it reaches, or keeps itself
+    and starts one. Returns the new root of every node and counts (a
+    cluster left with one document is no cluster: the caller drops it).
+
+    ``fetch(ordinals)`` gives signatures (an (n, P) array) or shingle sets (a list)."""
+    new_root = root.copy()
+    member = np.flatnonzero(node != root)
+    bad_parts = []
+    for lo in range(0, len(member), chunk):
+        m = member[lo:lo + chunk]
+        need, inv = np.unique(np.concatenate([node[m], root[m]]), return_inverse=True)
+        got = fetch(need)
+        a, b = inv[:len(m)], inv[len(m):]
+        if exact:
+            j = _jaccard([got[i] for i in a], [got[i] for i in b], True)
+        else:
+            j = _jaccard(got[a], got[b], False)
+        bad_parts.append(m[j < threshold])
+    bad = np.concatenate(bad_parts) if bad_parts else np.zeros(0, np.int64)
+    counts = {"members_checked": int(len(member)), "members_split": int(len(bad)),
+              "clusters_split": 0}
+    if not len(bad):
+        return new_root, counts
+    got = fetch(node[bad])            # node is sorted, so bad is in input order too
+    pos = {int(o): i for i, o in enumerate(node[bad])}
+    for r, part in split_by(root[bad], i=bad):
+        counts["clusters_split"] += 1
+        subroots: list[int] = []      # ordinals of the new kept documents, in input order
+        for i in part["i"]:
+            o = int(node[i])
+            if subroots:
+                if exact:
+                    j = _jaccard([got[pos[o]]] * len(subroots), [got[pos[s]] for s in subroots], True)
+                else:
+                    mine = got[pos[o]][None, :]
+                    j = _jaccard(np.repeat(mine, len(subroots), 0),
+                                 got[[pos[s] for s in subroots]], False)
+                hit = np.flatnonzero(j >= threshold)
+                if len(hit):
+                    new_root[i] = subroots[int(hit[0])]
+                    continue
+            subroots.append(o)
+            new_root[i] = o
+    return new_root, counts
+
+
+class RootIds(beam.DoFn):
+    """Labels whose roots live in one file -> (node's unit key, (node, root) arrays, root ids),
+    each member checked against its root first (`resolve_against_kept`; not with
+    --verify none)."""
+
+    def __init__(self, output: str, num_perm: int, threshold: float = 0.0, verify: str = "none"):
         self.output, self.num_perm = output, num_perm
+        self.threshold, self.verify = threshold, verify
         self._cache = {}
+        self.c = {name: _counter(f"kept_check_{name}") for name in
+                  ("members_checked", "members_split", "clusters_split", "new_clusters",
+                   "documents_left_alone")}
 
     def setup(self):
         fs = BeamFS()
@@ -553,6 +623,19 @@ class RootIds(beam.DoFn):
         e = concat([unpack(c) for c in chunks], _EDGE)
         roots = np.unique(e["b"])
         node, root = unique_pairs(np.concatenate([e["a"], roots]), np.concatenate([e["b"], roots]))
+        if self.verify != "none":
+            exact = self.verify == "exact"
+            root, counts = resolve_against_kept(
+                node, root, lambda o: self.sides.fetch(units, o, exact), self.threshold, exact)
+            # a document left alone by the check belongs to no cluster: no decision, kept
+            kept, inv, size = np.unique(root, return_inverse=True, return_counts=True)
+            alone = size[inv] == 1
+            counts["new_clusters"] = int(np.isin(kept[size > 1], roots, invert=True).sum())
+            counts["documents_left_alone"] = int(alone.sum())
+            node, root = node[~alone], root[~alone]
+            for k, v in counts.items():
+                self.c[k].inc(v)
+            roots = np.unique(root)
         ids = np.empty(len(roots), dtype=object)
         for side, pos in self.sides.by_unit(units, roots):
             ids[pos] = side.ids(roots[pos])
@@ -641,6 +724,7 @@ class WriteShard(beam.DoFn):
 def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
                 fields: FieldMap, minhash: dict, bands: int, rows: int, threshold: float,
                 verify: str, cc_max_rounds: int, max_doc_bytes: int, strict: bool,
+                kept_threshold: float | None = None,
                 batch_size: int, lsh_partitions: int = 64, split_bytes: int = DEFAULT_SPLIT_BYTES,
                 verify_by: str | None = None):
     """Add the dedup transforms to `p`; returns the PCollection of written units' keys.
@@ -685,7 +769,9 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
                      | "AllEdges" >> beam.Flatten()
                      | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions)
                      | "GroupByRootFile" >> beam.GroupByKey()
-                     | "RootIds" >> beam.ParDo(RootIds(output, num_perm), AsList(signed)))
+                     | "RootIds" >> beam.ParDo(RootIds(output, num_perm, threshold if kept_threshold is None
+                                                       else kept_threshold, verify),
+                                               AsList(signed)))
     return ({"file": files_kv, "dec": per_root_file, "dup": grouped.dups}
             | "JoinFiles" >> beam.CoGroupByKey()
             | "WriteShards" >> beam.ParDo(WriteShard(output, fmt, fields, max_doc_bytes, strict)))

@@ -60,7 +60,8 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     build_dedup(p, files, output=cfg.output, fmt=cfg.output_format, fields=fields,
                 minhash=minhash, bands=lsh.bands, rows=lsh.rows,
                 threshold=lsh.verify_threshold if cfg.verify == "estimate" else cfg.threshold,
-                verify=cfg.verify, cc_max_rounds=cfg.cc_max_rounds,
+                verify=cfg.verify, kept_threshold=cfg.threshold - cfg.kept_tolerance,
+                cc_max_rounds=cfg.cc_max_rounds,
                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size,
                 lsh_partitions=cfg.lsh_partitions, split_bytes=cfg.split_bytes)
     ran = run_pipeline(p, "dedup", runner, params, dry_run=dry_run, t0=t0)
@@ -98,6 +99,14 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                                  "changed_nodes_per_round": changes[: (converged_at or len(changes))]},
         "near_duplicate_edges": {k: raw.get(k, 0) for k in (
             "near_candidate_edges", "near_edges_verified", "near_edges_below_threshold")},
+        # every removal checked against the document its cluster keeps; members that only
+        # chained to it were split off into clusters of their own
+        "kept_check": ({"threshold": cfg.threshold - cfg.kept_tolerance,
+                        "measure": "exact Jaccard" if cfg.verify == "exact" else "estimated Jaccard",
+                        **{k: raw.get(f"kept_check_{k}", 0) for k in (
+                            "members_checked", "members_split", "clusters_split", "new_clusters",
+                            "documents_left_alone")}}
+                       if cfg.verify != "none" else {"skipped": "--verify none"}),
         "counters": dict(sorted(raw.items())),
     }
     path = write_manifest(fs, cfg.output, manifest)

@@ -1,0 +1,117 @@
+"""The guardrail against chained clusters (issue 15): every removal is checked against
+the document its cluster keeps, and members that only chain to it are split off."""
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+
+from curation.io import read_rows
+from curation.lsh import exact_jaccard
+from curation.minhash import MinHasher
+from pipelines.cli import main
+from pipelines.dedup import resolve_against_kept
+
+FAST = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+def chain(n_words=400, segment=32, links=4, seed=3):
+    """A-B-C-D...: each a copy of the one before with a fresh segment of `segment` words
+    replaced at a new place: neighbours reach a word-5-gram Jaccard of 0.83, A and C
+    0.69, A and D 0.57."""
+    rng = random.Random(seed)
+    words = [f"w{rng.randrange(10**9)}" for _ in range(n_words)]
+    docs = [list(words)]
+    for k in range(1, links):
+        nxt = list(docs[-1])
+        start = 10 + (k - 1) * (segment + 40)
+        nxt[start:start + segment] = [f"x{k}_{rng.randrange(10**9)}" for _ in range(segment)]
+        docs.append(nxt)
+    return [" ".join(d) for d in docs]
+
+
+def shingles(text, n=5):
+    w = re.sub(r"\W+", " ", text.lower()).split()
+    return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+def jac(a, b):
+    sa, sb = shingles(a), shingles(b)
+    return len(sa & sb) / len(sa | sb)
+
+
+def test_the_planted_chain_is_what_it_says():
+    a, b, c, d = chain()
+    assert min(jac(a, b), jac(b, c), jac(c, d)) > 0.82     # every neighbour pair above 0.8
+    assert jac(a, c) < 0.7 and jac(a, d) < 0.6             # A-D far below
+
+
+@pytest.mark.parametrize("verify, tolerance, clusters, kept, counts", [
+    # the default tolerance (0.15: at least 0.65 with the kept document): C (0.69 with A)
+    # stays, D (0.57) is split off and, matching no other split member, stands alone
+    ("exact", None, {"A": ("A", True), "B": ("A", False), "C": ("A", False)},
+     ["A", "D", "U"], (3, 1, 1, 0, 1)),
+    ("estimate", None, {"A": ("A", True), "B": ("A", False), "C": ("A", False)},
+     ["A", "D", "U"], (3, 1, 1, 0, 1)),
+    # at least 0.75: C and D both leave A and form a cluster of their own, kept by C
+    ("exact", "0.05", {"A": ("A", True), "B": ("A", False), "C": ("C", True), "D": ("C", False)},
+     ["A", "C", "U"], (3, 2, 1, 1, 0)),
+])
+def test_a_chain_is_split_where_it_leaves_the_kept_document(tmp_path, verify, tolerance, clusters,
+                                                            kept, counts):
+    a, b, c, d = chain()
+    unrelated = " ".join(f"u{i}" for i in range(300))
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
+                           for i, t in [("A", a), ("B", b), ("C", c), ("D", d), ("U", unrelated)]))
+    out = tmp_path / "out"
+    # 64 bands of 4 rows: every pair of the chain is a candidate, so what the run decides
+    # is the verification's and the check's doing, not LSH's luck
+    extra = ["--kept-tolerance", tolerance] if tolerance else []
+    assert main(["dedup", "--input", str(src), "--output", str(out), "--verify", verify,
+                 "--num-perm", "256", "--bands", "64", "--rows", "4", *extra,
+                 "--output-format", "jsonl.gz", *FAST]) == 0
+    rows = {r["id"]: r for p in sorted((out / "clusters").glob("*")) for r in read_rows(str(p))}
+    # without the check the whole chain would be one cluster kept by A
+    assert {k: (r["cluster_id"], r["kept"]) for k, r in rows.items()} == clusters
+    got = sorted(r["id"] for p in (out / "documents").glob("*") for r in read_rows(str(p)))
+    assert got == kept
+    m = json.loads((out / "manifest.json").read_text())
+    k = m["kept_check"]
+    assert (k["members_checked"], k["members_split"], k["clusters_split"], k["new_clusters"],
+            k["documents_left_alone"]) == counts
+    assert k["threshold"] == pytest.approx(0.8 - float(tolerance or 0.15))
+    assert m["balance"]["ok"]
+    assert m["counts"]["removed_near"] == sum(not kept for _, kept in clusters.values())
+
+
+def _fetch_from(sigs):
+    return lambda ordinals: sigs[ordinals]
+
+
+def test_resolve_against_kept_on_signatures():
+    a, b, c, d = chain()
+    mh = MinHasher(num_perm=256, seed=1)
+    sigs = mh.signatures([a, b, c, d, a])             # ordinal 4: an exact copy of A
+    node = np.arange(5)
+    root = np.zeros(5, np.int64)                      # one chained cluster kept by A
+    new, counts = resolve_against_kept(node, root, _fetch_from(sigs), 0.8, exact=False)
+    assert new.tolist() == [0, 0, 2, 2, 0]
+    assert counts == {"members_checked": 4, "members_split": 2, "clusters_split": 1}
+    # nothing to split: the roots are unchanged and nothing is fetched twice
+    new, counts = resolve_against_kept(node[:2], root[:2], _fetch_from(sigs), 0.8, exact=False)
+    assert new.tolist() == [0, 0] and counts["members_split"] == 0
+
+
+def test_a_split_member_that_matches_nothing_keeps_itself():
+    texts = chain(links=3) + [" ".join(f"z{i}" for i in range(400))]
+    sh = [np.array(sorted(hash(s) for s in shingles(t)), dtype=np.int64) for t in texts]
+    fetch = lambda o: [sh[i] for i in o]               # noqa: E731
+    node, root = np.arange(4), np.zeros(4, np.int64)
+    new, counts = resolve_against_kept(node, root, fetch, 0.8, exact=True)
+    # C chains to A through B; Z (an unrelated document a bad edge pulled in) stands alone
+    assert new.tolist() == [0, 0, 2, 3]
+    assert counts["members_split"] == 2 and exact_jaccard(sh[0], sh[2]) < 0.8
