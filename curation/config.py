@@ -83,6 +83,8 @@ class DedupConfig(InputConfig):
     # the guardrail: a member stays in its cluster only within this much of the threshold
     # to the document the cluster keeps (docs/architecture.md, "Clusters")
     kept_tolerance: float = Field(0.15, ge=0.0, lt=1.0)
+    max_cluster_size: int | None = Field(None, ge=2)
+    on_large_cluster: Literal["keep", "split", "fail"] = "keep"
     cc_max_rounds: int = Field(24, ge=1, le=200)
     lsh_partitions: int = Field(64, ge=1, le=1_000_000)
     batch_size: int = Field(2048, ge=1)

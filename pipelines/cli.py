@@ -97,6 +97,12 @@ def _dedup_parser(sub):
                          "0.15) with the document its cluster keeps, by the --verify measure; "
                          "members that only chain to it are split off into clusters of their "
                          "own (not with --verify none)")
+    mh.add_argument("--max-cluster-size", type=int, metavar="N",
+                    help="flag clusters of more than N documents (default: off); the manifest "
+                         "counts them and --on-large-cluster decides")
+    mh.add_argument("--on-large-cluster", choices=["keep", "split", "fail"],
+                    help="with --max-cluster-size: keep its removals as decided (default), "
+                         "split it (keep every document in it), or fail the run")
     mh.add_argument("--cc-max-rounds", type=int,
                     help="large-star/small-star rounds unrolled in the graph (default 24); "
                          "the run fails if the last one still changed a label")
@@ -599,7 +605,8 @@ _INPUT_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "d
 _FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample", "split_bytes")
 _SCORE_KEYS = _INPUT_KEYS + ("model", "min_score", "keep_top", "keep_top_by", "batch_size", "split_bytes")
 _CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
-                              "family", "bands", "rows", "verify", "verify_tolerance", "kept_tolerance", "cc_max_rounds",
+                              "family", "bands", "rows", "verify", "verify_tolerance", "kept_tolerance",
+                              "max_cluster_size", "on_large_cluster", "cc_max_rounds",
                               "lsh_partitions", "batch_size", "split_bytes")
 
 
@@ -739,6 +746,10 @@ def _main(argv: list[str] | None) -> int:
         msg = _os_error_message(e, getattr(args, "output", None))
         if msg:
             print(f"curate: error: {msg}", file=sys.stderr)
+            return 1
+        m = re.search(r"LargeClusterError: (.+?)(?: \[while running|$)", f"{type(e).__name__}: {e}", re.S)
+        if m:        # --on-large-cluster fail: a decision of ours, said plainly
+            print(f"curate: error: {m.group(1).strip()}", file=sys.stderr)
             return 1
         shown = True
         raise

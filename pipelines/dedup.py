@@ -73,6 +73,9 @@ CLUSTER_SCHEMA = pa.schema([
     pa.field("reason", pa.string()),
     pa.field("source", pa.string()),
     pa.field("line", pa.int64()),
+    # the removed member's Jaccard with the kept document, by the --verify measure (the
+    # signature estimate, or exact); null for the kept one and with --verify none
+    pa.field("jaccard", pa.float64()),
 ])
 
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
@@ -549,17 +552,19 @@ def _jaccard(x, y, exact: bool) -> np.ndarray:
 
 
 def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: float,
-                         exact: bool, chunk: int = 1 << 16) -> tuple[np.ndarray, dict]:
+                         exact: bool, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray, dict]:
     """The guardrail against chained clusters: every member must reach `threshold`
     with the document its cluster keeps (its root), by the same measure the edges were
     verified with. Members that only chain to it through others are split off; within
     each cluster, the split members are resolved again the same way, in input order: a
     member joins the first new cluster whose kept document it reaches, or keeps itself
-    and starts one. Returns the new root of every node and counts (a
-    cluster left with one document is no cluster: the caller drops it).
+    and starts one. Returns the new root of every node, its Jaccard with it (NaN
+    for the roots) and counts (a cluster left with one document is no cluster: the
+    caller drops it).
 
     ``fetch(ordinals)`` gives signatures (an (n, P) array) or shingle sets (a list)."""
     new_root = root.copy()
+    jac = np.full(len(node), np.nan)
     member = np.flatnonzero(node != root)
     bad_parts = []
     for lo in range(0, len(member), chunk):
@@ -571,12 +576,13 @@ def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: f
             j = _jaccard([got[i] for i in a], [got[i] for i in b], True)
         else:
             j = _jaccard(got[a], got[b], False)
+        jac[m] = j
         bad_parts.append(m[j < threshold])
     bad = np.concatenate(bad_parts) if bad_parts else np.zeros(0, np.int64)
     counts = {"members_checked": int(len(member)), "members_split": int(len(bad)),
               "clusters_split": 0}
     if not len(bad):
-        return new_root, counts
+        return new_root, jac, counts
     got = fetch(node[bad])            # node is sorted, so bad is in input order too
     pos = {int(o): i for i, o in enumerate(node[bad])}
     for r, part in split_by(root[bad], i=bad):
@@ -594,10 +600,16 @@ def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: f
                 hit = np.flatnonzero(j >= threshold)
                 if len(hit):
                     new_root[i] = subroots[int(hit[0])]
+                    jac[i] = j[int(hit[0])]
                     continue
             subroots.append(o)
             new_root[i] = o
-    return new_root, counts
+            jac[i] = np.nan
+    return new_root, jac, counts
+
+
+class LargeClusterError(RuntimeError):
+    """A cluster above --max-cluster-size with --on-large-cluster fail."""
 
 
 class RootIds(beam.DoFn):
@@ -605,9 +617,13 @@ class RootIds(beam.DoFn):
     each member checked against its root first (`resolve_against_kept`; not with
     --verify none)."""
 
-    def __init__(self, output: str, num_perm: int, threshold: float = 0.0, verify: str = "none"):
+    def __init__(self, output: str, num_perm: int, threshold: float = 0.0, verify: str = "none",
+                 max_cluster_size: int | None = None, on_large_cluster: str = "keep"):
         self.output, self.num_perm = output, num_perm
         self.threshold, self.verify = threshold, verify
+        self.max_size, self.on_large = max_cluster_size, on_large_cluster
+        self.large = {k: _counter(f"large_clusters_{k}") for k in ("clusters", "documents")}
+        self.largest = Metrics.distribution(NS, "cluster_size")
         self._cache = {}
         self.c = {name: _counter(f"kept_check_{name}") for name in
                   ("members_checked", "members_split", "clusters_split", "new_clusters",
@@ -617,31 +633,60 @@ class RootIds(beam.DoFn):
         fs = BeamFS()
         self.sides = _SideFiles(fs, _Work(fs, self.output), self.num_perm)
 
+    def _large(self, node, root, jac):
+        """Count every cluster's size; flag those above --max-cluster-size and apply
+        --on-large-cluster: keep them as decided, split them (every document in one is
+        kept: nothing is removed on the strength of a cluster that large) or fail."""
+        roots, inv, size = np.unique(root, return_inverse=True, return_counts=True)
+        for n_ in size.tolist():
+            self.largest.update(int(n_))
+        if not self.max_size or not (size > self.max_size).any():
+            return node, root, jac
+        big = size > self.max_size
+        self.large["clusters"].inc(int(big.sum()))
+        self.large["documents"].inc(int(size[big].sum()))
+        if self.on_large == "fail":
+            worst = int(np.argmax(size))
+            raise LargeClusterError(
+                f"a cluster of {int(size[worst]):,} documents (kept document ordinal "
+                f"{int(roots[worst])}) is larger than --max-cluster-size {self.max_size:,}; "
+                f"--on-large-cluster fail stops the run (keep: remove its duplicates as decided; "
+                f"split: keep all its documents)")
+        if self.on_large == "split":
+            small = ~big[inv]
+            return node[small], root[small], jac[small]
+        return node, root, jac
+
     def process(self, kv, signed):
         _, chunks = kv
         units = _units(self._cache, signed)
         e = concat([unpack(c) for c in chunks], _EDGE)
         roots = np.unique(e["b"])
         node, root = unique_pairs(np.concatenate([e["a"], roots]), np.concatenate([e["b"], roots]))
+        jac = np.full(len(node), np.nan)
         if self.verify != "none":
             exact = self.verify == "exact"
-            root, counts = resolve_against_kept(
+            root, jac, counts = resolve_against_kept(
                 node, root, lambda o: self.sides.fetch(units, o, exact), self.threshold, exact)
             # a document left alone by the check belongs to no cluster: no decision, kept
             kept, inv, size = np.unique(root, return_inverse=True, return_counts=True)
             alone = size[inv] == 1
             counts["new_clusters"] = int(np.isin(kept[size > 1], roots, invert=True).sum())
             counts["documents_left_alone"] = int(alone.sum())
-            node, root = node[~alone], root[~alone]
+            node, root, jac = node[~alone], root[~alone], jac[~alone]
             for k, v in counts.items():
                 self.c[k].inc(v)
-            roots = np.unique(root)
+        node, root, jac = self._large(node, root, jac)
+        if not len(node):
+            return
+        roots = np.unique(root)
         ids = np.empty(len(roots), dtype=object)
         for side, pos in self.sides.by_unit(units, roots):
             ids[pos] = side.ids(roots[pos])
         root_ids = ids[np.searchsorted(roots, root)]
-        for u, part in split_by(units.locate(node), a=node, b=root, i=np.arange(len(node))):
-            yield units.keys[u], (pack(a=part["a"], b=part["b"]), root_ids[part["i"]].tolist())
+        for u, part in split_by(units.locate(node), a=node, b=root, j=jac, i=np.arange(len(node))):
+            yield units.keys[u], (pack(a=part["a"], b=part["b"], j=part["j"]),
+                                  root_ids[part["i"]].tolist())
 
 
 class WriteShard(beam.DoFn):
@@ -662,10 +707,11 @@ class WriteShard(beam.DoFn):
         decisions = {}
         for chunk, root_ids in labels:
             e = unpack(chunk)
-            for n, r, rid in zip(e["a"].tolist(), e["b"].tolist(), root_ids):
+            for n, r, j, rid in zip(e["a"].tolist(), e["b"].tolist(), e["j"].tolist(), root_ids):
                 if n in decisions and decisions[n][0] != rid:
                     raise RuntimeError(f"{file.path}: document ordinal {n} got two clusters")
-                decisions[n] = (rid, n == r, None if n == r else (EXACT if n in dup else NEAR))
+                decisions[n] = (rid, n == r, None if n == r else (EXACT if n in dup else NEAR),
+                                None if j != j else round(j, 6))     # NaN: the kept one
         return decisions
 
     def process(self, kv):
@@ -694,9 +740,10 @@ class WriteShard(beam.DoFn):
                     yield rec
                     continue
                 seen += 1
-                cluster_id, kept, reason = d
+                cluster_id, kept, reason, jaccard = d
                 clusters.append({"id": rec.id, "cluster_id": cluster_id, "kept": kept,
-                                 "reason": reason, "source": rec.source, "line": rec.line})
+                                 "reason": reason, "source": rec.source, "line": rec.line,
+                                 "jaccard": jaccard})
                 if kept:
                     self.c["kept"].inc()
                     yield rec
@@ -724,7 +771,8 @@ class WriteShard(beam.DoFn):
 def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
                 fields: FieldMap, minhash: dict, bands: int, rows: int, threshold: float,
                 verify: str, cc_max_rounds: int, max_doc_bytes: int, strict: bool,
-                kept_threshold: float | None = None,
+                kept_threshold: float | None = None, max_cluster_size: int | None = None,
+                on_large_cluster: str = "keep",
                 batch_size: int, lsh_partitions: int = 64, split_bytes: int = DEFAULT_SPLIT_BYTES,
                 verify_by: str | None = None):
     """Add the dedup transforms to `p`; returns the PCollection of written units' keys.
@@ -770,7 +818,8 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
                      | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions)
                      | "GroupByRootFile" >> beam.GroupByKey()
                      | "RootIds" >> beam.ParDo(RootIds(output, num_perm, threshold if kept_threshold is None
-                                                       else kept_threshold, verify),
+                                                       else kept_threshold, verify,
+                                                       max_cluster_size, on_large_cluster),
                                                AsList(signed)))
     return ({"file": files_kv, "dec": per_root_file, "dup": grouped.dups}
             | "JoinFiles" >> beam.CoGroupByKey()

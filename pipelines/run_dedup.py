@@ -11,7 +11,7 @@ from curation.minhash import MinHasher
 from curation.verify import reconcile_output
 from pipelines.dedup import NS, WORK_DIR, build_dedup
 from pipelines.fs import BeamFS, remove_tree
-from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
+from pipelines.runner import UsageError, check_beam_args, counters, distribution_max, make_pipeline
 from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run, locked,
                            manifest_head, Ran, reuse_or_clear, run_pipeline, write_manifest)
 
@@ -61,6 +61,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                 minhash=minhash, bands=lsh.bands, rows=lsh.rows,
                 threshold=lsh.verify_threshold if cfg.verify == "estimate" else cfg.threshold,
                 verify=cfg.verify, kept_threshold=cfg.threshold - cfg.kept_tolerance,
+                max_cluster_size=cfg.max_cluster_size, on_large_cluster=cfg.on_large_cluster,
                 cc_max_rounds=cfg.cc_max_rounds,
                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size,
                 lsh_partitions=cfg.lsh_partitions, split_bytes=cfg.split_bytes)
@@ -107,6 +108,11 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                             "members_checked", "members_split", "clusters_split", "new_clusters",
                             "documents_left_alone")}}
                        if cfg.verify != "none" else {"skipped": "--verify none"}),
+        "cluster_size": {"largest": distribution_max(ran.result, NS, "cluster_size") or 0,
+                         "max_cluster_size": cfg.max_cluster_size,
+                         "on_large_cluster": cfg.on_large_cluster if cfg.max_cluster_size else None,
+                         "large_clusters": raw.get("large_clusters_clusters", 0),
+                         "documents_in_large_clusters": raw.get("large_clusters_documents", 0)},
         "counters": dict(sorted(raw.items())),
     }
     path = write_manifest(fs, cfg.output, manifest)

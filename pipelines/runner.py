@@ -110,6 +110,17 @@ def _quiet_running_mode_warning() -> None:
         log.addFilter(_RunningModeNote())
 
 
+def distribution_max(result, namespace: str, name: str) -> int | None:
+    """The largest value a distribution metric saw, or None when nothing updated it."""
+    best = None
+    f = MetricsFilter().with_namespace(namespace).with_name(name)
+    for d in result.metrics().query(f)["distributions"]:
+        value = d.committed if d.committed is not None else d.attempted
+        if value is not None and value.count:
+            best = value.max if best is None else max(best, value.max)
+    return None if best is None else int(best)
+
+
 def counters(result, namespace: str) -> dict[str, int]:
     """Counter values in one namespace (committed where the runner has them)."""
     out: dict[str, int] = {}

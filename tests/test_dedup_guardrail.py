@@ -77,6 +77,14 @@ def test_a_chain_is_split_where_it_leaves_the_kept_document(tmp_path, verify, to
     rows = {r["id"]: r for p in sorted((out / "clusters").glob("*")) for r in read_rows(str(p))}
     # without the check the whole chain would be one cluster kept by A
     assert {k: (r["cluster_id"], r["kept"]) for k, r in rows.items()} == clusters
+    texts = dict(zip("ABCD", (a, b, c, d)))
+    for k, r in rows.items():
+        if r["kept"]:
+            assert r["jaccard"] is None
+        else:                 # each removal's Jaccard with the document it was checked against
+            assert r["jaccard"] >= 0.8 - float(tolerance or 0.15)
+            if verify == "exact":
+                assert r["jaccard"] == pytest.approx(jac(texts[k], texts[r["cluster_id"]]), abs=1e-6)
     got = sorted(r["id"] for p in (out / "documents").glob("*") for r in read_rows(str(p)))
     assert got == kept
     m = json.loads((out / "manifest.json").read_text())
@@ -98,11 +106,12 @@ def test_resolve_against_kept_on_signatures():
     sigs = mh.signatures([a, b, c, d, a])             # ordinal 4: an exact copy of A
     node = np.arange(5)
     root = np.zeros(5, np.int64)                      # one chained cluster kept by A
-    new, counts = resolve_against_kept(node, root, _fetch_from(sigs), 0.8, exact=False)
+    new, jac, counts = resolve_against_kept(node, root, _fetch_from(sigs), 0.8, exact=False)
     assert new.tolist() == [0, 0, 2, 2, 0]
+    assert np.isnan(jac[[0, 2]]).all() and jac[4] == 1.0 and 0.8 <= jac[1] < 1 and 0.8 <= jac[3] < 1
     assert counts == {"members_checked": 4, "members_split": 2, "clusters_split": 1}
     # nothing to split: the roots are unchanged and nothing is fetched twice
-    new, counts = resolve_against_kept(node[:2], root[:2], _fetch_from(sigs), 0.8, exact=False)
+    new, _, counts = resolve_against_kept(node[:2], root[:2], _fetch_from(sigs), 0.8, exact=False)
     assert new.tolist() == [0, 0] and counts["members_split"] == 0
 
 
@@ -111,7 +120,53 @@ def test_a_split_member_that_matches_nothing_keeps_itself():
     sh = [np.array(sorted(hash(s) for s in shingles(t)), dtype=np.int64) for t in texts]
     fetch = lambda o: [sh[i] for i in o]               # noqa: E731
     node, root = np.arange(4), np.zeros(4, np.int64)
-    new, counts = resolve_against_kept(node, root, fetch, 0.8, exact=True)
+    new, _, counts = resolve_against_kept(node, root, fetch, 0.8, exact=True)
     # C chains to A through B; Z (an unrelated document a bad edge pulled in) stands alone
     assert new.tolist() == [0, 0, 2, 3]
     assert counts["members_split"] == 2 and exact_jaccard(sh[0], sh[2]) < 0.8
+
+
+def _chain_input(tmp_path):
+    a, b, c, d = chain()
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
+                           for i, t in [("A", a), ("B", b), ("C", c), ("D", d)]))
+    return src
+
+
+CHAIN_FLAGS = ["--num-perm", "256", "--bands", "64", "--rows", "4", "--verify", "exact",
+               "--output-format", "jsonl.gz", *FAST]
+
+
+@pytest.mark.parametrize("policy, kept, rows", [
+    ("keep", ["A", "D"], 3),          # flagged and counted, removals as decided
+    ("split", ["A", "B", "C", "D"], 0),  # a cluster that large removes nothing
+])
+def test_large_clusters_are_flagged_and_the_policy_applies(tmp_path, policy, kept, rows):
+    out = tmp_path / "out"
+    assert main(["dedup", "--input", str(_chain_input(tmp_path)), "--output", str(out),
+                 "--max-cluster-size", "2", "--on-large-cluster", policy, *CHAIN_FLAGS]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["cluster_size"] == {"largest": 3, "max_cluster_size": 2, "on_large_cluster": policy,
+                                 "large_clusters": 1, "documents_in_large_clusters": 3}
+    got = sorted(r["id"] for p in (out / "documents").glob("*") for r in read_rows(str(p)))
+    assert got == kept and m["balance"]["ok"]
+    assert sum(len(read_rows(str(p))) for p in (out / "clusters").glob("*")) == rows
+
+
+def test_a_large_cluster_can_fail_the_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["dedup", "--input", str(_chain_input(tmp_path)), "--output", str(out),
+               "--max-cluster-size", "2", "--on-large-cluster", "fail", *CHAIN_FLAGS])
+    assert rc != 0
+    assert "larger than --max-cluster-size 2" in capsys.readouterr().err
+    assert not (out / "manifest.json").exists() or \
+        json.loads((out / "manifest.json").read_text())["status"] != "complete"
+
+
+def test_without_a_limit_the_largest_cluster_is_still_reported(tmp_path):
+    out = tmp_path / "out"
+    assert main(["dedup", "--input", str(_chain_input(tmp_path)), "--output", str(out), *CHAIN_FLAGS]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["cluster_size"] == {"largest": 3, "max_cluster_size": None, "on_large_cluster": None,
+                                 "large_clusters": 0, "documents_in_large_clusters": 0}

@@ -120,23 +120,25 @@ def test_the_fidelity_check(demo_run):
         {(200000, 3), (400000, 4)}
 
 
-def test_mix_prints_the_fidelity_result_before_the_weights(tmp_path, capsys, monkeypatch):
+def test_mix_prints_the_fidelity_result_before_the_weights(demo_run, tmp_path, capsys, monkeypatch):
+    import shutil
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run)                # every proxy run cached: a rerun is quick
     cfg = tmp_path / "mix.yaml"
-    cfg.write_text(SMALL.replace("proposers: [{name: random}, {name: regression, model: linear, "
-                                 "candidates: 2000}, {name: claude}]", "proposers: [{name: random}]")
-                   .replace("rounds: 2", "rounds: 1"))
-    assert main(["mix", "--config", str(cfg), "--output", str(tmp_path / "run")]) == 0
+    cfg.write_text(SMALL)
+    assert main(["mix", "--config", str(cfg), "--output", str(run)]) == 0
     err = capsys.readouterr().err.splitlines()
-    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    s = json.loads((run / "summary.json").read_text())
     i = err.index("mix: " + s["fidelity"]["message"])
     j = next(k for k, line in enumerate(err) if line.startswith("mix: chose "))
     assert i < j and "95% CI" in err[j + 1]
     # fidelity off: said so, and no fidelity.csv left from the run before
-    cfg.write_text(cfg.read_text() + "fidelity: {enabled: false}\n".replace("\\n", "\n"))
-    assert main(["mix", "--config", str(cfg), "--output", str(tmp_path / "run")]) == 0
+    cfg.write_text(SMALL.replace("fidelity: {params: {order: 4}, budget_tokens: 400000, mixtures: 3, seeds: 3}",
+                                 "fidelity: {enabled: false}"))
+    assert main(["mix", "--config", str(cfg), "--output", str(run)]) == 0
     assert "the choice is untested beyond the search proxy" in capsys.readouterr().err
-    assert not (tmp_path / "run" / "fidelity.csv").exists()
+    assert not (run / "fidelity.csv").exists()
 
 
 def test_fidelity_refuses_the_search_proxy_itself(tmp_path, capsys):
