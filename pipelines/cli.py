@@ -581,6 +581,76 @@ def _report_parser(sub):
     return p
 
 
+DEDUP_AUDIT_EPILOG = """\
+  curate dedup-audit OUT --output AUDIT [--sample 200] [--seed 0]
+      writes AUDIT/audit.html (open it, judge each pair, press "Save choices" and put
+      the downloaded choices.json into AUDIT) and AUDIT/pairs.json
+  curate dedup-audit AUDIT --score [--choices FILE]
+      writes AUDIT/score.json and prints the table
+Removed pairs are sampled by the estimated Jaccard of each removed near duplicate with
+its cluster's kept document; unmatched pairs (different clusters, estimate from the
+threshold - 0.15 up) among a sample of --near-miss-docs documents. Exact duplicates are
+counted, not sampled. See docs/audit.md.
+"""
+
+
+def _dedup_audit_parser(sub):
+    p = sub.add_parser(
+        "dedup-audit", help="sample a dedup run's pairs for a person to judge, then score the choices",
+        description="Draw a seeded, stratified sample of document pairs from a `curate dedup` "
+                    "output (removed near duplicates by estimated Jaccard band, and unmatched "
+                    "pairs just under the threshold) and write one self-contained HTML page to "
+                    "judge them; with --score, turn the saved choices into precision and "
+                    "recall with 95% intervals. Runs no pipeline.",
+        epilog=DEDUP_AUDIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", metavar="OUT|AUDIT",
+                   help="the curate dedup output to audit; with --score, the audit directory")
+    p.add_argument("--output", metavar="AUDIT", help="audit directory to write (not inside OUT)")
+    p.add_argument("--sample", type=int, metavar="N", help="pairs to judge (default 200)")
+    p.add_argument("--seed", type=int, metavar="S", help="sampling seed (default 0)")
+    p.add_argument("--near-miss-docs", type=int, metavar="N",
+                   help="documents sampled to search for unmatched pairs (default 50000; 0: no "
+                        "search, no recall)")
+    p.add_argument("--near-miss-share", type=float, metavar="F",
+                   help="share of the sample given to unmatched pairs (default 0.25)")
+    p.add_argument("--score", action="store_true",
+                   help="score the choices saved from AUDIT/audit.html instead of sampling")
+    p.add_argument("--choices", metavar="FILE",
+                   help="with --score: the saved choices (default AUDIT/choices.json)")
+    return p
+
+
+def _run_dedup_audit(args) -> int:
+    from curation.audit import AuditError, build_audit, score_audit, score_lines
+    sampling = {"--output": args.output, "--sample": args.sample, "--seed": args.seed,
+                "--near-miss-docs": args.near_miss_docs, "--near-miss-share": args.near_miss_share}
+    try:
+        if args.score:
+            given = [k for k, v in sampling.items() if v is not None]
+            if given:
+                raise UsageError(f"dedup-audit --score reads an audit directory: {', '.join(given)} "
+                                 f"belong to drawing the sample")
+            score = score_audit(args.directory, args.choices)
+            for line in score_lines(score):
+                print(f"dedup-audit: {line}", file=sys.stderr)
+            print(f"dedup-audit: -> {os.path.join(args.directory, 'score.json')}", file=sys.stderr)
+            return 0
+        if args.choices:
+            raise UsageError("--choices goes with --score")
+        if not args.output:
+            raise UsageError("dedup-audit needs --output AUDIT (or --score to score an audit)")
+        build_audit(args.directory, args.output,
+                    sample=200 if args.sample is None else args.sample,
+                    seed=0 if args.seed is None else args.seed,
+                    near_miss_docs=50_000 if args.near_miss_docs is None else args.near_miss_docs,
+                    near_miss_share=0.25 if args.near_miss_share is None else args.near_miss_share,
+                    log=lambda m: print(m, file=sys.stderr))
+        return 0
+    except AuditError as e:
+        print(f"curate: error: dedup-audit: {e}", file=sys.stderr)
+        return e.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=DESCRIPTION)
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
@@ -594,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mix_parser(sub)
     _export_parser(sub)
     _report_parser(sub)
+    _dedup_audit_parser(sub)
     verify_cmd.add_parser(sub)
     _run_parser(sub)
     _demo_parser(sub)
@@ -651,7 +722,7 @@ class _BeamLog(logging.Handler):
         self.records.clear()
 
 
-_NO_PIPELINE = ("label", "train-classifier", "mix", "export", "report", "verify")
+_NO_PIPELINE = ("label", "train-classifier", "mix", "export", "report", "dedup-audit", "verify")
 
 
 def _own_flags(parser, command: str) -> list[str]:
@@ -791,6 +862,8 @@ def _dispatch(parser, args, beam_args: list[str]) -> int:
         from curation.report import write_report
         write_report(args.run_dir, log=lambda m: print(m, file=sys.stderr), tokens=args.tokens)
         return 0
+    if args.command == "dedup-audit":
+        return _run_dedup_audit(args)
     if args.command == "verify":
         from pipelines.verify_cmd import run as run_verify
         return run_verify(args)

@@ -109,3 +109,22 @@ def build_run_dir(path: str | os.PathLike) -> Path:
     ok("export", "--mixture", run / "mix" / "mixture.yaml", "--output", run / "export",
        "--tokens", "40000")
     return run
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def playwright_or_fail():
+    """Playwright's sync API, driving the system Chromium; the test fails (not skips)
+    without them: tests/setup.sh installs both."""
+    import os
+
+    import pytest
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: run tests/setup.sh (it installs the system Chromium "
+                    f"and Playwright)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: run tests/setup.sh")
+    return sync_playwright

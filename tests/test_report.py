@@ -25,14 +25,14 @@ from curation.report.funnel import choose_clusters, word_diff
 from curation.report.render import md_escape, to_html, to_markdown
 from curation.report.tokens import TokenCounter
 from pipelines.cli import main
-from tests.report_fixture import HOSTILE_ID, HOSTILE_TEXT, SUBSET, build_run_dir
+from tests.report_fixture import (CHROMIUM, HOSTILE_ID, HOSTILE_TEXT, SUBSET, build_run_dir,
+                                  playwright_or_fail)
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("stages", "funnel", "clusters", "filters", "scores", "classifier", "mixture", "export",
             "cost", "timings")
 PLOTS = ("funnel-documents", "funnel-tokens", "cluster-sizes", "filter-rules", "score-histograms",
          "fidelity", "candidate-weights", "best-so-far", "test-loss")
-CHROMIUM = "/usr/bin/chromium"
 # a reference the browser would fetch: src=/href= naming another host
 EXTERNAL_REF = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 
@@ -720,7 +720,7 @@ def test_the_not_on_file_row_is_named_for_what_it_holds(report_run, tmp_path):
 
 
 def test_tables_fit_their_card_or_scroll_with_their_header_visible(tmp_path):
-    sync_playwright = _playwright()
+    sync_playwright = playwright_or_fail()
     wide = Table(["row"] + [f"a long column header {i}" for i in range(30)],
                  [[f"r{j}"] + [f"{i * j:,}" for i in range(30)] for j in range(200)])
     html = to_html("t", [Section("s", "S", [P("before"), wide, P("after")])])
@@ -751,19 +751,8 @@ def test_tables_fit_their_card_or_scroll_with_their_header_visible(tmp_path):
 
 # ------------------------------------------------------------------ in a real browser
 
-def _playwright():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: run tests/setup.sh (it installs the system Chromium "
-                    f"and Playwright)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the playwright package is missing: run tests/setup.sh")
-    return sync_playwright
-
-
 def test_report_in_headless_chromium(report_run):
-    sync_playwright = _playwright()
+    sync_playwright = playwright_or_fail()
     url = (report_run / "report.html").resolve().as_uri()
     requests, errors = [], []
     shot = REPO / "test-artifacts" / "report.png"

@@ -146,14 +146,20 @@ def word_diff(a: str, b: str, limit: int = DIFF_WORDS) -> dict:
 # ------------------------------------------------------------------ the input pass
 
 def _input_files(stage: Stage, notes: list[str]) -> tuple[list[InputFile], FieldMap, int] | None:
-    """The files a stage read, as its manifest lists them, with the domain a
-    `curate run` source gave them; None (and a note) when they cannot be read now."""
-    params = (stage.data or {}).get("parameters", {})
+    return input_files_of(stage.data, stage.name, notes)
+
+
+def input_files_of(manifest: dict | None, name: str,
+                   notes: list[str]) -> tuple[list[InputFile], FieldMap, int] | None:
+    """The files a stage read, as its manifest (`name` stage's manifest.json, a dict)
+    lists them, with the domain a `curate run` source gave them, the field map and
+    max_doc_bytes; None (and a note) when they cannot be read now."""
+    params = (manifest or {}).get("parameters", {})
     cfg = params.get("config", {})
     listed = params.get("files") or []
     missing = [f["path"] for f in listed if "://" in f["path"] or not os.path.exists(f["path"])]
     if not listed or missing:
-        notes.append(f"Input tokens are not available: the {stage.name} stage's input files "
+        notes.append(f"Input tokens are not available: the {name} stage's input files "
                      f"cannot be read now ({(missing or ['none listed'])[0]}"
                      f"{', ...' if len(missing) > 1 else ''}).")
         return None
@@ -164,7 +170,7 @@ def _input_files(stage: Stage, notes: list[str]) -> tuple[list[InputFile], Field
             srcs = sources + ([(cfg["inputs"], None)] if cfg.get("inputs") else [])
             domains = {f.path: f.domain for f in expand_sources(srcs)}
         except (ValueError, KeyError) as e:
-            notes.append(f"The domains of the {stage.name} stage's sources could not be "
+            notes.append(f"The domains of the {name} stage's sources could not be "
                          f"matched to its files again ({e}); records' own domains are used.")
     files = []
     for f in listed:
