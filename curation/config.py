@@ -83,6 +83,9 @@ class DedupConfig(InputConfig):
     # the guardrail: a member stays in its cluster only within this much of the threshold
     # to the document the cluster keeps (docs/architecture.md, "Clusters")
     kept_tolerance: float = Field(0.15, ge=0.0, lt=1.0)
+    # which member of a cluster survives: first (in input order), longest (text), highest:FIELD
+    # (a numeric field, e.g. quality_score), or none (every member is dropped)
+    keep: str = Field("first", pattern=r"^(first|longest|none|highest:[^\s]+)$")
     max_cluster_size: int | None = Field(None, ge=2)
     on_large_cluster: Literal["keep", "split", "fail"] = "keep"
     cc_max_rounds: int = Field(24, ge=1, le=200)

@@ -109,14 +109,15 @@ class SideFileWriter:
         self.fs, self.stem, self.num_perm, self.shingles = fs, stem, num_perm, shingles
         self._sig = fs.open_write(stem + ".sig.tmp")
         self._sh = fs.open_write(stem + ".sh.tmp") if shingles else None
-        self._ords, self._id_lens, self._sh_lens = [], [], []
+        self._ords, self._id_lens, self._sh_lens, self._prio = [], [], [], []
         self._ids = []
         self.bytes_written = 0
         self.first = self.last = None   # ordinals of the first and last document
         self._rows = 0                  # .sig rows written
 
     def add(self, ordinals: np.ndarray, ids: list[str], signatures: np.ndarray,
-            shingles: list[np.ndarray] | None = None) -> None:
+            shingles: list[np.ndarray] | None = None, priority: np.ndarray | None = None) -> None:
+        """``priority``: per document, what a survivor policy ranks by (higher first)."""
         sig = np.ascontiguousarray(signatures, dtype=np.uint32)
         if sig.shape != (len(ordinals), self.num_perm):
             raise ValueError(f"signatures of shape {sig.shape} for {len(ordinals)} documents")
@@ -137,6 +138,8 @@ class SideFileWriter:
             self.bytes_written += sig.nbytes
             self._rows += need
         self._ords.append(ords)
+        if priority is not None:
+            self._prio.append(np.asarray(priority, dtype=np.float64))
         enc = [i.encode("utf-8", "surrogatepass") for i in ids]
         self._id_lens.append(np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(enc)))
         self._ids.append(b"".join(enc))
@@ -156,6 +159,8 @@ class SideFileWriter:
         id_off = np.r_[0, np.cumsum(np.concatenate(self._id_lens))] if self._id_lens else np.zeros(1, np.int64)
         arrays = {"ordinal": ords, "id_offsets": id_off.astype(np.int64),
                   "id_bytes": np.frombuffer(b"".join(self._ids), dtype=np.uint8)}
+        if self._prio:
+            arrays["priority"] = np.concatenate(self._prio)
         if self._sh is not None:
             self._sh.close()
             self.fs.rename(self.stem + ".sh.tmp", self.stem + ".sh")
@@ -200,6 +205,12 @@ class SideFile:
         rows = self.rows_of(ordinals)
         off, blob = self.idx["id_offsets"], self.idx["id_bytes"]
         return [bytes(blob[off[r]:off[r + 1]]).decode("utf-8", "surrogatepass") for r in rows]
+
+    def priority(self, ordinals: np.ndarray) -> np.ndarray:
+        """What the survivor policy ranks `ordinals` by (written when one was set)."""
+        if "priority" not in self.idx:
+            raise KeyError(f"{self.stem}: no priorities were written (no survivor policy)")
+        return self.idx["priority"][self.rows_of(ordinals)]
 
     def signatures(self, ordinals: np.ndarray) -> np.ndarray:
         ordinals = np.asarray(ordinals, dtype=np.int64)

@@ -97,6 +97,11 @@ def _dedup_parser(sub):
                          "0.15) with the document its cluster keeps, by the --verify measure; "
                          "members that only chain to it are split off into clusters of their "
                          "own (not with --verify none)")
+    mh.add_argument("--keep", metavar="POLICY",
+                    help="which member of a cluster survives: first (in input order, the "
+                         "default), longest (text), highest:FIELD (a numeric field such as "
+                         "quality_score; missing ranks lowest), or none (drop every member); "
+                         "ties go to the first in input order")
     mh.add_argument("--max-cluster-size", type=int, metavar="N",
                     help="flag clusters of more than N documents (default: off); the manifest "
                          "counts them and --on-large-cluster decides")
@@ -676,7 +681,7 @@ _INPUT_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "d
 _FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample", "split_bytes")
 _SCORE_KEYS = _INPUT_KEYS + ("model", "min_score", "keep_top", "keep_top_by", "batch_size", "split_bytes")
 _CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
-                              "family", "bands", "rows", "verify", "verify_tolerance", "kept_tolerance",
+                              "family", "bands", "rows", "verify", "verify_tolerance", "kept_tolerance", "keep",
                               "max_cluster_size", "on_large_cluster", "cc_max_rounds",
                               "lsh_partitions", "batch_size", "split_bytes")
 

@@ -142,8 +142,10 @@ class SignUnit(beam.DoFn):
 
     def __init__(self, output: str, fields: FieldMap, minhash: dict, bands: int, rows: int,
                  verify: str, max_doc_bytes: int, strict: bool, batch_size: int, partitions: int,
-                 chunk_docs: int = CHUNK_DOCS):
+                 chunk_docs: int = CHUNK_DOCS, keep: str = "first"):
         self.output, self.fields, self.minhash, self.bands, self.rows = output, fields, minhash, bands, rows
+        self.keep = keep
+        self.no_field = _counter("keep_field_missing")
         self.verify, self.max_doc_bytes, self.strict = verify, max_doc_bytes, strict
         self.batch_size, self.partitions, self.chunk_docs = batch_size, partitions, chunk_docs
         self.signed = _counter("signed_documents")
@@ -185,13 +187,29 @@ class SignUnit(beam.DoFn):
         if self.verify == "exact":
             empty = np.zeros(0, np.uint32)
             shingles = [self.mh.shingle_hashes(d.text) if h else empty for d, h in zip(docs, has)]
-        side.add(ords, [d.id for d in docs], out.signatures, shingles)
+        side.add(ords, [d.id for d in docs], out.signatures, shingles, self._priority(docs))
         self.signed.inc(len(docs))
         exact = np.frombuffer(b"".join(out.exact_keys), dtype=np.uint64).reshape(len(docs), 2)
         keys = band_keys(out.signatures[has], self.bands, self.rows)
         self._held.append((exact, ords, keys, ords[has]))
         if sum(len(h[1]) for h in self._held) >= self.chunk_docs:
             self._write_chunk()
+
+    def _priority(self, docs) -> np.ndarray | None:
+        """What --keep ranks by (higher survives): text length, or a numeric field
+        (missing or not a number: lowest, and counted)."""
+        if self.keep == "longest":
+            return np.fromiter((len(d.text) for d in docs), dtype=np.float64, count=len(docs))
+        if not self.keep.startswith("highest:"):
+            return None
+        name, out = self.keep.split(":", 1)[1], np.empty(len(docs), np.float64)
+        for i, d in enumerate(docs):
+            v = d.meta.get(name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+            out[i] = float(v) if ok else -np.inf
+            if not ok:
+                self.no_field.inc()
+        return out
 
     def _write_chunk(self):
         """The held keys as one keys file: each kind's partitions as consecutive packed
@@ -552,7 +570,8 @@ def _jaccard(x, y, exact: bool) -> np.ndarray:
 
 
 def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: float,
-                         exact: bool, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray, dict]:
+                         exact: bool, chunk: int = 1 << 16,
+                         rank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """The guardrail against chained clusters: every member must reach `threshold`
     with the document its cluster keeps (its root), by the same measure the edges were
     verified with. Members that only chain to it through others are split off; within
@@ -562,7 +581,9 @@ def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: f
     for the roots) and counts (a cluster left with one document is no cluster: the
     caller drops it).
 
-    ``fetch(ordinals)`` gives signatures (an (n, P) array) or shingle sets (a list)."""
+    ``fetch(ordinals)`` gives signatures (an (n, P) array) or shingle sets (a list).
+    ``rank`` (aligned with `node`, lower first) orders the split members when a survivor
+    policy is not input order: the first of a new cluster is the one it keeps."""
     new_root = root.copy()
     jac = np.full(len(node), np.nan)
     member = np.flatnonzero(node != root)
@@ -583,7 +604,9 @@ def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: f
               "clusters_split": 0}
     if not len(bad):
         return new_root, jac, counts
-    got = fetch(node[bad])            # node is sorted, so bad is in input order too
+    if rank is not None:
+        bad = bad[np.argsort(rank[bad], kind="stable")]
+    got = fetch(node[bad])            # node is sorted, so bad is in input order unless ranked
     pos = {int(o): i for i, o in enumerate(node[bad])}
     for r, part in split_by(root[bad], i=bad):
         counts["clusters_split"] += 1
@@ -618,8 +641,10 @@ class RootIds(beam.DoFn):
     --verify none)."""
 
     def __init__(self, output: str, num_perm: int, threshold: float = 0.0, verify: str = "none",
-                 max_cluster_size: int | None = None, on_large_cluster: str = "keep"):
+                 max_cluster_size: int | None = None, on_large_cluster: str = "keep",
+                 keep: str = "first"):
         self.output, self.num_perm = output, num_perm
+        self.keep = keep
         self.threshold, self.verify = threshold, verify
         self.max_size, self.on_large = max_cluster_size, on_large_cluster
         self.large = {k: _counter(f"large_clusters_{k}") for k in ("clusters", "documents")}
@@ -632,6 +657,21 @@ class RootIds(beam.DoFn):
     def setup(self):
         fs = BeamFS()
         self.sides = _SideFiles(fs, _Work(fs, self.output), self.num_perm)
+
+    def _survivors(self, units, node, root):
+        """--keep longest / highest:FIELD: each cluster keeps its member of highest
+        priority, ties to the first in input order; returns the new roots and every
+        node's rank (0 = the best of all)."""
+        prio = np.empty(len(node), np.float64)
+        for side, pos in self.sides.by_unit(units, node):
+            prio[pos] = side.priority(node[pos])
+        order = np.lexsort((node, -prio))
+        rank = np.empty(len(node), np.int64)
+        rank[order] = np.arange(len(node))
+        comps, inv = np.unique(root, return_inverse=True)
+        best = np.full(len(comps), len(node), np.int64)
+        np.minimum.at(best, inv, rank)
+        return node[order][best][inv], rank
 
     def _large(self, node, root, jac):
         """Count every cluster's size; flag those above --max-cluster-size and apply
@@ -664,10 +704,15 @@ class RootIds(beam.DoFn):
         roots = np.unique(e["b"])
         node, root = unique_pairs(np.concatenate([e["a"], roots]), np.concatenate([e["b"], roots]))
         jac = np.full(len(node), np.nan)
+        rank = None
+        if self.keep == "longest" or self.keep.startswith("highest:"):
+            root, rank = self._survivors(units, node, root)
+            roots = np.unique(root)
         if self.verify != "none":
             exact = self.verify == "exact"
             root, jac, counts = resolve_against_kept(
-                node, root, lambda o: self.sides.fetch(units, o, exact), self.threshold, exact)
+                node, root, lambda o: self.sides.fetch(units, o, exact), self.threshold, exact,
+                rank=rank)
             # a document left alone by the check belongs to no cluster: no decision, kept
             kept, inv, size = np.unique(root, return_inverse=True, return_counts=True)
             alone = size[inv] == 1
@@ -692,8 +737,10 @@ class RootIds(beam.DoFn):
 class WriteShard(beam.DoFn):
     """Pass 2: re-read one unit and route each record to exactly one place."""
 
-    def __init__(self, output: str, fmt: str, fields: FieldMap, max_doc_bytes: int, strict: bool):
+    def __init__(self, output: str, fmt: str, fields: FieldMap, max_doc_bytes: int, strict: bool,
+                 keep: str = "first"):
         self.output, self.fmt, self.fields = output, fmt, fields
+        self.drop_all = keep == "none"
         self.max_doc_bytes, self.strict = max_doc_bytes, strict
         self.c = {name: _counter(name) for name in
                   ("input", "input_documents", "kept", "removed_exact", "removed_near",
@@ -710,8 +757,9 @@ class WriteShard(beam.DoFn):
             for n, r, j, rid in zip(e["a"].tolist(), e["b"].tolist(), e["j"].tolist(), root_ids):
                 if n in decisions and decisions[n][0] != rid:
                     raise RuntimeError(f"{file.path}: document ordinal {n} got two clusters")
-                decisions[n] = (rid, n == r, None if n == r else (EXACT if n in dup else NEAR),
-                                None if j != j else round(j, 6))     # NaN: the kept one
+                survivor = n == r and not self.drop_all     # --keep none: no member survives
+                reason = None if survivor else (EXACT if n in dup and n != r else NEAR)
+                decisions[n] = (rid, survivor, reason, None if j != j else round(j, 6))   # NaN: the root
         return decisions
 
     def process(self, kv):
@@ -772,7 +820,7 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
                 fields: FieldMap, minhash: dict, bands: int, rows: int, threshold: float,
                 verify: str, cc_max_rounds: int, max_doc_bytes: int, strict: bool,
                 kept_threshold: float | None = None, max_cluster_size: int | None = None,
-                on_large_cluster: str = "keep",
+                on_large_cluster: str = "keep", keep: str = "first",
                 batch_size: int, lsh_partitions: int = 64, split_bytes: int = DEFAULT_SPLIT_BYTES,
                 verify_by: str | None = None):
     """Add the dedup transforms to `p`; returns the PCollection of written units' keys.
@@ -797,7 +845,7 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     signed = (files_kv
               | "SpreadFiles" >> beam.Reshuffle()
               | "Sign" >> beam.ParDo(SignUnit(output, fields, minhash, bands, rows, verify,
-                                              max_doc_bytes, strict, batch_size, P)))
+                                              max_doc_bytes, strict, batch_size, P, keep=keep)))
     grouped = (p
                | "Partitions" >> beam.Create(list(range(P)))
                | "SpreadPartitions" >> beam.Reshuffle()
@@ -819,8 +867,8 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
                      | "GroupByRootFile" >> beam.GroupByKey()
                      | "RootIds" >> beam.ParDo(RootIds(output, num_perm, threshold if kept_threshold is None
                                                        else kept_threshold, verify,
-                                                       max_cluster_size, on_large_cluster),
+                                                       max_cluster_size, on_large_cluster, keep),
                                                AsList(signed)))
     return ({"file": files_kv, "dec": per_root_file, "dup": grouped.dups}
             | "JoinFiles" >> beam.CoGroupByKey()
-            | "WriteShards" >> beam.ParDo(WriteShard(output, fmt, fields, max_doc_bytes, strict)))
+            | "WriteShards" >> beam.ParDo(WriteShard(output, fmt, fields, max_doc_bytes, strict, keep)))

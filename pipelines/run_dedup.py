@@ -16,6 +16,9 @@ from pipelines.runs import (check_output_outside_inputs, field_map, input_files,
                            manifest_head, Ran, reuse_or_clear, run_pipeline, write_manifest)
 
 OUTPUT_DIRS = ("documents", "clusters", "rejected")
+KEEP_RULES = {"first": "first occurrence in input order (files sorted by path, then line/row)",
+              "longest": "the longest text (in characters), ties to the first in input order",
+              "none": "none: every member of a cluster is removed"}
 # ours too: the signing pass's work files, left behind only by a run that failed
 OURS = OUTPUT_DIRS + (WORK_DIR,)
 
@@ -27,7 +30,9 @@ def _parameters(cfg: DedupConfig, lsh: LSHParams, minhash_params: dict, files) -
                 "bands": lsh.bands, "rows": lsh.rows,
                 "verify": cfg.verify, "verify_threshold": lsh.verify_threshold},
         "minhash": minhash_params,
-        "keep_rule": "first occurrence in input order (files sorted by path, then line/row)",
+        "keep_rule": KEEP_RULES.get(cfg.keep) or (
+            f"the highest {cfg.keep.split(':', 1)[1]} (missing or not a number: lowest), ties to "
+            f"the first in input order"),
         "files": input_files(files),
     }
 
@@ -62,6 +67,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                 threshold=lsh.verify_threshold if cfg.verify == "estimate" else cfg.threshold,
                 verify=cfg.verify, kept_threshold=cfg.threshold - cfg.kept_tolerance,
                 max_cluster_size=cfg.max_cluster_size, on_large_cluster=cfg.on_large_cluster,
+                keep=cfg.keep,
                 cc_max_rounds=cfg.cc_max_rounds,
                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size,
                 lsh_partitions=cfg.lsh_partitions, split_bytes=cfg.split_bytes)
@@ -114,6 +120,7 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                          "large_clusters": raw.get("large_clusters_clusters", 0),
                          "documents_in_large_clusters": raw.get("large_clusters_documents", 0)},
         "counters": dict(sorted(raw.items())),
+        **({"keep_field_missing": raw.get("keep_field_missing", 0)} if cfg.keep.startswith("highest:") else {}),
     }
     path = write_manifest(fs, cfg.output, manifest)
     if not balance["ok"]:

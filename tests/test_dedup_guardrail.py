@@ -170,3 +170,49 @@ def test_without_a_limit_the_largest_cluster_is_still_reported(tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     assert m["cluster_size"] == {"largest": 3, "max_cluster_size": None, "on_large_cluster": None,
                                  "large_clusters": 0, "documents_in_large_clusters": 0}
+
+
+def _policy_input(tmp_path):
+    rng = random.Random(9)
+    base = [f"w{rng.randrange(10**9)}" for _ in range(400)]
+    a = " ".join(base)
+    b = " ".join(base + [f"extra{i}" for i in range(20)])                # the longest
+    c = " ".join(base[:200] + ["edited"] + base[201:])                     # the best scored
+    u = " ".join(f"u{i}" for i in range(300))
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "A", "text": a, "quality_score": 0.1}, {"id": "B", "text": b, "quality_score": 0.5},
+        {"id": "C", "text": c, "quality_score": 0.9}, {"id": "U", "text": u}]))
+    return src
+
+
+@pytest.mark.parametrize("policy, survivor", [
+    ("first", "A"), ("longest", "B"), ("highest:quality_score", "C"),
+    ("highest:no_such_field", "A"),     # every value missing: a tie, to the first in input order
+    ("none", None),
+])
+def test_survivor_policies(tmp_path, policy, survivor):
+    out = tmp_path / "out"
+    assert main(["dedup", "--input", str(_policy_input(tmp_path)), "--output", str(out),
+                 "--keep", policy, "--output-format", "jsonl.gz", *FAST]) == 0
+    rows = {r["id"]: r for p in (out / "clusters").glob("*") for r in read_rows(str(p))}
+    assert set(rows) == {"A", "B", "C"}
+    assert {k for k, r in rows.items() if r["kept"]} == ({survivor} if survivor else set())
+    if survivor:
+        assert {r["cluster_id"] for r in rows.values()} == {survivor}
+        assert rows[survivor]["jaccard"] is None and all(
+            r["jaccard"] >= 0.65 for k, r in rows.items() if k != survivor)
+    else:
+        assert all(r["reason"] == "near_duplicate" for r in rows.values())
+    kept = sorted(r["id"] for p in (out / "documents").glob("*") for r in read_rows(str(p)))
+    assert kept == sorted(([survivor] if survivor else []) + ["U"])
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["balance"]["ok"] and m["counts"]["kept"] == len(kept)
+    if policy.startswith("highest:"):
+        assert m["keep_field_missing"] == (4 if policy.endswith("no_such_field") else 1)
+
+
+def test_an_unknown_policy_is_refused(tmp_path, capsys):
+    assert main(["dedup", "--input", str(_policy_input(tmp_path)), "--output", str(tmp_path / "o"),
+                 "--keep", "shortest"]) == 2
+    assert "keep" in capsys.readouterr().err

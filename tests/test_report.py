@@ -788,3 +788,24 @@ def test_report_in_headless_chromium(report_run):
     assert errors == [], errors
     print(f"report screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+
+
+def test_the_largest_clusters_with_their_jaccard_spread(report_run):
+    r = _report(report_run)
+    html = (report_run / "report.html").read_text()
+    c = r["clusters"]
+    rows = [x for p in sorted((report_run / "dedup" / "clusters").glob("*"))
+            for x in pq.read_table(p).to_pylist()]
+    sizes = Counter(x["cluster_id"] for x in rows)
+    big = c["largest"]
+    assert [x["size"] for x in big] == sorted((x["size"] for x in big), reverse=True)
+    assert big[0]["size"] == max(sizes.values())
+    for x in big:
+        js = sorted(m["jaccard"] for m in rows if m["cluster_id"] == x["cluster_id"] and not m["kept"])
+        assert x["size"] == sizes[x["cluster_id"]]
+        assert (x["jaccard"]["min"], x["jaccard"]["max"]) == pytest.approx((js[0], js[-1]))
+        assert x["pair"]["jaccard"] == pytest.approx(js[0]) and x["pair"]["kept"] == x["kept"]
+    kc = json.loads((report_run / "dedup" / "manifest.json").read_text())["kept_check"]
+    assert c["kept_check"] == kc
+    sec = re.search(r'<section id="clusters">(.*?)</section>', html, re.S).group(1)
+    assert "The largest clusters" in sec and "Every removal was checked against the document" in sec

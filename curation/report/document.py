@@ -229,6 +229,29 @@ def clusters_blocks(r: dict) -> Section:
     sec.blocks.append(Plot(svg.bar_chart("cluster-sizes", [str(s) for s, _ in sizes], [k for _, k in sizes],
                                          title=title, xlabel="cluster size", ylabel="clusters"), title))
     sec.blocks.append(Table(["cluster size", "clusters"], [[str(s), n(k)] for s, k in sizes]))
+    kc = c.get("kept_check") or {}
+    if kc.get("members_checked") is not None:
+        sec.blocks.append(P(
+            f"Every removal was checked against the document its cluster keeps (at least "
+            f"{kc['threshold']:.3g}, {kc['measure']}): {n(kc['members_split'])} of "
+            f"{n(kc['members_checked'])} members only chained to it and were split off "
+            f"({n(kc['new_clusters'])} new clusters, {n(kc['documents_left_alone'])} documents "
+            f"left alone and kept)."))
+    big = c.get("largest") or []
+    if big:
+        sec.blocks.append(Sub("The largest clusters"))
+
+        def spread(x):
+            j = x["jaccard"]
+            return MISSING if not j else f"{j['min']:.3f} / {j['median']:.3f} / {j['max']:.3f}"
+
+        def pair(x):
+            p = x["pair"]
+            return MISSING if not p else f"{p['kept']} ~ {p['member']} ({p['jaccard']:.3f})"
+        sec.blocks.append(Table(["kept document", "least similar pair",
+                                 "Jaccard with the kept one (min / median / max)", "size"],
+                                [[x["kept"] or x["cluster_id"], pair(x), spread(x), n(x["size"])]
+                                 for x in big], text_cols=3))
     sec.blocks.append(Sub("Examples: the kept document beside a member removed as its duplicate"))
     sec.blocks.append(P("Chosen by rule: clusters with a near duplicate first, then the largest, "
                         "then by cluster id; each cluster once, beside the removed member whose "

@@ -30,6 +30,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import statistics
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
@@ -94,7 +95,7 @@ def read_clusters(stage: Stage) -> dict[str, list[dict]]:
     for r in rows(stage.file("clusters")):
         out[str(r["cluster_id"])].append({
             "id": str(r["id"]), "kept": bool(r["kept"]), "reason": r.get("reason"),
-            "source": r.get("source"), "line": r.get("line")})
+            "source": r.get("source"), "line": r.get("line"), "jaccard": r.get("jaccard")})
     return dict(out)
 
 
@@ -564,6 +565,27 @@ def _cluster_examples(clusters, texts) -> tuple[list[dict], int]:
     return examples, identical
 
 
+LARGEST_CLUSTERS = 5
+
+
+def _largest(clusters: dict[str, list[dict]]) -> list[dict]:
+    """The largest clusters (ties by id), each with the spread of its removed members'
+    Jaccard with the kept document (clusters/ `jaccard`, where the run wrote it) and
+    its least similar pair."""
+    out = []
+    for cid in sorted(clusters, key=lambda c: (-len(clusters[c]), c))[:LARGEST_CLUSTERS]:
+        ms = clusters[cid]
+        js = sorted((m["jaccard"], m["id"]) for m in ms if not m["kept"] and m.get("jaccard") is not None)
+        kept = next((m["id"] for m in ms if m["kept"]), None)
+        row = {"cluster_id": cid, "size": len(ms), "kept": kept, "jaccard": None, "pair": None}
+        if js:
+            vals = [j for j, _ in js]
+            row["jaccard"] = {"min": vals[0], "median": statistics.median(vals), "max": vals[-1]}
+            row["pair"] = {"kept": kept, "member": js[0][1], "jaccard": js[0][0]}
+        out.append(row)
+    return out
+
+
 def _clusters_section(dedup, clusters, texts, inputs_read) -> dict:
     if dedup is None:
         return {"ran": False}
@@ -575,6 +597,8 @@ def _clusters_section(dedup, clusters, texts, inputs_read) -> dict:
             "removed_by_reason": dict(sorted(reasons.items())),
             "size_histogram": [[k, v] for k, v in sorted(sizes.items())],   # [size, clusters]
             "examples": examples,
+            "largest": _largest(clusters),
+            "kept_check": dedup.data.get("kept_check"),
             "identical_passed_over": identical,
             "texts_available": inputs_read,
             "threshold": ((dedup.data.get("parameters") or {}).get("lsh") or {}).get("threshold")}
