@@ -21,7 +21,8 @@ partitions (on an object store each file is a paid write):
   │   build_dedup's verify_by)
   ├─ exact + verified edges ─ large-star/small-star rounds on edge arrays ─ (node, root)
   ├─ labels grouped by the root's file ─ each member checked against its root (members
-  │   that only chain to it are split off: resolve_against_kept) ─ the roots' ids
+  │   that only chain to it are split off: resolve_against_kept) ─ the roots' ids (on
+  │   an object store the members' rows come with their labels: FetchMembers)
   └─ decisions grouped per input file ─ WriteShard re-reads that file and writes kept
      documents, cluster rows and rejected records
 
@@ -631,6 +632,53 @@ def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: f
     return new_root, jac, counts
 
 
+def by_member_file(item):
+    """A labels chunk keyed by the root's file -> chunks keyed by each member's file."""
+    _, chunk = item
+    e = unpack(chunk)
+    for f, part in split_by(file_of(e["a"]), a=e["a"], b=e["b"]):
+        yield f, pack(**part)
+
+
+class FetchMembers(VerifyEdges):
+    """The check against the kept document through the shuffle (for a work folder on an
+    object store, as verification): the labels of the members of one file read those
+    members' rows once, densely, and travel on to their root's file with the signature
+    (or shingles) attached, where RootIds reads only the roots' rows."""
+
+    def process(self, kv, signed):
+        _, chunks = kv
+        units = _units(self._cache, signed)
+        e = concat([unpack(c) for c in chunks], _EDGE)
+        a, b = unique_pairs(e["a"], e["b"])
+        if not len(a):
+            return
+        got = self._fetch(units, a)
+        for f, part in split_by(file_of(b), i=np.arange(len(a))):
+            i = part["i"]
+            if self.verify == "exact":
+                sh = [got[k] for k in i]
+                lens = np.fromiter((len(x) for x in sh), dtype=np.int64, count=len(sh))
+                yield int(f), pack(a=a[i], b=b[i], off=np.r_[0, np.cumsum(lens)].astype(np.int64),
+                                   sh=np.concatenate(sh) if sh else np.zeros(0, np.uint32))
+            else:
+                yield int(f), pack(a=a[i], b=b[i], sig=got[i])
+
+
+def _shipped(parts: list[dict], exact: bool):
+    """Members' rows that travelled with their labels: (sorted ordinals, rows)."""
+    with_rows = [x for x in parts if ("sh" if exact else "sig") in x]
+    if not with_rows:
+        return np.zeros(0, np.int64), None
+    ords = np.concatenate([x["a"] for x in with_rows])
+    if exact:
+        rows = [x["sh"][x["off"][k]:x["off"][k + 1]] for x in with_rows for k in range(len(x["a"]))]
+    else:
+        rows = np.concatenate([x["sig"] for x in with_rows])
+    order = np.argsort(ords, kind="stable")
+    return ords[order], ([rows[k] for k in order] if exact else rows[order])
+
+
 class LargeClusterError(RuntimeError):
     """A cluster above --max-cluster-size with --on-large-cluster fail."""
 
@@ -700,7 +748,8 @@ class RootIds(beam.DoFn):
     def process(self, kv, signed):
         _, chunks = kv
         units = _units(self._cache, signed)
-        e = concat([unpack(c) for c in chunks], _EDGE)
+        parts = [unpack(c) for c in chunks]
+        e = concat(parts, _EDGE)
         roots = np.unique(e["b"])
         node, root = unique_pairs(np.concatenate([e["a"], roots]), np.concatenate([e["b"], roots]))
         jac = np.full(len(node), np.nan)
@@ -710,9 +759,27 @@ class RootIds(beam.DoFn):
             roots = np.unique(root)
         if self.verify != "none":
             exact = self.verify == "exact"
-            root, jac, counts = resolve_against_kept(
-                node, root, lambda o: self.sides.fetch(units, o, exact), self.threshold, exact,
-                rank=rank)
+            shipped, rows = _shipped(parts, exact)
+
+            def fetch(o):
+                # members' rows came with their labels on an object store; roots' are read here
+                if not len(shipped):
+                    return self.sides.fetch(units, o, exact)
+                pos = np.minimum(np.searchsorted(shipped, o), len(shipped) - 1)
+                have = shipped[pos] == o
+                rest = self.sides.fetch(units, o[~have], exact) if (~have).any() else None
+                if exact:
+                    out, it = [None] * len(o), iter(rest or [])
+                    for k in range(len(o)):
+                        out[k] = rows[pos[k]] if have[k] else next(it)
+                    return out
+                out = np.empty((len(o), self.num_perm), dtype=np.uint32)
+                out[have] = rows[pos[have]]
+                if rest is not None:
+                    out[~have] = rest
+                return out
+            root, jac, counts = resolve_against_kept(node, root, fetch, self.threshold, exact,
+                                                     rank=rank)
             # a document left alone by the check belongs to no cluster: no decision, kept
             kept, inv, size = np.unique(root, return_inverse=True, return_counts=True)
             alone = size[inv] == 1
@@ -861,9 +928,16 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     else:
         near = candidates | "Verify" >> beam.ParDo(VerifyEdges(output, num_perm, threshold, verify),
                                                    AsList(signed))
-    per_root_file = ((grouped.edges, near)
-                     | "AllEdges" >> beam.Flatten()
-                     | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions)
+    labels = ((grouped.edges, near)
+              | "AllEdges" >> beam.Flatten()
+              | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions))
+    if two_hop:
+        labels = (labels
+                  | "ByMemberFile" >> beam.FlatMap(by_member_file)
+                  | "GroupByMemberFile" >> beam.GroupByKey()
+                  | "FetchMembers" >> beam.ParDo(FetchMembers(output, num_perm, threshold, verify),
+                                                 AsList(signed)))
+    per_root_file = (labels
                      | "GroupByRootFile" >> beam.GroupByKey()
                      | "RootIds" >> beam.ParDo(RootIds(output, num_perm, threshold if kept_threshold is None
                                                        else kept_threshold, verify,

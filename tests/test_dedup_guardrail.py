@@ -216,3 +216,24 @@ def test_an_unknown_policy_is_refused(tmp_path, capsys):
     assert main(["dedup", "--input", str(_policy_input(tmp_path)), "--output", str(tmp_path / "o"),
                  "--keep", "shortest"]) == 2
     assert "keep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verify", ["estimate", "exact"])
+def test_the_check_through_the_shuffle_decides_as_through_reads(tmp_path, monkeypatch, verify):
+    """On an object store the members' rows travel with their labels (FetchMembers)
+    instead of being read at random by the root's worker: the same decisions."""
+    import pipelines.dedup as dedup
+    src = _chain_input(tmp_path)
+
+    def run(how):
+        monkeypatch.setattr(dedup, "VERIFY_BY", how)
+        out = tmp_path / how
+        assert main(["dedup", "--input", str(src), "--output", str(out), "--kept-tolerance", "0.05",
+                     *[x if x != "exact" else verify for x in CHAIN_FLAGS]]) == 0
+        rows = sorted((r["id"], r["cluster_id"], r["kept"], r["jaccard"])
+                      for p in (out / "clusters").glob("*") for r in read_rows(str(p)))
+        return rows, json.loads((out / "manifest.json").read_text())["kept_check"]
+
+    reads, shuffle = run("reads"), run("shuffle")
+    assert shuffle == reads
+    assert reads[1]["members_split"] == 2 and {r[1] for r in reads[0]} == {"A", "C"}
