@@ -393,6 +393,27 @@ class VerifyEdges(beam.DoFn):
             yield _edge_chunk(a[ok], b[ok])
 
 
+def _with_rows(a: np.ndarray, b: np.ndarray, got, key: np.ndarray, exact: bool):
+    """Edges (a, b) with a's signature or shingles attached, one packed value per `key`
+    (where they travel to next); `got` holds a's rows, aligned with `a`."""
+    for k, part in split_by(key, i=np.arange(len(a))):
+        i = part["i"]
+        if exact:
+            sh = [got[x] for x in i]
+            lens = np.fromiter((len(x) for x in sh), dtype=np.int64, count=len(sh))
+            yield k, pack(a=a[i], b=b[i], off=np.r_[0, np.cumsum(lens)].astype(np.int64),
+                          sh=np.concatenate(sh))
+        else:
+            yield k, pack(a=a[i], b=b[i], sig=got[i])
+
+
+def _rows_of(parts: list[dict], exact: bool):
+    """The rows `_with_rows` attached, aligned with the parts' concatenated `a`."""
+    if exact:
+        return [x["sh"][x["off"][k]:x["off"][k + 1]] for x in parts for k in range(len(x["a"]))]
+    return np.concatenate([x["sig"] for x in parts])
+
+
 def _verified(j: np.ndarray, threshold: float, accepted, dropped) -> np.ndarray:
     ok = j >= threshold
     accepted.inc(int(ok.sum()))
@@ -410,16 +431,7 @@ class FetchFirst(VerifyEdges):
         units, a, b = self._candidates(kv, signed)
         if not len(a):
             return
-        got = self._fetch(units, a)
-        for u, part in split_by(units.locate(b), i=np.arange(len(a))):
-            i = part["i"]
-            if self.verify == "exact":
-                sh = [got[k] for k in i]
-                lens = np.fromiter((len(x) for x in sh), dtype=np.int64, count=len(sh))
-                yield int(u), pack(a=a[i], b=b[i], off=np.r_[0, np.cumsum(lens)].astype(np.int64),
-                                   sh=np.concatenate(sh))
-            else:
-                yield int(u), pack(a=a[i], b=b[i], sig=got[i])
+        yield from _with_rows(a, b, self._fetch(units, a), units.locate(b), self.verify == "exact")
 
 
 class VerifySecond(VerifyEdges):
@@ -433,11 +445,8 @@ class VerifySecond(VerifyEdges):
         parts = [unpack(c) for c in chunks]
         a = np.concatenate([x["a"] for x in parts])
         b = np.concatenate([x["b"] for x in parts])
-        if self.verify == "exact":
-            first = [x["sh"][x["off"][k]:x["off"][k + 1]] for x in parts for k in range(len(x["a"]))]
-            j = np.array([exact_jaccard(x, y) for x, y in zip(first, self._fetch(units, b))])
-        else:
-            j = estimate_jaccard(np.concatenate([x["sig"] for x in parts]), self._fetch(units, b))
+        exact = self.verify == "exact"
+        j = _jaccard(_rows_of(parts, exact), self._fetch(units, b), exact)
         ok = _verified(j, self.threshold, self.accepted, self.dropped)
         if ok.any():
             yield _edge_chunk(a[ok], b[ok])
@@ -588,7 +597,7 @@ def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: f
     new_root = root.copy()
     jac = np.full(len(node), np.nan)
     member = np.flatnonzero(node != root)
-    bad_parts = []
+    bad_parts, bad_rows = [], []           # the split members, and their rows kept for later
     for lo in range(0, len(member), chunk):
         m = member[lo:lo + chunk]
         need, inv = np.unique(np.concatenate([node[m], root[m]]), return_inverse=True)
@@ -599,16 +608,21 @@ def resolve_against_kept(node: np.ndarray, root: np.ndarray, fetch, threshold: f
         else:
             j = _jaccard(got[a], got[b], False)
         jac[m] = j
-        bad_parts.append(m[j < threshold])
+        low = j < threshold
+        bad_parts.append(m[low])
+        if exact:
+            bad_rows.extend(got[i] for i in a[low])
+        else:
+            bad_rows.append(got[a[low]])
     bad = np.concatenate(bad_parts) if bad_parts else np.zeros(0, np.int64)
     counts = {"members_checked": int(len(member)), "members_split": int(len(bad)),
               "clusters_split": 0}
     if not len(bad):
         return new_root, jac, counts
-    if rank is not None:
-        bad = bad[np.argsort(rank[bad], kind="stable")]
-    got = fetch(node[bad])            # node is sorted, so bad is in input order unless ranked
+    got = bad_rows if exact else np.concatenate(bad_rows)
     pos = {int(o): i for i, o in enumerate(node[bad])}
+    if rank is not None:                  # else bad is in input order already (node is sorted)
+        bad = bad[np.argsort(rank[bad], kind="stable")]
     for r, part in split_by(root[bad], i=bad):
         counts["clusters_split"] += 1
         subroots: list[int] = []      # ordinals of the new kept documents, in input order
@@ -653,16 +667,7 @@ class FetchMembers(VerifyEdges):
         a, b = unique_pairs(e["a"], e["b"])
         if not len(a):
             return
-        got = self._fetch(units, a)
-        for f, part in split_by(file_of(b), i=np.arange(len(a))):
-            i = part["i"]
-            if self.verify == "exact":
-                sh = [got[k] for k in i]
-                lens = np.fromiter((len(x) for x in sh), dtype=np.int64, count=len(sh))
-                yield int(f), pack(a=a[i], b=b[i], off=np.r_[0, np.cumsum(lens)].astype(np.int64),
-                                   sh=np.concatenate(sh) if sh else np.zeros(0, np.uint32))
-            else:
-                yield int(f), pack(a=a[i], b=b[i], sig=got[i])
+        yield from _with_rows(a, b, self._fetch(units, a), file_of(b), self.verify == "exact")
 
 
 def _shipped(parts: list[dict], exact: bool):
@@ -671,10 +676,7 @@ def _shipped(parts: list[dict], exact: bool):
     if not with_rows:
         return np.zeros(0, np.int64), None
     ords = np.concatenate([x["a"] for x in with_rows])
-    if exact:
-        rows = [x["sh"][x["off"][k]:x["off"][k + 1]] for x in with_rows for k in range(len(x["a"]))]
-    else:
-        rows = np.concatenate([x["sig"] for x in with_rows])
+    rows = _rows_of(with_rows, exact)
     order = np.argsort(ords, kind="stable")
     return ords[order], ([rows[k] for k in order] if exact else rows[order])
 
@@ -721,13 +723,36 @@ class RootIds(beam.DoFn):
         np.minimum.at(best, inv, rank)
         return node[order][best][inv], rank
 
+    def _fetcher(self, units, parts, exact: bool):
+        """fetch(ordinals) for resolve_against_kept: on an object store the members' rows
+        came with their labels (FetchMembers); the rest (the roots') are read here."""
+        shipped, rows = _shipped(parts, exact)
+
+        def fetch(o):
+            if not len(shipped):
+                return self.sides.fetch(units, o, exact)
+            pos = np.minimum(np.searchsorted(shipped, o), len(shipped) - 1)
+            have = shipped[pos] == o
+            rest = self.sides.fetch(units, o[~have], exact) if (~have).any() else None
+            if exact:
+                out, it = [None] * len(o), iter(rest or [])
+                for k in range(len(o)):
+                    out[k] = rows[pos[k]] if have[k] else next(it)
+                return out
+            out = np.empty((len(o), self.num_perm), dtype=np.uint32)
+            out[have] = rows[pos[have]]
+            if rest is not None:
+                out[~have] = rest
+            return out
+        return fetch
+
     def _large(self, node, root, jac):
         """Count every cluster's size; flag those above --max-cluster-size and apply
         --on-large-cluster: keep them as decided, split them (every document in one is
         kept: nothing is removed on the strength of a cluster that large) or fail."""
         roots, inv, size = np.unique(root, return_inverse=True, return_counts=True)
-        for n_ in size.tolist():
-            self.largest.update(int(n_))
+        if len(size):
+            self.largest.update(int(size.max()))     # the manifest reads only the largest
         if not self.max_size or not (size > self.max_size).any():
             return node, root, jac
         big = size > self.max_size
@@ -759,27 +784,8 @@ class RootIds(beam.DoFn):
             roots = np.unique(root)
         if self.verify != "none":
             exact = self.verify == "exact"
-            shipped, rows = _shipped(parts, exact)
-
-            def fetch(o):
-                # members' rows came with their labels on an object store; roots' are read here
-                if not len(shipped):
-                    return self.sides.fetch(units, o, exact)
-                pos = np.minimum(np.searchsorted(shipped, o), len(shipped) - 1)
-                have = shipped[pos] == o
-                rest = self.sides.fetch(units, o[~have], exact) if (~have).any() else None
-                if exact:
-                    out, it = [None] * len(o), iter(rest or [])
-                    for k in range(len(o)):
-                        out[k] = rows[pos[k]] if have[k] else next(it)
-                    return out
-                out = np.empty((len(o), self.num_perm), dtype=np.uint32)
-                out[have] = rows[pos[have]]
-                if rest is not None:
-                    out[~have] = rest
-                return out
-            root, jac, counts = resolve_against_kept(node, root, fetch, self.threshold, exact,
-                                                     rank=rank)
+            root, jac, counts = resolve_against_kept(node, root, self._fetcher(units, parts, exact),
+                                                     self.threshold, exact, rank=rank)
             # a document left alone by the check belongs to no cluster: no decision, kept
             kept, inv, size = np.unique(root, return_inverse=True, return_counts=True)
             alone = size[inv] == 1
@@ -789,8 +795,6 @@ class RootIds(beam.DoFn):
             for k, v in counts.items():
                 self.c[k].inc(v)
         node, root, jac = self._large(node, root, jac)
-        if not len(node):
-            return
         roots = np.unique(root)
         ids = np.empty(len(roots), dtype=object)
         for side, pos in self.sides.by_unit(units, roots):

@@ -163,11 +163,7 @@ def mix_verdict_lines(s: dict) -> list[str]:
     names = " = ".join(s.get("chosen_names") or [s["chosen_strategy"]])
     lines.append(f"chose {names}: {weights}; test target "
                  f"{s['test']['target_bpb_mean']:.4f} bits per byte over {s['test']['seeds']} seeds")
-    seen = set()
     for c in s["against_baselines"]:
-        if tuple(c["names"]) in seen:
-            continue
-        seen.add(tuple(c["names"]))
         if c["verdict"] == "same":
             continue
         lines.append(f"  against {' = '.join(c['names'])}: {describe_interval(c)}")

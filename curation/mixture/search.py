@@ -96,21 +96,23 @@ class Runner:
 
 def compare_with_baselines(chosen: dict, finalists: Sequence[dict], *, seed: int = 0,
                            key: str = "test_targets") -> list[dict]:
-    """The chosen finalist against every baseline name, from the per-seed paired
-    differences of ``finalist[key]`` (the same seeds on both sides). A baseline that is
-    the chosen mixture itself gets the verdict "same"."""
+    """The chosen finalist against every baseline mixture (one entry per mixture:
+    ``baseline`` is its first baseline name, ``names`` all it carries), from the per-seed
+    paired differences of ``finalist[key]`` (the same seeds on both sides). A baseline
+    that is the chosen mixture itself gets the verdict "same"."""
     out = []
     for f in finalists:
-        for name in f["baseline_names"]:
-            if f is chosen:
-                n = len(chosen[key])
-                c = {"difference": 0.0, "interval": [0.0, 0.0], "level": 0.95, "method": "none",
-                     "seeds": n, "differences": [0.0] * n, "verdict": "same"}
-            else:
-                c = paired_verdict(chosen[key], f[key], seed=seed)
-            out.append({"baseline": name, "names": list(f["names"]),
-                        "baseline_test_target": statistics.fmean(f[key]),
-                        "chosen_test_target": statistics.fmean(chosen[key]), **c})
+        if not f["baseline_names"]:
+            continue
+        if f is chosen:
+            n = len(chosen[key])
+            c = {"difference": 0.0, "interval": [0.0, 0.0], "level": 0.95, "method": "none",
+                 "seeds": n, "differences": [0.0] * n, "verdict": "same"}
+        else:
+            c = paired_verdict(chosen[key], f[key], seed=seed)
+        out.append({"baseline": f["baseline_names"][0], "names": list(f["names"]),
+                    "baseline_test_target": statistics.fmean(f[key]),
+                    "chosen_test_target": statistics.fmean(chosen[key]), **c})
     return out
 
 

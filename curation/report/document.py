@@ -575,11 +575,8 @@ def _pct(level) -> str:
 
 
 def _verdict_table(rows: list[dict]) -> Table:
-    out, seen = [], set()
+    out = []
     for a in rows:
-        if tuple(a.get("names") or [a["baseline"]]) in seen:
-            continue
-        seen.add(tuple(a.get("names") or [a["baseline"]]))
         lo, hi = a["interval"]
         out.append([_names(a), f4(a["baseline_test_target"]), f4(a["chosen_test_target"]),
                     f"{a['difference']:+.4f}", f"{lo:+.4f} to {hi:+.4f}", a["verdict"]])
