@@ -89,6 +89,10 @@ class DedupConfig(InputConfig):
     max_cluster_size: int | None = Field(None, ge=2)
     on_large_cluster: Literal["keep", "split", "fail"] = "keep"
     cc_max_rounds: int = Field(24, ge=1, le=200)
+    # dedup indexes (curation.dedup_index): documents matching one of these are removed,
+    # and this run's kept documents are written to write_index as a new generation
+    against: list[str] = Field(default_factory=list)
+    write_index: str | None = None
     lsh_partitions: int = Field(64, ge=1, le=1_000_000)
     batch_size: int = Field(2048, ge=1)
     split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description="read larger input files in ranges")

@@ -15,9 +15,11 @@ Semantics an implementation must keep:
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import posixpath
+import uuid
 from typing import BinaryIO, Protocol, runtime_checkable
 
 
@@ -129,3 +131,25 @@ def normpath(path: str) -> str:
     if "://" in path:
         return path.rstrip("/") if not path.endswith("://") else path
     return os.path.normpath(path)
+
+
+@contextlib.contextmanager
+def writing(fs: FS | None, path: str):
+    """A stream that becomes `path` only when the block ends without an error: written
+    under a hidden unique temporary name beside it (retried workers may race), then
+    renamed onto it; on an error the temporary file is removed."""
+    fs = default_fs(fs)
+    parent = dirname(path)
+    if parent:
+        fs.makedirs(parent)
+    tmp_name = f".{basename(path)}.{uuid.uuid4().hex[:16]}.tmp"
+    tmp = fs.join(parent, tmp_name) if parent else tmp_name
+    try:
+        with fs.open_write(tmp) as f:
+            yield f
+        fs.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if fs.exists(tmp):
+                fs.delete(tmp)
+        raise

@@ -36,7 +36,6 @@ import io
 import json
 import math
 import os
-import uuid
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ import zstandard
 
 from curation.config import DEFAULT_MAX_DOC_BYTES
 from curation.documents import Document, InputError, Rejected, make_ordinal
-from curation.fs import FS, basename, default_fs, dirname, is_remote, normpath
+from curation.fs import FS, basename, default_fs, dirname, is_remote, normpath, writing
 
 __all__ = [
     "DAMAGE_CAUSES", "DEFAULT_MAX_DOC_BYTES", "DOCUMENT_SCHEMA", "REJECTED_SCHEMA", "OUTPUT_FORMATS",
@@ -1453,23 +1452,9 @@ def _write_jsonl_gz(f, rows: Iterator[dict], schema: pa.Schema) -> int:
 
 def _write_atomic(path: str, rows: Iterable[dict], schema: pa.Schema, fmt: str, fs: FS | None) -> int:
     _check_format(fmt)
-    fs = default_fs(fs)
-    parent = dirname(path)
-    if parent:
-        fs.makedirs(parent)
-    tmp_name = f".{basename(path)}.{uuid.uuid4().hex[:16]}.tmp"   # unique: retried workers may race
-    tmp = fs.join(parent, tmp_name) if parent else tmp_name
     checked = _rows_checked(rows, schema)
-    try:
-        with fs.open_write(tmp) as f:
-            n = _write_parquet(f, checked, schema) if fmt == "parquet" else _write_jsonl_gz(f, checked, schema)
-        fs.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            if fs.exists(tmp):
-                fs.delete(tmp)
-        raise
-    return n
+    with writing(fs, path) as f:
+        return _write_parquet(f, checked, schema) if fmt == "parquet" else _write_jsonl_gz(f, checked, schema)
 
 
 def write_rows(path: str, rows: Iterable[dict], schema: pa.Schema, fmt: str = "parquet",

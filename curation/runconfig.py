@@ -136,6 +136,10 @@ def validate_sections(cfg: RunConfig) -> None:
         if data is False:
             continue
         problems += _check_owned(name, data)
+        if name == "dedup":
+            problems += [f"  dedup.{k}: not taken by curate run yet; run curate dedup with "
+                         f"--{k.replace('_', '-')} (docs/indexes.md)"
+                         for k in ("against", "write_index") if k in data]
         extra = {"model": "x"} if name == "score" else {}
         data = {k: v for k, v in data.items() if k not in _OWNED[name]}
         if name == "label":

@@ -423,7 +423,8 @@ def stage_counts(command: str, counts: dict) -> dict:
            "rejected": int(counts["rejected"]),
            "blank_lines": int(counts.get("blank_lines_skipped", 0))}
     if command == "dedup":
-        out["removed"] = int(counts["removed_exact"]) + int(counts["removed_near"])
+        out["removed"] = sum(int(counts.get(k, 0)) for k in (
+            "removed_exact", "removed_near", "removed_exact_index", "removed_near_index"))
     else:
         out["removed"] = int(counts["removed"])
     out["removed_written"] = int(counts.get("removed_written", out["removed"]))

@@ -108,6 +108,16 @@ def _dedup_parser(sub):
     mh.add_argument("--on-large-cluster", choices=["keep", "split", "fail"],
                     help="with --max-cluster-size: keep its removals as decided (default), "
                          "split it (keep every document in it), or fail the run")
+    ix = p.add_argument_group("dedup indexes")
+    ix.add_argument("--against", action="append", metavar="INDEX",
+                    help="also remove documents that duplicate one in this index (written by "
+                         "--write-index; repeatable): reasons exact_duplicate_of_index and "
+                         "near_duplicate_of_index, with matched_id and matched_index in clusters/; "
+                         "the index is only read")
+    ix.add_argument("--write-index", metavar="INDEX",
+                    help="write this run's kept documents (id, source, signature, band keys) to a "
+                         "dedup index; to an existing index (which must also be given to "
+                         "--against) as its next generation")
     mh.add_argument("--cc-max-rounds", type=int,
                     help="large-star/small-star rounds unrolled in the graph (default 24); "
                          "the run fails if the last one still changed a label")
@@ -682,7 +692,8 @@ _FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample", "spl
 _SCORE_KEYS = _INPUT_KEYS + ("model", "min_score", "keep_top", "keep_top_by", "batch_size", "split_bytes")
 _CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
                               "family", "bands", "rows", "verify", "verify_tolerance", "kept_tolerance", "keep",
-                              "max_cluster_size", "on_large_cluster", "cc_max_rounds",
+                              "max_cluster_size", "on_large_cluster", "cc_max_rounds", "against",
+                              "write_index",
                               "lsh_partitions", "batch_size", "split_bytes")
 
 
@@ -840,7 +851,10 @@ def _dispatch(parser, args, beam_args: list[str]) -> int:
         return _run_stage(parser, args, beam_args, DedupConfig, _CONFIG_KEYS, run_dedup,
                           lambda c: f"{c['input']} in, {c['kept']} kept, {c['removed_exact']} exact "
                                     f"and {c['removed_near']} near duplicates removed, "
-                                    f"{c['rejected']} rejected", has_config=True)
+                                    + (f"{c['removed_exact_index']} exact and {c['removed_near_index']} "
+                                       f"near duplicates of the index removed, "
+                                       if "removed_exact_index" in c else "")
+                                    + f"{c['rejected']} rejected", has_config=True)
     if args.command == "filter":
         from pipelines.run_filter import run_filter
         return _run_stage(parser, args, beam_args, FilterRunConfig, _FILTER_KEYS, run_filter,

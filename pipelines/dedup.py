@@ -79,7 +79,14 @@ CLUSTER_SCHEMA = pa.schema([
     pa.field("jaccard", pa.float64()),
 ])
 
+# --against: which indexed document a removed one matched, and in which index
+CLUSTER_SCHEMA_AGAINST = CLUSTER_SCHEMA.append(pa.field("matched_id", pa.string())).append(
+    pa.field("matched_index", pa.string()))
+
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
+EXACT_INDEX, NEAR_INDEX = "exact_duplicate_of_index", "near_duplicate_of_index"
+_REMOVED = {EXACT: "removed_exact", NEAR: "removed_near", EXACT_INDEX: "removed_exact_index",
+            NEAR_INDEX: "removed_near_index"}
 _I64 = np.dtype(np.int64)
 _U64 = np.dtype(np.uint64)
 _EDGE = {"a": _I64, "b": _I64}
@@ -136,6 +143,10 @@ class _Work:
 
     def keys(self, unit: str, chunk: int) -> str:
         return self.fs.join(self.root, "keys", f"{unit}-{chunk:04d}.cpk")
+
+    def index_keys(self, unit: str) -> str:
+        """--write-index: the unit's kept documents' keys, cut by partition."""
+        return self.fs.join(self.root, "index", f"{unit}.cpk")
 
 
 class SignUnit(beam.DoFn):
@@ -229,22 +240,30 @@ class SignUnit(beam.DoFn):
                                                                        len(band_ords)),
                      key=flat, ordinal=np.repeat(band_ords, self.bands)),
         ]
-        path = self.work.keys(self._unit, len(self._chunks))
-        offsets, pos = [], 0
-        with self.fs.open_write(path + ".tmp") as f:
-            for parts in kinds:
-                off = np.zeros(self.partitions + 1, np.int64)
-                for p, a in parts:
-                    blob = pack(**a)
-                    f.write(blob)
-                    off[p + 1] = len(blob)
-                off[0] = pos
-                off = np.cumsum(off)
-                pos = int(off[-1])
-                offsets.append(off)
-        self.fs.rename(path + ".tmp", path)
-        self.written.inc(pos)
-        self._chunks.append(tuple(offsets))
+        offsets = write_keys_file(self.fs, self.work.keys(self._unit, len(self._chunks)), kinds,
+                                  self.partitions)
+        self.written.inc(int(offsets[-1][-1]))
+        self._chunks.append(offsets)
+
+
+def write_keys_file(fs, path: str, kinds, partitions: int) -> tuple:
+    """Several kinds of keys, each cut by partition (split_by's output), as one file:
+    each kind's partitions as consecutive packed values. Returns per kind the byte
+    offsets of its partitions (P + 1 values)."""
+    offsets, pos = [], 0
+    with fs.open_write(path + ".tmp") as f:
+        for parts in kinds:
+            off = np.zeros(partitions + 1, np.int64)
+            for p, a in parts:
+                blob = pack(**a)
+                f.write(blob)
+                off[p + 1] = len(blob)
+            off[0] = pos
+            off = np.cumsum(off)
+            pos = int(off[-1])
+            offsets.append(off)
+    fs.rename(path + ".tmp", path)
+    return tuple(offsets)
 
 
 def _edge_chunk(a: np.ndarray, b: np.ndarray) -> bytes:
@@ -263,8 +282,9 @@ def _pair_key(fa: np.ndarray, fb: np.ndarray, partitions: int) -> np.ndarray:
 class GroupPartition(beam.DoFn):
     """One key partition, after every unit is signed: exact groups and LSH buckets."""
 
-    def __init__(self, output: str, partitions: int, by_unit: bool = False):
+    def __init__(self, output: str, partitions: int, by_unit: bool = False, matcher=None):
         self.output, self.partitions, self.by_unit = output, partitions, by_unit
+        self.matcher = matcher     # --against: pairs this partition's documents with indexed ones
         self.read = _counter("work_bytes_read")
         self._cache = {}
 
@@ -285,6 +305,10 @@ class GroupPartition(beam.DoFn):
 
     def process(self, p, signed):
         x = self._load(0, p, signed, {"k0": _U64, "k1": _U64, "ordinal": _I64})
+        indexed = np.zeros(0, np.int64)
+        if self.matcher is not None:
+            out, indexed = self.matcher.exact(self.fs, p, x)
+            yield from out
         if len(x["ordinal"]):
             order = np.lexsort((x["ordinal"], x["k1"], x["k0"]))
             k0, k1, ords = x["k0"][order], x["k1"][order], x["ordinal"][order]
@@ -299,6 +323,8 @@ class GroupPartition(beam.DoFn):
                     yield TaggedOutput("dups", (units.keys[u], pack(**a)))
         del x
         b = self._load(1, p, signed, {"band": np.dtype(np.int8), "key": _U64, "ordinal": _I64})
+        if self.matcher is not None:
+            yield from self.matcher.bands(self.fs, p, b, indexed)
         xs, ms = [], []
         for j in np.unique(b["band"]):
             sel = np.flatnonzero(b["band"] == j)
@@ -809,18 +835,23 @@ class WriteShard(beam.DoFn):
     """Pass 2: re-read one unit and route each record to exactly one place."""
 
     def __init__(self, output: str, fmt: str, fields: FieldMap, max_doc_bytes: int, strict: bool,
-                 keep: str = "first"):
+                 keep: str = "first", matched_index: list[str] | None = None,
+                 index: dict | None = None):
         self.output, self.fmt, self.fields = output, fmt, fields
         self.drop_all = keep == "none"
         self.max_doc_bytes, self.strict = max_doc_bytes, strict
+        # --against: what `matched_index` names per source; --write-index: where and how
+        self.matched_index, self.index = matched_index, index
+        self.schema = CLUSTER_SCHEMA_AGAINST if matched_index is not None else CLUSTER_SCHEMA
         self.c = {name: _counter(name) for name in
                   ("input", "input_documents", "kept", "removed_exact", "removed_near",
-                   "rejected", "cluster_rows", "blank_lines")}
+                   "removed_exact_index", "removed_near_index", "rejected", "cluster_rows",
+                   "blank_lines", "index_documents_written")}
 
     def setup(self):
         self.fs = BeamFS()
 
-    def _decisions(self, file, labels, dups) -> dict:
+    def _decisions(self, file, labels, dups, matches) -> dict:
         dup = set(concat([unpack(d) for d in dups], {"ordinal": _I64})["ordinal"].tolist())
         decisions = {}
         for chunk, root_ids in labels:
@@ -830,15 +861,21 @@ class WriteShard(beam.DoFn):
                     raise RuntimeError(f"{file.path}: document ordinal {n} got two clusters")
                 survivor = n == r and not self.drop_all     # --keep none: no member survives
                 reason = None if survivor else (EXACT if n in dup and n != r else NEAR)
-                decisions[n] = (rid, survivor, reason, None if j != j else round(j, 6))   # NaN: the root
+                decisions[n] = (rid, survivor, reason, None if j != j else round(j, 6), None)   # NaN: the root
+        if matches:
+            from pipelines.dedup_index import best_matches
+            # matched documents took no part in this run's clusters (DropIndexed)
+            for n, (mid, src, j, exact) in best_matches(matches).items():
+                decisions[n] = (mid, False, EXACT_INDEX if exact else NEAR_INDEX, round(j, 6),
+                                self.matched_index[src])
         return decisions
 
     def process(self, kv):
         key, grouped = kv
         (file,) = grouped["file"]
-        decisions = self._decisions(file, grouped["dec"], grouped["dup"])
+        decisions = self._decisions(file, grouped["dec"], grouped["dup"], grouped.get("idx"))
         seen = 0
-        rejected, clusters = [], []
+        rejected, clusters, kept_rows = [], [], {}
 
         reader = read_documents(file, self.fields, max_doc_bytes=self.max_doc_bytes,
                                 strict=self.strict, fs=self.fs)
@@ -854,20 +891,22 @@ class WriteShard(beam.DoFn):
                     continue
                 self.c["input_documents"].inc()
                 d = decisions.get(rec.ordinal)
-                if d is None:
+                if d is None or d[1]:
                     self.c["kept"].inc()
+                    if self.index is not None:
+                        kept_rows[rec.ordinal] = (rec.id, rec.source)
                     yield rec
+                if d is None:
                     continue
                 seen += 1
-                cluster_id, kept, reason, jaccard = d
-                clusters.append({"id": rec.id, "cluster_id": cluster_id, "kept": kept,
-                                 "reason": reason, "source": rec.source, "line": rec.line,
-                                 "jaccard": jaccard})
-                if kept:
-                    self.c["kept"].inc()
-                    yield rec
-                else:
-                    self.c["removed_exact" if reason == EXACT else "removed_near"].inc()
+                cluster_id, kept, reason, jaccard, matched = d
+                row = {"id": rec.id, "cluster_id": cluster_id, "kept": kept, "reason": reason,
+                       "source": rec.source, "line": rec.line, "jaccard": jaccard}
+                if matched is not None:
+                    row.update(matched_id=cluster_id, matched_index=matched)
+                clusters.append(row)
+                if not kept:
+                    self.c[_REMOVED[reason]].inc()
 
         join = self.fs.join
         write_documents(join(self.output, "documents", file_shard_name("part", file, self.fmt)),
@@ -880,11 +919,20 @@ class WriteShard(beam.DoFn):
         if clusters:
             self.c["cluster_rows"].inc(len(clusters))
             write_rows(join(self.output, "clusters", file_shard_name("part", file, self.fmt)),
-                       clusters, CLUSTER_SCHEMA, fmt=self.fmt, fs=self.fs)
+                       clusters, self.schema, fmt=self.fmt, fs=self.fs)
         if rejected:
             write_rows(join(self.output, "rejected", file_shard_name("part", file, self.fmt)),
                        [rejected_row(r) for r in rejected], REJECTED_SCHEMA, fmt=self.fmt, fs=self.fs)
-        yield key
+        if self.index is None:
+            yield key
+            return
+        from pipelines.dedup_index import write_unit_index
+        (signed,) = grouped["sig"]
+        unit = unit_key(file)
+        offsets = write_unit_index(self.fs, self.index["dir"], self.output, unit, signed[3],
+                                   kept_rows, signed, self.index["num_perm"], self.index["partitions"])
+        self.c["index_documents_written"].inc(len(kept_rows))
+        yield unit, offsets
 
 
 def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
@@ -893,7 +941,8 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
                 kept_threshold: float | None = None, max_cluster_size: int | None = None,
                 on_large_cluster: str = "keep", keep: str = "first",
                 batch_size: int, lsh_partitions: int = 64, split_bytes: int = DEFAULT_SPLIT_BYTES,
-                verify_by: str | None = None):
+                verify_by: str | None = None, against=None, index_dir: str | None = None,
+                index_threshold: float | None = None):
     """Add the dedup transforms to `p`; returns the PCollection of written units' keys.
     Input files larger than `split_bytes` are read in ranges (pipelines.splits).
 
@@ -904,7 +953,14 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     is a paid request and random reads would cost a request per candidate): two
     hops, grouped by the unit of the edge's first document, whose rows are read once
     and shuffled with the edge (num_perm x 4 bytes per candidate) to the unit of the
-    second. Same decisions either way."""
+    second. Same decisions either way.
+
+    ``against`` (pipelines.dedup_index.Sources): indexed generations whose documents
+    this run's are matched with (pairs verified at ``index_threshold``); ``index_dir``:
+    the directory of the generation this run writes (--write-index). With the
+    latter, the result is the written units' (unit, offsets) instead of their keys,
+    and the generation's key shards are written by the returned collection's
+    consumer (pipelines.dedup_index.IndexPartition)."""
     verify_by = verify_by or VERIFY_BY or ("shuffle" if is_remote(output) else "reads")
     if verify_by not in ("reads", "shuffle"):
         raise ValueError(f"verify_by must be 'reads' or 'shuffle', got {verify_by!r}")
@@ -912,6 +968,10 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     P = lsh_partitions
     cc_partitions = min(P, 16)
     num_perm = minhash["num_perm"]
+    matcher = None
+    if against is not None:
+        from pipelines.dedup_index import IndexMatcher
+        matcher = IndexMatcher(against, P)
     files_kv = p | "Files" >> ReadySplits(files, split_bytes)
     signed = (files_kv
               | "SpreadFiles" >> beam.Reshuffle()
@@ -920,9 +980,9 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     grouped = (p
                | "Partitions" >> beam.Create(list(range(P)))
                | "SpreadPartitions" >> beam.Reshuffle()
-               | "GroupPartitions" >> beam.ParDo(GroupPartition(output, P, by_unit=two_hop),
+               | "GroupPartitions" >> beam.ParDo(GroupPartition(output, P, by_unit=two_hop, matcher=matcher),
                                                  AsList(signed))
-               .with_outputs("edges", "dups", main="candidates"))
+               .with_outputs("edges", "dups", "index", main="candidates"))
     candidates = grouped.candidates | "GroupCandidates" >> beam.GroupByKey()
     if two_hop:
         near = (candidates
@@ -932,9 +992,18 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     else:
         near = candidates | "Verify" >> beam.ParDo(VerifyEdges(output, num_perm, threshold, verify),
                                                    AsList(signed))
-    labels = ((grouped.edges, near)
-              | "AllEdges" >> beam.Flatten()
-              | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions))
+    edges = (grouped.edges, near) | "AllEdges" >> beam.Flatten()
+    joined = {}
+    if against is not None:
+        from pipelines.dedup_index import VerifyIndex, drop_indexed, matched_ordinals
+        matches = (grouped.index
+                   | "GroupIndexCandidates" >> beam.GroupByKey()
+                   | "VerifyIndex" >> beam.ParDo(VerifyIndex(output, num_perm, index_threshold or threshold,
+                                                             against), AsList(signed)))
+        matched = matches | "MatchedOrdinals" >> beam.FlatMap(matched_ordinals)
+        edges = drop_indexed(edges, matched, AsList(signed), "Indexed")
+        joined["idx"] = matches
+    labels = edges | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions)
     if two_hop:
         labels = (labels
                   | "ByMemberFile" >> beam.FlatMap(by_member_file)
@@ -947,6 +1016,19 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
                                                        else kept_threshold, verify,
                                                        max_cluster_size, on_large_cluster, keep),
                                                AsList(signed)))
-    return ({"file": files_kv, "dec": per_root_file, "dup": grouped.dups}
-            | "JoinFiles" >> beam.CoGroupByKey()
-            | "WriteShards" >> beam.ParDo(WriteShard(output, fmt, fields, max_doc_bytes, strict, keep)))
+    index = None
+    if index_dir is not None:
+        index = {"dir": index_dir, "num_perm": num_perm, "partitions": P}
+        joined["sig"] = signed | "SignedByUnit" >> beam.Map(lambda r: (tuple(r[0]), r))
+    names = [against.name(s) for s in range(len(against))] if against is not None else None
+    written = ({"file": files_kv, "dec": per_root_file, "dup": grouped.dups, **joined}
+               | "JoinFiles" >> beam.CoGroupByKey()
+               | "WriteShards" >> beam.ParDo(WriteShard(output, fmt, fields, max_doc_bytes, strict, keep,
+                                                        matched_index=names, index=index)))
+    if index_dir is None:
+        return written
+    from pipelines.dedup_index import IndexPartition
+    return (p
+            | "IndexPartitions" >> beam.Create(list(range(P)))
+            | "SpreadIndexPartitions" >> beam.Reshuffle()
+            | "WriteIndexKeys" >> beam.ParDo(IndexPartition(index_dir, output), AsList(written)))

@@ -4,12 +4,14 @@ from __future__ import annotations
 import time
 
 from curation.config import DedupConfig
+from curation.dedup_index import IndexError_
 from curation.io import expand_sources
 from curation.lsh import LSHParams
 from curation.manifest import BalanceError, check_balance
 from curation.minhash import MinHasher
 from curation.verify import reconcile_output
 from pipelines.dedup import NS, WORK_DIR, build_dedup
+from pipelines.dedup_index import plan_indexes
 from pipelines.fs import BeamFS, remove_tree
 from pipelines.runner import UsageError, check_beam_args, counters, distribution_max, make_pipeline
 from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run, locked,
@@ -19,12 +21,16 @@ OUTPUT_DIRS = ("documents", "clusters", "rejected")
 KEEP_RULES = {"first": "first occurrence in input order (files sorted by path, then line/row)",
               "longest": "the longest text (in characters), ties to the first in input order",
               "none": "none: every member of a cluster is removed"}
+REMOVED_KEYS = ("removed_exact", "removed_near", "removed_exact_index", "removed_near_index")
 # ours too: the signing pass's work files, left behind only by a run that failed
 OURS = OUTPUT_DIRS + (WORK_DIR,)
 
 
-def _parameters(cfg: DedupConfig, lsh: LSHParams, minhash_params: dict, files) -> dict:
+def _parameters(cfg: DedupConfig, lsh: LSHParams, minhash_params: dict, files, indexes) -> dict:
     return {
+        # a rerun against an index that has grown since is a different run
+        **({"against": [{"path": ix.path, "generations": len(ix.generations)} for ix in indexes]}
+           if indexes else {}),
         "config": cfg.model_dump(mode="json"),
         "lsh": {"threshold": lsh.threshold, "num_perm": lsh.num_perm,
                 "bands": lsh.bands, "rows": lsh.rows,
@@ -52,7 +58,11 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     except (ValueError, RuntimeError) as e:   # bad patterns, no GPU for backend=cupy, ...
         raise UsageError(str(e)) from None
     check_output_outside_inputs(files, cfg.output, cfg.patterns(), fs)
-    params = _parameters(cfg, lsh, minhash_params, files)
+    try:
+        plan = plan_indexes(fs, cfg, minhash_params, lsh, input_files(files))
+    except IndexError_ as e:
+        raise UsageError(str(e)) from None
+    params = _parameters(cfg, lsh, minhash_params, files, plan.against)
 
     dry_run = is_dry_run(beam_args)
     prev = reuse_or_clear("dedup", fs, cfg.output, params, dry_run=dry_run, overwrite=overwrite,
@@ -70,7 +80,11 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
                 keep=cfg.keep,
                 cc_max_rounds=cfg.cc_max_rounds,
                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, batch_size=cfg.batch_size,
-                lsh_partitions=cfg.lsh_partitions, split_bytes=cfg.split_bytes)
+                lsh_partitions=cfg.lsh_partitions, split_bytes=cfg.split_bytes,
+                against=plan.sources, index_dir=plan.generation_dir,
+                index_threshold=plan.threshold)
+    if plan.generation_dir is not None and not dry_run:
+        plan.clear(fs)
     ran = run_pipeline(p, "dedup", runner, params, dry_run=dry_run, t0=t0)
     if not isinstance(ran, Ran):
         return ran
@@ -79,10 +93,13 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
     raw = counters(ran.result, NS)
     counts = {k: raw.get(k, 0) for k in ("input", "input_documents", "kept", "removed_exact",
                                           "removed_near", "rejected")}
+    if plan.sources is not None:
+        counts.update(removed_exact_index=raw.get("removed_exact_index", 0),
+                      removed_near_index=raw.get("removed_near_index", 0))
     counts["blank_lines_skipped"] = raw.get("blank_lines", 0)   # not records: not in the balance
     counts["rejected_by_cause"] = {k[len("rejected_"):]: v for k, v in sorted(raw.items())
                                    if k.startswith("rejected_") and k != "rejected"}
-    balance = check_balance(counts)
+    balance = check_balance(counts, REMOVED_KEYS)
     # The first pass signs every valid document; the second must have seen the same ones.
     passes_agree = raw.get("signed_documents", 0) == counts["input_documents"]
     changes = []
@@ -95,7 +112,11 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
         **manifest_head("dedup", balance["ok"] and passes_agree and reconciled.ok, ran, params),
         "counts": counts,
         "removed_by_reason": {"exact_duplicate": counts["removed_exact"],
-                              "near_duplicate": counts["removed_near"]},
+                              "near_duplicate": counts["removed_near"],
+                              **({"exact_duplicate_of_index": counts["removed_exact_index"],
+                                  "near_duplicate_of_index": counts["removed_near_index"]}
+                                 if plan.sources is not None else {})},
+        **plan.manifest(raw),
         "balance": balance,
         "reconciled": reconciled.as_manifest(),
         "passes_agree": {"signed_in_first_pass": raw.get("signed_documents", 0),
@@ -122,6 +143,10 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str], *, overwrite: bool = False
         "counters": dict(sorted(raw.items())),
         **({"keep_field_missing": raw.get("keep_field_missing", 0)} if cfg.keep.startswith("highest:") else {}),
     }
+    ok = balance["ok"] and passes_agree and reconciled.ok
+    if plan.generation_dir is not None and ok:
+        # before the run's manifest: a run whose manifest exists has its generation listed
+        manifest["index_written"] = plan.commit(fs, raw.get("index_documents_written", 0))
     path = write_manifest(fs, cfg.output, manifest)
     if not balance["ok"]:
         raise BalanceError(f"counts do not balance: {balance} (see {path})")

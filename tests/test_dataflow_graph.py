@@ -61,6 +61,26 @@ def test_dataflow_job_graph_offline(wheel, tmp_path):
     assert opts["project"] == "my-project-123" and opts["region"] == "us-central1"
 
 
+def test_dataflow_job_graph_with_dedup_indexes(wheel, tmp_path):
+    idx = tmp_path / "idx"
+    from curation.demo import DEMO_DIR
+    assert run_dedup(DedupConfig(inputs=[str(DEMO_DIR / "books.jsonl.gz")], output=str(tmp_path / "first"),
+                                 write_index=str(idx)),
+                     ["--direct_running_mode=in_memory", "--direct_num_workers=1"])["status"] == "complete"
+    cfg = DedupConfig(inputs=[demo_glob()], output="gs://my-bucket-123/runs/dedup2",
+                      against=[str(idx)], write_index=str(idx))
+    res = run_dedup(cfg, ["--runner", "DataflowRunner", "--project", "my-project-123",
+                          "--region", "us-central1", "--temp_location", "gs://my-bucket-123/tmp",
+                          "--extra_package", str(wheel), "--dry_run=True"])
+    assert res["status"] == "dry_run"
+    names = {t.unique_name for t in res["job"].proto_pipeline.components.transforms.values()}
+    for step in ("GroupIndexCandidates", "VerifyIndex", "IndexedJoinA", "IndexedDropB", "JoinFiles",
+                 "WriteShards", "IndexPartitions", "WriteIndexKeys"):
+        assert step in names, step
+    # a dry run writes nothing to the index
+    assert [g["generation"] for g in __import__("json").loads((idx / "index.json").read_text())["generations"]] == [0]
+
+
 def _staged(proto) -> list[str]:
     return [beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(dep.role_payload).staged_name
             for env in proto.components.environments.values() for dep in env.dependencies]

@@ -118,6 +118,7 @@ def test_config_errors_name_the_field(tmp_path):
     ({"sources": [{"input": "x", "domain": "a/b"}]}, "sources.0.domain"),
     ({"label": {"labeler": "claude", "fallback": "maybe"}}, "label.fallback"),
     ({"stages": {}}, "stages"),
+    ({"dedup": {"against": ["idx"]}}, "dedup.against: not taken by curate run yet"),
 ])
 def test_config_rejects(tmp_path, change, words):
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
