@@ -43,8 +43,8 @@ KEYS_ROW_GROUP = 1 << 16
 MAX_BUCKET = 256
 # the settings an index's signatures and band keys depend on, in the order a
 # refusal names them
-SETTINGS = ("scheme", "family", "num_perm", "seed", "ngram", "char_ngrams", "signature_dtype",
-            "bands", "rows")
+SETTINGS = ("normalisation", "scheme", "family", "num_perm", "seed", "ngram", "char_ngrams",
+            "signature_dtype", "bands", "rows")
 
 BANDS_SCHEMA = pa.schema([pa.field("key", pa.uint64(), nullable=False),
                           pa.field("band", pa.int8(), nullable=False),
@@ -66,9 +66,15 @@ class IndexError_(ValueError):
 
 
 def index_settings(minhash_params: dict, bands: int, rows: int) -> dict:
-    """What an index's keys depend on (not the backend: every backend signs alike)."""
+    """What an index's keys depend on (not the backend: every backend signs alike).
+    The Unicode version of the Python that wrote it is recorded, not compared: it
+    changes only code points new in it."""
+    import unicodedata
+
+    from curation.minhash.text import NORMALISATION
     s = {k: minhash_params[k] for k in SETTINGS if k in minhash_params}
-    s.update(bands=int(bands), rows=int(rows))
+    s.update(normalisation=NORMALISATION, bands=int(bands), rows=int(rows),
+             unicode=unicodedata.unidata_version)
     return s
 
 
@@ -248,9 +254,6 @@ class DedupIndex:
                     f"{self.path} was built with {k}={theirs!r}, this run uses {k}={mine!r}: "
                     f"its signatures and band keys cannot be compared with this run's; rerun "
                     f"with the index's settings or build a new index")
-
-    def shard(self, generation: dict, *parts: str) -> str:
-        return self.fs.join(self.path, generation["dir"], *parts)
 
 
 def new_manifest(settings: dict) -> dict:

@@ -148,6 +148,13 @@ def test_an_index_is_refused_naming_the_setting_that_differs(tmp_path, capsys):
                  "--against", str(tmp_path / "nowhere"), *FAST]) == 2
     assert "not a dedup index" in capsys.readouterr().err
     assert not (tmp_path / "o2" / "manifest.json").exists()
+    # an index from a version that normalised text otherwise
+    man = json.loads((idx / "index.json").read_text())
+    man["settings"]["normalisation"] = "lower-words-v0"
+    (idx / "index.json").write_text(json.dumps(man))
+    assert main(["dedup", "--input", str(new), "--output", str(tmp_path / "o2"),
+                 "--against", str(idx), *FAST]) == 2
+    assert "was built with normalisation='lower-words-v0'" in capsys.readouterr().err
 
 
 def test_a_generation_left_by_a_failed_run_is_ignored_and_replaced(tmp_path):

@@ -28,6 +28,9 @@ from functools import lru_cache
 
 import numpy as np
 
+# names the rule below; a change to it changes every exact key and shingle (dedup
+# indexes record it and refuse another)
+NORMALISATION = "lower-words-v1"
 MAX_CODEPOINT = 0x110000
 _WORD_RE = re.compile(r"\w+")
 CONTEXT_LOWER = ("\u0130", "\u03a3")
