@@ -49,7 +49,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from curation.documents import NO_DOMAIN
-from curation.mixture._files import atomic_path, write_atomic
+from curation.fs import atomic_path, write_atomic
 from curation.outputs import claim_output, locked_output
 
 POSITIVE = "__label__hq"
@@ -100,58 +100,43 @@ def split_of(doc_id: str, seed: int = 0, valid_fraction: float = 0.2,
     return "train"
 
 
-# --------------------------------------------------------------------------- metrics (NumPy)
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties given their average rank."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    ranks = np.empty(len(x), dtype=np.float64)
-    # boundaries of tie groups in sorted order
-    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
-    ends = np.r_[starts[1:], len(xs)]
-    for s, e in zip(starts, ends):
-        ranks[order[s:e]] = (s + 1 + e) / 2.0
-    return ranks
+# --------------------------------------------------------------------------- metrics (scikit-learn, SciPy)
 
 
 def roc_auc(y_true: Sequence[int], y_score: Sequence[float]) -> float | None:
-    """ROC AUC via the Mann-Whitney U statistic (ties count one half); None if one class."""
+    """ROC AUC (ties count one half); None if one class."""
+    from sklearn.metrics import roc_auc_score
     y = np.asarray(y_true, dtype=bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return None
-    ranks = _average_ranks(np.asarray(y_score, dtype=np.float64))
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(y, np.asarray(y_score, dtype=np.float64)))
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Spearman's rho (Pearson on average ranks); None if either side is constant."""
-    ra, rb = _average_ranks(np.asarray(a)), _average_ranks(np.asarray(b))
-    if len(ra) < 2:
+    """Spearman's rho (ties at their average rank); None if either side is constant or
+    there are fewer than two values."""
+    from scipy.stats import spearmanr
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return None
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
-    if den == 0.0:
-        return None
-    return float((ra * rb).sum() / den)
+    return float(spearmanr(a, b).statistic)
 
 
 def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:
-    """Precision, recall, F1 and accuracy of the positive class, with the confusion matrix."""
+    """Precision, recall, F1 and accuracy of the positive class, with the confusion
+    matrix (0 where undefined)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
     y = np.asarray(y_true, dtype=bool)
     p = np.asarray(y_pred, dtype=bool)
-    tp, fp = int((y & p).sum()), int((~y & p).sum())
-    fn, tn = int((y & ~p).sum()), int((~y & ~p).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    if not len(y):
+        return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "accuracy": 0.0,
+                "confusion_matrix": {"tp": 0, "fp": 0, "fn": 0, "tn": 0}}
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, p, labels=[False, True]).ravel())
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, p, labels=[True], average=None, zero_division=0.0)
     return {
-        "precision": precision, "recall": recall, "f1": f1,
-        "accuracy": (tp + tn) / len(y) if len(y) else 0.0,
+        "precision": float(precision[0]), "recall": float(recall[0]), "f1": float(f1[0]),
+        "accuracy": float(accuracy_score(y, p)),
         "confusion_matrix": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
     }
 
