@@ -268,7 +268,7 @@ def estimate_cost(client, rubric: Rubric, texts: list[str], cfg: LabelConfig, *,
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    from curation.mixture._files import write_atomic
+    from curation.fs import write_atomic
     write_atomic(str(path), text.encode("utf-8"))
 
 

@@ -51,6 +51,7 @@ import xxhash
 
 from curation.config import ConfigError
 from curation.documents import Rejected
+from curation.fs import write_atomic
 from curation.io import read_documents
 from curation.lsh import band_keys
 from curation.minhash import MinHasher, estimate_jaccard
@@ -456,10 +457,7 @@ def _fingerprint(doc: dict) -> str:
 
 
 def _write_atomic(path: str, data: str) -> None:
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomic(path, data.encode("utf-8"))
 
 
 def _dump(doc: dict) -> str:

@@ -21,7 +21,7 @@ import struct
 
 import numpy as np
 
-from curation.fs import FS, default_fs, read_range
+from curation.fs import FS, default_fs, read_range, writing
 
 MAGIC = b"CPK1"
 _HEAD = struct.Struct("<4sI")
@@ -59,10 +59,8 @@ def unpack(buf: bytes) -> dict[str, np.ndarray]:
 def write_packed(fs: FS, path: str, **arrays: np.ndarray) -> int:
     """Write `pack(**arrays)` to `path` through a temporary name; returns its size."""
     data = pack(**arrays)
-    tmp = path + ".tmp"
-    with fs.open_write(tmp) as f:
+    with writing(fs, path) as f:
         f.write(data)
-    fs.rename(tmp, path)
     return len(data)
 
 

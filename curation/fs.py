@@ -20,7 +20,7 @@ import glob
 import os
 import posixpath
 import uuid
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Iterator, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -133,17 +133,26 @@ def normpath(path: str) -> str:
     return os.path.normpath(path)
 
 
+def _temporary(path: str, fs: FS) -> str:
+    """A hidden, unique name beside `path` (``.NAME.<uuid>.tmp``: ``part-*`` globs skip
+    it, and retried workers writing one path do not meet)."""
+    parent = dirname(path)
+    name = f".{basename(path)}.{uuid.uuid4().hex[:16]}.tmp"
+    return fs.join(parent, name) if parent else name
+
+
 @contextlib.contextmanager
 def writing(fs: FS | None, path: str):
-    """A stream that becomes `path` only when the block ends without an error: written
-    under a hidden unique temporary name beside it (retried workers may race), then
-    renamed onto it; on an error the temporary file is removed."""
+    """The one writer of finished files: a stream that becomes `path` only when the
+    block ends without an error. It is written under a temporary name beside `path`
+    and renamed onto it (atomic on a local disk; on an object store a stage counts as
+    complete only once its manifest, written last, exists); on an error the temporary
+    file is removed. Parent directories are created."""
     fs = default_fs(fs)
     parent = dirname(path)
     if parent:
         fs.makedirs(parent)
-    tmp_name = f".{basename(path)}.{uuid.uuid4().hex[:16]}.tmp"
-    tmp = fs.join(parent, tmp_name) if parent else tmp_name
+    tmp = _temporary(path, fs)
     try:
         with fs.open_write(tmp) as f:
             yield f
@@ -153,3 +162,33 @@ def writing(fs: FS | None, path: str):
             if fs.exists(tmp):
                 fs.delete(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """`writing` for a library that saves a local file by name (fastText, tokenizers):
+    yields the temporary path to save to; on a clean exit it is fsynced and renamed onto
+    `path`, on an error removed. It does not exist yet: whatever creates it gives it the
+    usual mode, which the rename keeps."""
+    path = os.fspath(path)
+    parent = os.path.dirname(path) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, os.path.basename(_temporary(path, LocalFS())))
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to the local `path` through `atomic_path`."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)

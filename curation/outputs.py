@@ -34,7 +34,7 @@ from typing import Callable, Iterable
 import xxhash
 
 from curation.config import ConfigError
-from curation.fs import FS, default_fs, is_remote, normpath
+from curation.fs import FS, default_fs, is_remote, normpath, writing
 
 MANIFEST = "manifest.json"
 LOCK = ".curate.lock"
@@ -185,7 +185,7 @@ def read_manifest(output: str, fs: FS | None = None, name: str = MANIFEST) -> di
 def _partial_name(rel: str, dirs: tuple[str, ...], files: tuple[str, ...]) -> bool:
     """A file an unfinished run of the stage may have left: a shard or a temporary in one
     of its subdirectories, or one of its top-level files."""
-    if rel in files or any(rel == f".{f}.tmp" for f in files):
+    if rel in files or any(rel.startswith(f".{f}.") and rel.endswith(".tmp") for f in files):
         return True
     top, _, rest = rel.partition("/")
     if top not in dirs or not rest:
@@ -281,10 +281,8 @@ def prepare_output(command: str, output: str, prev: dict | None, *, dirs: tuple[
 
 
 def write_json(fs: FS, path: str, doc: dict) -> None:
-    tmp = path + ".tmp"
-    with fs.open_write(tmp) as f:
+    with writing(fs, path) as f:
         f.write((json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
-    fs.rename(tmp, path)
 
 
 def _now() -> str:

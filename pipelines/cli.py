@@ -534,7 +534,7 @@ def _demo_parser(sub):
     p = sub.add_parser(
         "demo", help="curate run on the demo corpus that ships inside the package",
         description="The whole job (configs/demo.yaml) on the packaged demo corpus: no "
-                    "network, no API key needed; about 70 s on 2 cores.",
+                    "network, no API key needed; about 2 minutes on 2 cores.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="runs/demo", help="run directory (default runs/demo)")
     _allow_damaged_arg(p)

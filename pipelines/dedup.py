@@ -51,7 +51,7 @@ from curation.documents import RECORD_BITS, Rejected
 from curation.exchange import (SideFile, SideFileWriter, concat, pack, partition_of, split_by,
                                unique_pairs, unpack)
 from curation.config import DEFAULT_SPLIT_BYTES
-from curation.fs import is_remote, read_range
+from curation.fs import is_remote, read_range, writing
 from curation.io import (REJECTED_SCHEMA, FieldMap, InputFile, file_shard_name, read_documents,
                          rejected_row, write_documents, write_rows)
 from curation.lsh import band_keys, bucket_min_edges, exact_jaccard
@@ -251,7 +251,7 @@ def write_keys_file(fs, path: str, kinds, partitions: int) -> tuple:
     each kind's partitions as consecutive packed values. Returns per kind the byte
     offsets of its partitions (P + 1 values)."""
     offsets, pos = [], 0
-    with fs.open_write(path + ".tmp") as f:
+    with writing(fs, path) as f:
         for parts in kinds:
             off = np.zeros(partitions + 1, np.int64)
             for p, a in parts:
@@ -262,7 +262,6 @@ def write_keys_file(fs, path: str, kinds, partitions: int) -> tuple:
             off = np.cumsum(off)
             pos = int(off[-1])
             offsets.append(off)
-    fs.rename(path + ".tmp", path)
     return tuple(offsets)
 
 

@@ -31,6 +31,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from curation.documents import NO_DOMAIN, Document, InputError, Rejected
 from curation.config import DEFAULT_SPLIT_BYTES
+from curation.fs import writing
 from curation.io import (DOCUMENT_SCHEMA, REJECTED_SCHEMA, FieldMap, InputFile, document_row,
                          file_shard_name, read_documents, rejected_row, write_documents, write_rows)
 from pipelines.fs import BeamFS
@@ -348,10 +349,8 @@ class WriteCounts(beam.DoFn):
     def process(self, counts):
         fs = BeamFS()
         path = fs.join(self.output, COUNTS_FILE)
-        tmp = path + ".tmp"
-        with fs.open_write(tmp) as f:
+        with writing(fs, path) as f:
             f.write(json.dumps(counts, sort_keys=True, indent=1).encode("utf-8"))
-        fs.rename(tmp, path)
         yield path
 
 

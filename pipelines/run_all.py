@@ -22,7 +22,8 @@ from pathlib import Path
 from curation.config import ConfigError
 from curation.manifest import chain_links, dumps, package_versions
 from curation.memwatch import TreeMemory, available as memwatch_available
-from curation.mixture._files import write_atomic
+from curation.fs import writing
+from curation.fs import write_atomic
 from curation.progress import Progress
 from curation.runconfig import RunConfig
 from pipelines.errors import UsageError
@@ -161,10 +162,8 @@ class Job:
         dst = self.data_dir(stage)
         for p in sorted(self.dir(stage).iterdir()):
             if p.is_file():
-                tmp = self.fs.join(dst, f".{p.name}.tmp")
-                with self.fs.open_write(tmp) as f:
+                with writing(self.fs, self.fs.join(dst, p.name)) as f:
                     f.write(p.read_bytes())
-                self.fs.rename(tmp, self.fs.join(dst, p.name))
         return dst
 
     # ------------------------------------------------------------------ stage inputs

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from curation.fs import normpath
+from curation.fs import normpath, writing
 from curation.io import FieldMap, InputFile
 from curation.manifest import dumps, package_versions
 from curation.outputs import (MANIFEST, OutputLock, check_apart, check_inputs_whole,
@@ -142,10 +142,8 @@ def write_manifest(fs: BeamFS, output: str, manifest: dict) -> str:
     The inventory is added to ``manifest`` itself, so a driver returns what it wrote."""
     manifest["files"] = inventory(output, fs)
     path = fs.join(output, MANIFEST)
-    tmp = path + ".tmp"
-    with fs.open_write(tmp) as f:
+    with writing(fs, path) as f:
         f.write(dumps(manifest).encode("utf-8"))
-    fs.rename(tmp, path)
     return path
 
 

@@ -85,7 +85,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from curation.documents import NO_DOMAIN, Document, InputError, Rejected
-from curation.fs import is_remote
+from curation.fs import is_remote, writing
 from curation.config import DEFAULT_SPLIT_BYTES
 from curation.io import (REJECTED_SCHEMA, SCORED_DOCUMENT_SCHEMA, FieldMap, InputFile,
                          file_shard_name, read_documents, scored_document_row, shard_stem, write_rows)
@@ -277,10 +277,8 @@ def write_first_pass(fs, path: str, scores: np.ndarray, keys: np.ndarray, domain
     buf = io.BytesIO()
     np.savez(buf, scores=np.asarray(scores, np.float64), keys=np.asarray(keys, np.uint64),
              domain=codes, domains=np.array(names, dtype=str))
-    tmp = path + ".tmp"
-    with fs.open_write(tmp) as f:
+    with writing(fs, path) as f:
         f.write(buf.getvalue())
-    fs.rename(tmp, path)
 
 
 def read_first_pass(fs, path: str) -> dict[str, np.ndarray]:
@@ -540,11 +538,9 @@ class WriteCounts(beam.DoFn):
     def process(self, counts, corpus, domains):
         fs = BeamFS()
         path = fs.join(self.output, COUNTS_FILE)
-        tmp = path + ".tmp"
         data = {"counts": counts, "scores": {"corpus": corpus, "domains": domains}}
-        with fs.open_write(tmp) as f:
+        with writing(fs, path) as f:
             f.write(json.dumps(data, sort_keys=True, indent=1).encode("utf-8"))
-        fs.rename(tmp, path)
         yield path
 
 

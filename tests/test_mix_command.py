@@ -226,7 +226,7 @@ def test_export_refuses_an_infeasible_budget(demo_run, tmp_path, capsys):
 
 
 def test_atomic_path_renames_on_success_and_cleans_up_on_failure(tmp_path):
-    from curation.mixture._files import atomic_path, write_atomic
+    from curation.fs import atomic_path, write_atomic
     target = tmp_path / "sub" / "f.bin"
     write_atomic(target, b"old")
     with pytest.raises(RuntimeError):

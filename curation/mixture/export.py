@@ -40,7 +40,7 @@ import yaml
 
 from curation.config import ConfigError
 from curation.io import FieldMap
-from curation.mixture._files import atomic_path, write_atomic
+from curation.fs import atomic_path, write_atomic
 from curation.outputs import (locked_output, check_stage_paths, describe_changes, inventory, prepare_output,
                               read_manifest, settings_changes)
 

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from curation.mixture._files import write_atomic
+from curation.fs import write_atomic
 from curation.mixture.paired import describe_interval
 from curation.mixture.search import SearchResult
 from curation.mixture.types import mixture_key

@@ -44,7 +44,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import numpy as np
 import xxhash
 
-from curation.mixture._files import write_atomic
+from curation.fs import write_atomic
 from curation.mixture.data import CorpusSplits, EncodedDomain
 from curation.mixture.ngram import KneserNeyLM, loss_and_bpb, ngram_keys
 from curation.mixture.types import ProxyResult, mixture_key, normalise

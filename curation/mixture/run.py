@@ -8,7 +8,6 @@ the search tables and exports of curation.mixture.outputs, and ``summary.json``
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from curation.config import ConfigError
+from curation.fs import write_atomic
 from curation.io import FieldMap
 from curation.mixture.config import MixConfig
 from curation.mixture.types import Constraints
@@ -271,7 +271,5 @@ def run_mix(cfg: MixConfig, *, log: Callable[[str], None] = print,
                       "fidelity": round(t_fid - t_search, 3), "total": round(time.time() - t0, 3)},
         "config": cfg.model_dump(mode="json"),
     }
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / "summary.json")
+    write_atomic(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return summary

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from curation.mixture._files import write_atomic
+from curation.fs import write_atomic
 
 DEFAULT_VOCAB_SIZE = 4096
 TOKENIZER_FILE = "tokenizer.json"

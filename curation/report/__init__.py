@@ -16,7 +16,7 @@ import math
 import os
 from typing import Any, Callable
 
-from curation.mixture._files import write_atomic
+from curation.fs import write_atomic
 from curation.report.document import build_sections, headline
 from curation.report.funnel import compute_funnel
 from curation.report.render import to_html, to_markdown
