@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 from curation.config import DEFAULT_SPLIT_BYTES
 from curation.fs import FS, default_fs
-from curation.io import _READ_ERRORS, MAX_SPLIT_PARTS, InputFile
+from curation.io import MAX_SPLIT_PARTS, InputFile
+from curation.io.inputs import _READ_ERRORS
 
 __all__ = ["DEFAULT_SPLIT_BYTES", "plan_file", "plan_splits", "needs_count", "count_range",
            "resolve_first_lines", "ready_splits"]

@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 
 from curation.fs import FS, basename, default_fs
 from curation.io import FieldMap, InputFile, input_format, iter_rows, read_documents
-from curation.io import _READ_ERRORS   # what the reader treats as "cannot read this file"
+from curation.io.inputs import _READ_ERRORS   # what the reader treats as "cannot read this file"
 from curation.manifest import BalanceError
 
 __all__ = ["Part", "STAGE_PARTS", "InputRecords", "count_input_records", "Reconciler",

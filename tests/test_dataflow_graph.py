@@ -24,7 +24,7 @@ def wheel(tmp_path_factory):
 
 def test_wheel_holds_packages_and_demo(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for pkg in ("curation/", "pipelines/", "classifiers/", "curation/minhash/"):
+    for pkg in ("curation/", "pipelines/", "classifiers/", "curation/minhash/", "curation/io/"):
         assert any(n.startswith(pkg) for n in names), pkg
     assert any(n.startswith("curation/demo/") and n.endswith(".jsonl.gz") for n in names)
     assert "curation/demo/NOTICE.md" in names

@@ -10,7 +10,7 @@ import tracemalloc
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import curation.io as cio
+import curation.io.write as cio
 from curation.io import DOCUMENT_SCHEMA, write_rows
 
 WORDS = ("river stone market letter window garden engine silver harbor winter paper "
