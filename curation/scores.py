@@ -250,3 +250,39 @@ def summarise(hist: ScoreHistogram) -> dict:
     return {"count": n, "mean": round((2 * weighted + n) / (2 * n * BINS), 6),
             "min": _edge(int(idx[0])), "max": round((int(idx[-1]) + 1) / BINS, 6),
             "deciles": deciles, "per_0.05": coarse.tolist()}
+
+
+# ---------------------------------------------------------------- the score stage's summaries
+
+def summary_with_cut(hist: "ScoreHistogram", keep_top: float | None) -> dict:
+    """`summarise`, with the keep-top cut when `keep_top` is set."""
+    out = summarise(hist)
+    if keep_top is not None:
+        out["cut"] = top_cut(hist, keep_top)
+    return out
+
+
+def domain_summary(kv, keep_top):
+    """(domain, histogram) -> (domain, its summary)."""
+    domain, hist = kv
+    return domain, summary_with_cut(hist, keep_top)
+
+
+def corpus_summary(summary: dict, ties: dict, by: str) -> dict:
+    """The corpus summary with its cut's tie-break (ties: {domain: key-bin histogram}
+    of the documents in the corpus cut's boundary bin)."""
+    if by != "corpus" or not needs_tie_break(summary.get("cut")):
+        return summary
+    total = ScoreHistogram()
+    for name in sorted(ties):
+        total.add(ties[name])
+    return {**summary, "cut": tie_break_cut(summary["cut"], total)}
+
+
+def domain_summaries(domains: dict, ties: dict, by: str) -> dict:
+    """Each domain's summary with its cut's tie-break."""
+    if by != "domain":
+        return domains
+    return {d: ({**s, "cut": tie_break_cut(s["cut"], ties.get(d, ScoreHistogram()))}
+                if needs_tie_break(s.get("cut")) else s)
+            for d, s in domains.items()}

@@ -18,7 +18,8 @@ from pipelines.runs import (check_output_outside_inputs, field_map, input_files,
                            manifest_head, Ran, read_counts, reuse_or_clear, run_pipeline,
                            write_manifest)
 from curation.scores import BINS, KEY_SHIFT
-from pipelines.score import COUNTS_FILE, NS, SCORES_DIR, ModelRef, build_score, load_quality_model
+from classifiers.scoring import ModelRef, load_quality_model
+from pipelines.score import COUNTS_FILE, NS, SCORES_DIR, build_score
 
 OUTPUT_DIRS = ("documents", "removed", "rejected", SCORES_DIR)
 

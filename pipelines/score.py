@@ -70,13 +70,8 @@ are rejected with cause "score_error", like any malformed record.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
-import os
-import tempfile
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import apache_beam as beam
@@ -85,12 +80,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from curation.documents import NO_DOMAIN, Document, InputError, Rejected
-from curation.fs import is_remote, writing
+from curation.fs import writing
 from curation.config import DEFAULT_SPLIT_BYTES
 from curation.io import (REJECTED_SCHEMA, SCORED_DOCUMENT_SCHEMA, FieldMap, InputFile,
                          file_shard_name, read_documents, scored_document_row, shard_stem, write_rows)
-from curation.scores import (ScoreHistogram, domain_histograms, keep_mask, needs_tie_break,
-                             summarise, tie_break_cut, tie_histograms, tie_keys, top_cut)
+from curation.scores import (ScoreHistogram, corpus_summary, domain_histograms, domain_summaries,
+                             domain_summary, keep_mask, needs_tie_break, summary_with_cut,
+                             tie_histograms, tie_keys)
+from classifiers.scoring import ModelRef, load_quality_model, read_first_pass, write_first_pass
 from pipelines.filter import SideWriter, SumCounts, count_reject
 from pipelines.fs import BeamFS
 from pipelines.splits import ReadySplits
@@ -118,63 +115,6 @@ class HistogramFn(beam.CombineFn):
 
     def extract_output(self, acc):
         return acc
-
-
-# ---------------------------------------------------------------- the model
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Which model a run uses: its directory (local or remote), the model file in it,
-    and that file's sha256 (None before the driver has read it)."""
-
-    path: str
-    file: str
-    sha256: str | None = None
-
-
-def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class ModelChanged(RuntimeError):
-    pass
-
-
-def load_quality_model(ref: ModelRef, fs=None):
-    """(QualityModel, sha256 of its file). A remote directory (gs://...) is copied to a
-    local temporary directory first (fastText reads local files only): the model file
-    and metrics.json (which holds the max_chars the model was trained with). With
-    `ref.sha256` set, a model file with other bytes is refused: every worker of a run
-    must score with the same model."""
-    from classifiers.fasttext_train import METRICS_JSON
-    fs = fs or BeamFS()
-    if not is_remote(ref.path):
-        return _load_checked(_local(ref.path), ref)
-    with tempfile.TemporaryDirectory(prefix="curation-model-") as tmp:
-        for name in (ref.file, METRICS_JSON):
-            src = fs.join(ref.path, name)
-            if fs.exists(src):
-                with fs.open_read(src) as f, open(os.path.join(tmp, name), "wb") as out:
-                    for chunk in iter(lambda: f.read(1 << 22), b""):
-                        out.write(chunk)
-        return _load_checked(tmp, ref)   # fastText holds the model in memory: tmp can go
-
-
-def _load_checked(local_dir: str, ref: ModelRef):
-    from classifiers.fasttext_train import QualityModel
-    sha = _sha256(os.path.join(local_dir, ref.file))
-    if ref.sha256 is not None and sha != ref.sha256:
-        raise ModelChanged(f"the model {ref.path}/{ref.file} changed since the run started "
-                           f"(sha256 {sha}, expected {ref.sha256}); rerun the stage")
-    return QualityModel.load(local_dir), sha
 
 
 # ---------------------------------------------------------------- counts
@@ -220,7 +160,7 @@ class _Scoring(beam.DoFn):
     def model(self):
         if self._model is None:
             ref = self.model_ref
-            self._model = self.shared_model.acquire(lambda: load_quality_model(ref)[0], tag=ref.sha256)
+            self._model = self.shared_model.acquire(lambda: load_quality_model(ref, BeamFS())[0], tag=ref.sha256)
         return self._model
 
     def reader(self, file: InputFile):
@@ -265,27 +205,6 @@ def scores_path(fs, output: str, file: InputFile) -> str:
     """The first pass's record of one work item (a file, or a split of one)."""
     return fs.join(output, SCORES_DIR, shard_stem("part", file.index, file.part if file.is_split else None)
                    + ".npz")
-
-
-def write_first_pass(fs, path: str, scores: np.ndarray, keys: np.ndarray, domains: list[str]) -> None:
-    """One file's first-pass record, complete or absent: scores (float64, NaN where
-    scoring failed), tie keys (uint64) and domain codes (int32) in document order,
-    and the domain names the codes index (sorted)."""
-    names = sorted(set(domains))
-    code = {d: i for i, d in enumerate(names)}
-    codes = np.fromiter((code[d] for d in domains), np.int32, count=len(domains))
-    buf = io.BytesIO()
-    np.savez(buf, scores=np.asarray(scores, np.float64), keys=np.asarray(keys, np.uint64),
-             domain=codes, domains=np.array(names, dtype=str))
-    with writing(fs, path) as f:
-        f.write(buf.getvalue())
-
-
-def read_first_pass(fs, path: str) -> dict[str, np.ndarray]:
-    """`write_first_pass`'s arrays: scores, keys, domain (codes), domains (names)."""
-    with fs.open_read(path) as f:
-        with np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
-            return {k: z[k] for k in ("scores", "keys", "domain", "domains")}
 
 
 def _cut_of(domain: str, by: str, corpus, domains) -> dict | None:
@@ -497,38 +416,6 @@ class ScoreFile(_Scoring):
 
 # ---------------------------------------------------------------- summaries and the counts file
 
-def _summary(hist: ScoreHistogram, keep_top: float | None) -> dict:
-    out = summarise(hist)
-    if keep_top is not None:
-        out["cut"] = top_cut(hist, keep_top)
-    return out
-
-
-def _domain_summary(kv, keep_top):
-    domain, hist = kv
-    return domain, _summary(hist, keep_top)
-
-
-def _final_corpus(summary: dict, ties: dict, by: str) -> dict:
-    """The corpus summary with its cut's tie-break (ties: {domain: key-bin histogram}
-    of the documents in the corpus cut's boundary bin)."""
-    if by != "corpus" or not needs_tie_break(summary.get("cut")):
-        return summary
-    total = ScoreHistogram()
-    for name in sorted(ties):
-        total.add(ties[name])
-    return {**summary, "cut": tie_break_cut(summary["cut"], total)}
-
-
-def _final_domains(domains: dict, ties: dict, by: str) -> dict:
-    """Each domain's summary with its cut's tie-break."""
-    if by != "domain":
-        return domains
-    return {d: ({**s, "cut": tie_break_cut(s["cut"], ties.get(d, ScoreHistogram()))}
-                if needs_tie_break(s.get("cut")) else s)
-            for d, s in domains.items()}
-
-
 class WriteCounts(beam.DoFn):
     """The summed counts and the score summaries (with the cuts) -> COUNTS_FILE."""
 
@@ -549,12 +436,12 @@ def _summaries(hists, keep_top: float | None, by: str):
     a one-element PCollection; the cut sits in the corpus's or each domain's."""
     per_domain = hists | "HistPerDomain" >> beam.CombinePerKey(HistogramFn())
     domains = (per_domain
-               | "SummariseDomains" >> beam.Map(_domain_summary, keep_top if by == "domain" else None)
+               | "SummariseDomains" >> beam.Map(domain_summary, keep_top if by == "domain" else None)
                | "DomainSummaries" >> beam.combiners.ToDict())
     corpus = (per_domain
               | "DomainHists" >> beam.Values()
               | "CorpusHist" >> beam.CombineGlobally(HistogramFn())
-              | "CorpusSummary" >> beam.Map(_summary, keep_top if by == "corpus" else None))
+              | "CorpusSummary" >> beam.Map(summary_with_cut, keep_top if by == "corpus" else None))
     return corpus, domains
 
 
@@ -587,8 +474,8 @@ def build_score(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
                                           domains=AsSingleton(first_domains))
                 | "TieHistPerDomain" >> beam.CombinePerKey(HistogramFn())
                 | "TieHists" >> beam.combiners.ToDict())
-        corpus = first_corpus | "CorpusCut" >> beam.Map(_final_corpus, AsSingleton(ties), keep_top_by)
-        domains = first_domains | "DomainCuts" >> beam.Map(_final_domains, AsSingleton(ties), keep_top_by)
+        corpus = first_corpus | "CorpusCut" >> beam.Map(corpus_summary, AsSingleton(ties), keep_top_by)
+        domains = first_domains | "DomainCuts" >> beam.Map(domain_summaries, AsSingleton(ties), keep_top_by)
         written = (scanned
                    | "CutFiles" >> beam.ParDo(ScoreFile(output, fmt, "keep_top", by=keep_top_by, **common),
                                               corpus=AsSingleton(corpus), domains=AsSingleton(domains)))

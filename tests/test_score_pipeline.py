@@ -637,7 +637,7 @@ def test_model_directory_errors(corpus, tmp_path, model_dir):
 
 
 def test_a_model_that_changes_during_the_run_is_refused(model_dir, tmp_path):
-    from pipelines.score import ModelChanged, ModelRef, load_quality_model
+    from classifiers.scoring import ModelChanged, ModelRef, load_quality_model
     copy = tmp_path / "m"
     shutil.copytree(model_dir, copy)
     _, sha = load_quality_model(ModelRef(path=str(copy), file="model.bin"))
