@@ -994,13 +994,13 @@ def build_dedup(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
     edges = (grouped.edges, near) | "AllEdges" >> beam.Flatten()
     joined = {}
     if against is not None:
-        from pipelines.dedup_index import VerifyIndex, drop_indexed, matched_ordinals
+        from pipelines.dedup_index import DropIndexedEdges, VerifyIndex, matched_ordinals
         matches = (grouped.index
                    | "GroupIndexCandidates" >> beam.GroupByKey()
                    | "VerifyIndex" >> beam.ParDo(VerifyIndex(output, num_perm, index_threshold or threshold,
                                                              against), AsList(signed)))
         matched = matches | "MatchedOrdinals" >> beam.FlatMap(matched_ordinals)
-        edges = drop_indexed(edges, matched, AsList(signed), "Indexed")
+        edges = edges | "DropIndexed" >> DropIndexedEdges(matched, AsList(signed))
         joined["idx"] = matches
     labels = edges | "Components" >> ConnectedComponents(cc_max_rounds, cc_partitions)
     if two_hop:

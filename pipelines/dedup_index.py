@@ -229,14 +229,23 @@ class DropIndexed(beam.DoFn):
                 yield pack(a=e["a"][keep], b=e["b"][keep])
 
 
-def drop_indexed(edges, matched, signed_list, label: str):
-    """`edges` without any edge touching a document `matched` to the index."""
-    for end in ("a", "b"):
-        keyed = edges | f"{label}KeyBy{end.upper()}" >> beam.ParDo(KeyEdgesByUnit(end), signed_list)
-        edges = ({"e": keyed, "m": matched}
-                 | f"{label}Join{end.upper()}" >> beam.CoGroupByKey()
-                 | f"{label}Drop{end.upper()}" >> beam.ParDo(DropIndexed(end)))
-    return edges
+class DropIndexedEdges(beam.PTransform):
+    """``edges | DropIndexedEdges(matched, signed)``: the edge chunks without any edge
+    that touches a document matched to the index. ``matched``: (unit key, packed
+    ordinals) per unit; ``signed``: the signing pass's records as a side input (where
+    each ordinal lives). Each end is joined with its unit's matches in turn."""
+
+    def __init__(self, matched, signed):
+        super().__init__()
+        self.matched, self.signed = matched, signed
+
+    def expand(self, edges):
+        for end in ("a", "b"):
+            keyed = edges | f"KeyBy{end.upper()}" >> beam.ParDo(KeyEdgesByUnit(end), self.signed)
+            edges = ({"e": keyed, "m": self.matched}
+                     | f"Join{end.upper()}" >> beam.CoGroupByKey()
+                     | f"Drop{end.upper()}" >> beam.ParDo(DropIndexed(end)))
+        return edges
 
 
 def best_matches(chunks: list) -> dict:

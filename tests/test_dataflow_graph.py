@@ -74,7 +74,7 @@ def test_dataflow_job_graph_with_dedup_indexes(wheel, tmp_path):
                           "--extra_package", str(wheel), "--dry_run=True"])
     assert res["status"] == "dry_run"
     names = {t.unique_name for t in res["job"].proto_pipeline.components.transforms.values()}
-    for step in ("GroupIndexCandidates", "VerifyIndex", "IndexedJoinA", "IndexedDropB", "JoinFiles",
+    for step in ("GroupIndexCandidates", "VerifyIndex", "DropIndexed", "DropIndexed/JoinA", "DropIndexed/DropB", "JoinFiles",
                  "WriteShards", "IndexPartitions", "WriteIndexKeys"):
         assert step in names, step
     # a dry run writes nothing to the index

@@ -246,3 +246,26 @@ def test_settings_leave_out_the_backend():
     a = index_settings({"scheme": "s", "family": "minhash", "num_perm": 8, "seed": 1, "ngram": 5,
                         "char_ngrams": False, "signature_dtype": "uint32", "backend": "numba"}, 2, 4)
     assert "backend" not in a and a["bands"] == 2 and a["rows"] == 4
+
+
+def test_drop_indexed_edges_as_a_transform():
+    """Every edge with an end matched to the index goes, whichever unit each end is in."""
+    from apache_beam.pvalue import AsList
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    import apache_beam as beam
+
+    from curation.exchange import pack, unpack
+    from pipelines.dedup_index import DropIndexedEdges
+
+    # two units: ordinals 0..99 and 100..199 (the signing pass's records)
+    signed = [((0, 0), "000000", 100, 0, 99, []), ((1, 0), "000001", 100, 100, 199, [])]
+    edges = [pack(a=np.array([5, 6, 150, 170], np.int64), b=np.array([1, 1, 6, 120], np.int64)),
+             pack(a=np.array([130], np.int64), b=np.array([2], np.int64))]
+    matched = [((0, 0), pack(o=np.array([6], np.int64))), ((1, 0), pack(o=np.array([120], np.int64)))]
+    with TestPipeline() as p:
+        side = AsList(p | "Signed" >> beam.Create(signed))
+        out = (p | "Edges" >> beam.Create(edges)
+               | DropIndexedEdges(p | "Matched" >> beam.Create(matched), side)
+               | beam.FlatMap(lambda c: zip(unpack(c)["a"].tolist(), unpack(c)["b"].tolist())))
+        assert_that(out, equal_to([(5, 1), (130, 2)]))

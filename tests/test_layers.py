@@ -26,3 +26,25 @@ def test_imports_run_one_way():
                 if name.split(".")[0] in banned and (rel, name) not in KNOWN:
                     wrong.append(f"{rel} imports {name}")
     assert not wrong, wrong
+
+
+def test_commands_that_run_no_pipeline_do_not_import_beam(tmp_path):
+    """The CLI sits on top: only the commands that run Beam import it (a failing run of
+    each other command still goes through its imports)."""
+    import subprocess
+    import sys
+
+    missing = str(tmp_path / "missing")
+    commands = [["report", missing], ["dedup-audit", missing, "--output", str(tmp_path / "a")],
+                ["mix", "--config", missing, "--output", str(tmp_path / "m")],
+                ["export", "--mix", missing, "--output", str(tmp_path / "e"), "--tokens", "10"],
+                ["train-classifier", "--labels", missing, "--output", str(tmp_path / "c")]]
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print('BEAM-LOADED' if 'apache_beam' in sys.modules else 'NO-BEAM'))\n"
+             "from pipelines.cli import main\n"
+             "sys.exit(main(sys.argv[1:]))\n")
+    for cmd in commands:
+        r = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120)
+        assert r.returncode != 0, (cmd, r.stdout, r.stderr)     # it got as far as failing
+        assert "NO-BEAM" in r.stdout, (cmd, r.stdout, r.stderr[-2000:])
