@@ -39,7 +39,6 @@ import base64
 import hashlib
 import heapq
 import json
-import math
 import os
 import re
 from collections import defaultdict
@@ -70,7 +69,6 @@ CANDIDATE_MISS = 0.01      # LSH for that search misses a pair at its lower edge
 FOLD_CONTEXT, FOLD_OVER = 25, 100   # runs of common words longer than FOLD_OVER show only their ends
 HIGH = 0.95                # the top removed band: near-identical
 BOOTSTRAP = 4000
-Z95 = 1.959963984540054
 _SIGN_BATCH = 1024
 _WORD = re.compile(r"\S+")
 
@@ -867,15 +865,13 @@ def render_page(doc: dict) -> str:
 
 # ------------------------------------------------------------------ scoring
 
-def wilson(same: int, n: int, z: float = Z95) -> list[float] | None:
+def wilson(same: int, n: int) -> list[float] | None:
+    """The 95% Wilson score interval of same / n (SciPy's); None for no judgments."""
     if n == 0:
         return None
-    p = same / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    # the ends are exact when every judgment agrees (rounding would leave 0.9999...)
-    return [0.0 if same == 0 else max(0.0, centre - half), 1.0 if same == n else min(1.0, centre + half)]
+    from scipy.stats import binomtest
+    ci = binomtest(same, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(ci.low), float(ci.high)]
 
 
 def _load_json(path: str, what: str) -> dict:
