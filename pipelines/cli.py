@@ -463,11 +463,11 @@ def _run_train(args) -> int:
     return 0
 
 
-def _run_stage(parser, args, beam_args, config_cls, keys, run, summary, *, has_config: bool) -> int:
+def _run_stage(parser, args, beam_args, config_cls, run, summary, *, has_config: bool) -> int:
     """Config from flags (and --config), inputs and output checked, the stage run, one
     line of counts on stderr."""
     from curation.demo import demo_glob
-    overrides = {k: getattr(args, k) for k in keys}
+    overrides = _settings_from_flags(args, config_cls)
     if args.demo:
         overrides["inputs"] = [demo_glob()] + list(args.inputs or [])
     cfg = load_config(config_cls, args.config if has_config else None, overrides)
@@ -686,15 +686,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_INPUT_KEYS = ("inputs", "output", "output_format", "text_field", "id_field", "domain",
-               "max_doc_bytes", "strict")
-_FILTER_KEYS = _INPUT_KEYS + ("preset", "filters_config", "removed_sample", "split_bytes")
-_SCORE_KEYS = _INPUT_KEYS + ("model", "min_score", "keep_top", "keep_top_by", "batch_size", "split_bytes")
-_CONFIG_KEYS = _INPUT_KEYS + ("threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
-                              "family", "bands", "rows", "verify", "verify_tolerance", "kept_tolerance", "keep",
-                              "max_cluster_size", "on_large_cluster", "cc_max_rounds", "against",
-                              "write_index",
-                              "lsh_partitions", "batch_size", "split_bytes")
+# what a stage command's flags set that is not one of the stage's settings; every other
+# flag is a field of the stage's settings model and is passed on by name
+# (tests/test_cli_flags.py)
+NOT_SETTINGS = frozenset({"command", "log_level", "config", "overwrite", "allow_damaged", "demo"})
+# settings given only in a config file (--config, or curate run's sections)
+CONFIG_ONLY = frozenset({"sources", "domain_field"})
+
+
+def _settings_from_flags(args, config_cls) -> dict:
+    return {k: getattr(args, k) for k in config_cls.model_fields if hasattr(args, k)}
 
 
 def _strict_message(exc: BaseException) -> str | None:
@@ -848,7 +849,7 @@ def _main(argv: list[str] | None) -> int:
 def _dispatch(parser, args, beam_args: list[str]) -> int:
     if args.command == "dedup":
         from pipelines.run_dedup import run_dedup
-        return _run_stage(parser, args, beam_args, DedupConfig, _CONFIG_KEYS, run_dedup,
+        return _run_stage(parser, args, beam_args, DedupConfig, run_dedup,
                           lambda c: f"{c['input']} in, {c['kept']} kept, {c['removed_exact']} exact "
                                     f"and {c['removed_near']} near duplicates removed, "
                                     + (f"{c['removed_exact_index']} exact and {c['removed_near_index']} "
@@ -857,7 +858,7 @@ def _dispatch(parser, args, beam_args: list[str]) -> int:
                                     + f"{c['rejected']} rejected", has_config=True)
     if args.command == "filter":
         from pipelines.run_filter import run_filter
-        return _run_stage(parser, args, beam_args, FilterRunConfig, _FILTER_KEYS, run_filter,
+        return _run_stage(parser, args, beam_args, FilterRunConfig, run_filter,
                           lambda c: f"{c['input']} in, {c['kept']} kept ({c['edited']} edited), "
                                     f"{c['removed']} removed, {c['rejected']} rejected",
                           has_config=False)
@@ -865,7 +866,7 @@ def _dispatch(parser, args, beam_args: list[str]) -> int:
         if not args.model:
             parser.error("score needs --model")
         from pipelines.run_score import run_score
-        return _run_stage(parser, args, beam_args, ScoreRunConfig, _SCORE_KEYS, run_score,
+        return _run_stage(parser, args, beam_args, ScoreRunConfig, run_score,
                           lambda c: f"{c['input']} in, {c['scored']} scored, {c['kept']} kept, "
                                     f"{c['removed']} removed, {c['rejected']} rejected",
                           has_config=False)
