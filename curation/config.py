@@ -47,16 +47,33 @@ class SourceConfig(_Strict):
         return v
 
 
+def _cli(**kw) -> dict:
+    """How a setting's flag looks beyond its name, type and help (pipelines/cli.py builds
+    the flags from the models)."""
+    return {"cli": kw}
+
+
+SPLIT_BYTES_HELP = ("read an input file larger than N bytes as several work items and shards "
+                    "(Parquet: runs of row groups; plain JSONL: byte ranges; gzip/zstd files are "
+                    "read whole, with a warning; default 256 MiB)")
+
+
 class InputConfig(_Strict):
-    inputs: list[str] = Field(default_factory=list, description="paths, globs or directories")
+    inputs: list[str] = Field(default_factory=list, description=(
+        "JSONL (.gz/.zst), Parquet, a Hugging Face datasets directory, or a glob of them; "
+        "repeatable"), json_schema_extra=_cli(flag="--input", metavar="PATTERN"))
     sources: list[SourceConfig] = Field(default_factory=list,
                                         description="inputs with a domain for all their documents")
-    text_field: str = "text"
-    id_field: str = "id"
+    text_field: str = Field("text", description=(
+        "field holding the text (default text; dotted paths reach nested fields)"))
+    id_field: str = Field("id", description="field holding the id (default id; missing ids become FILE:LINE)")
     domain_field: str = "domain"
-    domain: str | None = None
-    max_doc_bytes: int = Field(DEFAULT_MAX_DOC_BYTES, gt=0)
-    strict: bool = False
+    domain: str | None = Field(None, description=(
+        "domain label for every input document (default: the record's domain field)"))
+    max_doc_bytes: int = Field(DEFAULT_MAX_DOC_BYTES, gt=0,
+                               description="reject records larger than this (default 8 MiB)")
+    strict: bool = Field(False, description=(
+        "stop at the first bad record, naming file and line, instead of rejecting it"))
 
     def input_sources(self) -> list[tuple[list[str], str | None]]:
         """(patterns, domain) pairs for `curation.io.expand_sources`."""
@@ -66,36 +83,68 @@ class InputConfig(_Strict):
         return [p for s in self.sources for p in s.input] + list(self.inputs)
 
 
-class DedupConfig(InputConfig):
-    output: str | None = None
-    output_format: Literal["parquet", "jsonl.gz"] = "parquet"
-    threshold: float = Field(0.8, gt=0.0, lt=1.0)
-    num_perm: int = Field(128, ge=2, le=4096)
-    ngram: int = Field(5, ge=1, le=64)
-    char_ngrams: bool = False
-    seed: int = Field(1, ge=0, lt=2**32)
-    backend: Literal["auto", "numpy", "numba", "cupy"] = "auto"
-    family: Literal["minhash", "oph"] = "minhash"
-    bands: int | None = Field(None, ge=1)
-    rows: int | None = Field(None, ge=1)
-    verify: Literal["estimate", "exact", "none"] = "estimate"
-    verify_tolerance: float = Field(2.0, ge=0.0, le=10.0)
-    # the guardrail: a member stays in its cluster only within this much of the threshold
-    # to the document the cluster keeps (docs/architecture.md, "Clusters")
-    kept_tolerance: float = Field(0.15, ge=0.0, lt=1.0)
-    # which member of a cluster survives: first (in input order), longest (text), highest:FIELD
-    # (a numeric field, e.g. quality_score), or none (every member is dropped)
-    keep: str = Field("first", pattern=r"^(first|longest|none|highest:[^\s]+)$")
-    max_cluster_size: int | None = Field(None, ge=2)
-    on_large_cluster: Literal["keep", "split", "fail"] = "keep"
-    cc_max_rounds: int = Field(24, ge=1, le=200)
-    # dedup indexes (curation.dedup_index): documents matching one of these are removed,
-    # and this run's kept documents are written to write_index as a new generation
-    against: list[str] = Field(default_factory=list)
-    write_index: str | None = None
-    lsh_partitions: int = Field(64, ge=1, le=1_000_000)
-    batch_size: int = Field(2048, ge=1)
-    split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description="read larger input files in ranges")
+class StageIO(InputConfig):
+    """Inputs, and where and how a Beam stage writes."""
+
+    output: str | None = Field(None, description="output directory (local path or gs://...)")
+    output_format: Literal["parquet", "jsonl.gz"] = Field("parquet", description="shard format (default parquet)")
+
+
+class DedupConfig(StageIO):
+    threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard threshold for near duplicates (default 0.8)")
+    num_perm: int = Field(128, ge=2, le=4096, description="MinHash permutations (default 128)")
+    ngram: int = Field(5, ge=1, le=64, description="shingle size in words (default 5)")
+    char_ngrams: bool = Field(False, description="shingle characters of the normalised text instead of words")
+    seed: int = Field(1, ge=0, lt=2**32, description="MinHash seed (default 1)")
+    backend: Literal["auto", "numpy", "numba", "cupy"] = Field("auto", description=(
+        "signature backend (default auto: CuPy on a CUDA GPU, else compiled CPU)"))
+    family: Literal["minhash", "oph"] = Field("minhash", description=(
+        "signature family: k-permutation MinHash (default) or one-permutation hashing with "
+        "optimal densification (faster, and more accurate on our benchmark)"))
+    bands: int | None = Field(None, ge=1, description="LSH bands (default: derived from the threshold)")
+    rows: int | None = Field(None, ge=1, description="LSH rows per band (with --bands)")
+    verify: Literal["estimate", "exact", "none"] = Field("estimate", description=(
+        "check candidate pairs with the signature's Jaccard estimate (default), the exact "
+        "shingle Jaccard, or not at all"))
+    verify_tolerance: float = Field(2.0, ge=0.0, le=10.0, description=(
+        "with --verify estimate, accept estimates down to this many standard errors below the "
+        "threshold (default 2; 0 = the threshold itself); LSH bands are chosen for that lower "
+        "candidate threshold"))
+    # the guardrail (docs/architecture.md, "Clusters")
+    kept_tolerance: float = Field(0.15, ge=0.0, lt=1.0, description=(
+        "every removed member must reach the threshold minus this (default 0.15) with the "
+        "document its cluster keeps, by the --verify measure; members that only chain to it are "
+        "split off into clusters of their own (not with --verify none)"))
+    keep: str = Field("first", pattern=r"^(first|longest|none|highest:[^\s]+)$", description=(
+        "which member of a cluster survives: first (in input order, the default), longest "
+        "(text), highest:FIELD (a numeric field such as quality_score; missing ranks lowest), "
+        "or none (drop every member); ties go to the first in input order"),
+        json_schema_extra=_cli(metavar="POLICY"))
+    max_cluster_size: int | None = Field(None, ge=2, description=(
+        "flag clusters of more than N documents (default: off); the manifest counts them and "
+        "--on-large-cluster decides"), json_schema_extra=_cli(metavar="N"))
+    on_large_cluster: Literal["keep", "split", "fail"] = Field("keep", description=(
+        "with --max-cluster-size: keep its removals as decided (default), split it (keep every "
+        "document in it), or fail the run"))
+    cc_max_rounds: int = Field(24, ge=1, le=200, description=(
+        "large-star/small-star rounds unrolled in the graph (default 24); the run fails if the "
+        "last one still changed a label"))
+    # dedup indexes (curation.dedup_index, docs/indexes.md)
+    against: list[str] = Field(default_factory=list, description=(
+        "also remove documents that duplicate one in this index (written by --write-index; "
+        "repeatable): reasons exact_duplicate_of_index and near_duplicate_of_index, with "
+        "matched_id and matched_index in clusters/; the index is only read"),
+        json_schema_extra=_cli(metavar="INDEX"))
+    write_index: str | None = Field(None, description=(
+        "write this run's kept documents (id, source, signature, band keys) to a dedup index; "
+        "to an existing index (which must also be given to --against) as its next generation"),
+        json_schema_extra=_cli(metavar="INDEX"))
+    lsh_partitions: int = Field(64, ge=1, le=1_000_000, description=(
+        "key partitions (default 64): one worker groups the exact and band keys of each, about "
+        "documents/partitions of them, so raise it for billions of documents"))
+    batch_size: int = Field(2048, ge=1, description="documents per signature batch (default 2048)")
+    split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description=SPLIT_BYTES_HELP,
+                             json_schema_extra=_cli(metavar="N"))
 
     @model_validator(mode="after")
     def _bands_rows(self):
@@ -106,16 +155,19 @@ class DedupConfig(InputConfig):
         return self
 
 
-class FilterRunConfig(InputConfig):
+class FilterRunConfig(StageIO):
     """Settings of `curate filter`. The filters themselves come from a preset or a
     filter YAML (`filters_config`), read by `curation.filters.load_chain`."""
 
-    output: str | None = None
-    output_format: Literal["parquet", "jsonl.gz"] = "parquet"
-    preset: str | None = None
-    filters_config: str | None = None
-    removed_sample: int | None = Field(None, ge=0)
-    split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description="read larger input files in ranges")
+    preset: str | None = Field(None, description="a built-in filter chain (default fineweb)")
+    filters_config: str | None = Field(None, description=(
+        "a filter YAML (the filters, in order, and their parameters; see docs/filters.md) "
+        "instead of a preset"), json_schema_extra=_cli(flag="--config", metavar="FILE"))
+    removed_sample: int | None = Field(None, ge=0, description=(
+        "write at most N removed documents per rule to removed/: the first N in input order "
+        "(files sorted by path, then line); default: all"), json_schema_extra=_cli(metavar="N"))
+    split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description=SPLIT_BYTES_HELP,
+                             json_schema_extra=_cli(metavar="N"))
 
     @model_validator(mode="after")
     def _one_chain_source(self):
@@ -124,21 +176,24 @@ class FilterRunConfig(InputConfig):
         return self
 
 
-class ScoreRunConfig(InputConfig):
+class ScoreRunConfig(StageIO):
     """Settings of `curate score`: a fastText quality model (a directory written by
     `curate train-classifier`) scores every document. With `min_score` the documents
     scoring at least that are kept; with `keep_top` the top fraction of the whole
     corpus (`keep_top_by: domain`: of each domain); with neither, every document is
     kept. Scores are P(high quality) in [0, 1]."""
 
-    output: str | None = None
-    output_format: Literal["parquet", "jsonl.gz"] = "parquet"
-    model: str = Field(min_length=1, description="model directory (local or gs://...)")
-    min_score: float | None = Field(None, ge=0.0, le=1.0)
-    keep_top: float | None = Field(None, gt=0.0, le=1.0)
-    keep_top_by: Literal["corpus", "domain"] = "corpus"
-    batch_size: int = Field(512, ge=1, le=1_000_000, description="documents per predict call")
-    split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description="read larger input files in ranges")
+    model: str = Field(min_length=1, description="model directory from curate train-classifier (local or gs://)")
+    min_score: float | None = Field(None, ge=0.0, le=1.0, description="keep documents scoring >= X",
+                                    json_schema_extra=_cli(metavar="X"))
+    keep_top: float | None = Field(None, gt=0.0, le=1.0, description=(
+        "keep the top fraction F of the whole corpus (two passes; the cut comes from all the "
+        "scores, not from each shard)"), json_schema_extra=_cli(metavar="F"))
+    keep_top_by: Literal["corpus", "domain"] = Field("corpus", description=(
+        "with --keep-top: one cut for the corpus (default) or one per domain"))
+    batch_size: int = Field(512, ge=1, le=1_000_000, description="documents per predict call (default 512)")
+    split_bytes: int = Field(DEFAULT_SPLIT_BYTES, ge=1, description=SPLIT_BYTES_HELP,
+                             json_schema_extra=_cli(metavar="N"))
 
     @model_validator(mode="after")
     def _one_selection(self):

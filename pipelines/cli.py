@@ -8,6 +8,8 @@ import logging
 import os
 import re
 import sys
+import types
+import typing
 
 from curation.config import ConfigError, DedupConfig, FilterRunConfig, ScoreRunConfig, load_config
 from curation.manifest import BalanceError
@@ -26,34 +28,46 @@ through a local stand-in), not yet run on Dataflow: see docs/dataflow.md.
 """
 
 
-def _input_output_args(p, *, config_help: str | None, strict_help: str):
+def _setting_flags(group, model, *names: str, help: dict | None = None, choices: dict | None = None):
+    """Flags for the settings `names` of a pydantic model, in that order: the flag is the
+    field's name (or its ``cli.flag``), the type, choices, repetition and help come from
+    the field, and the default is None so that a config file or the model decides."""
+    for name in names:
+        f = model.model_fields[name]
+        cli = (f.json_schema_extra or {}).get("cli", {})
+        kw = {"dest": name, "help": (help or {}).get(name, f.description)}
+        if "metavar" in cli:
+            kw["metavar"] = cli["metavar"]
+        ann = f.annotation
+        if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union:
+            ann = next(a for a in typing.get_args(ann) if a is not type(None))
+        if ann is bool:
+            kw.update(action="store_true", default=None)
+        elif typing.get_origin(ann) is list:
+            kw.update(action="append")
+        elif typing.get_origin(ann) is typing.Literal:
+            kw["choices"] = list(typing.get_args(ann))
+        elif ann is not str:
+            kw["type"] = ann
+        if choices and name in choices:
+            kw["choices"] = choices[name]
+        group.add_argument(cli.get("flag", "--" + name.replace("_", "-")), **kw)
+
+
+def _input_output_args(p, model, *, config_help: str | None, strict_help: str | None = None):
     io = p.add_argument_group("input and output")
-    io.add_argument("--input", action="append", dest="inputs", metavar="PATTERN",
-                    help="JSONL (.gz/.zst), Parquet, a Hugging Face datasets directory, "
-                         "or a glob of them; repeatable")
+    _setting_flags(io, model, "inputs")
     io.add_argument("--demo", action="store_true",
                     help="use the demo corpus that ships inside the package as input")
-    io.add_argument("--output", help="output directory (local path or gs://...)")
+    _setting_flags(io, model, "output")
     if config_help:
         io.add_argument("--config", help=config_help)
-    io.add_argument("--output-format", choices=["parquet", "jsonl.gz"], default=None,
-                    help="shard format (default parquet)")
-    io.add_argument("--text-field", help="field holding the text (default text; dotted paths reach nested fields)")
-    io.add_argument("--id-field", help="field holding the id (default id; missing ids become FILE:LINE)")
-    io.add_argument("--domain", help="domain label for every input document (default: the record's domain field)")
-    io.add_argument("--max-doc-bytes", type=int, help="reject records larger than this (default 8 MiB)")
-    io.add_argument("--strict", action="store_true", default=None, help=strict_help)
+    _setting_flags(io, model, "output_format", "text_field", "id_field", "domain", "max_doc_bytes",
+                   "strict", help={"strict": strict_help} if strict_help else None)
     io.add_argument("--overwrite", action="store_true",
                     help="rerun even when OUTPUT already holds a complete run with the same settings")
     _allow_damaged_arg(io)
     return io
-
-
-def _split_bytes_arg(group):
-    group.add_argument("--split-bytes", type=int, metavar="N",
-                       help="read an input file larger than N bytes as several work items and "
-                            "shards (Parquet: runs of row groups; plain JSONL: byte ranges; "
-                            "gzip/zstd files are read whole, with a warning; default 256 MiB)")
 
 
 def _allow_damaged_arg(p):
@@ -69,64 +83,14 @@ def _dedup_parser(sub):
         description="Remove exact duplicates (same normalised text) and near duplicates "
                     "(MinHash LSH, Jaccard of word n-grams) from a corpus.",
         epilog=DEDUP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _input_output_args(p, config_help="YAML file with these settings; flags override it",
-                       strict_help="stop at the first bad record, naming file and line, instead of rejecting it")
+    _input_output_args(p, DedupConfig, config_help="YAML file with these settings; flags override it")
     mh = p.add_argument_group("near duplicates")
-    mh.add_argument("--threshold", type=float, help="Jaccard threshold for near duplicates (default 0.8)")
-    mh.add_argument("--num-perm", type=int, help="MinHash permutations (default 128)")
-    mh.add_argument("--ngram", type=int, help="shingle size in words (default 5)")
-    mh.add_argument("--char-ngrams", action="store_true", default=None,
-                    help="shingle characters of the normalised text instead of words")
-    mh.add_argument("--seed", type=int, help="MinHash seed (default 1)")
-    mh.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"],
-                    help="signature backend (default auto: CuPy on a CUDA GPU, else compiled CPU)")
-    mh.add_argument("--family", choices=["minhash", "oph"],
-                    help="signature family: k-permutation MinHash (default) or one-permutation "
-                         "hashing with optimal densification (faster, and more accurate on our benchmark)")
-    mh.add_argument("--bands", type=int, help="LSH bands (default: derived from the threshold)")
-    mh.add_argument("--rows", type=int, help="LSH rows per band (with --bands)")
-    mh.add_argument("--verify", choices=["estimate", "exact", "none"],
-                    help="check candidate pairs with the signature's Jaccard estimate (default), "
-                         "the exact shingle Jaccard, or not at all")
-    mh.add_argument("--verify-tolerance", type=float,
-                    help="with --verify estimate, accept estimates down to this many standard "
-                         "errors below the threshold (default 2; 0 = the threshold itself); "
-                         "LSH bands are chosen for that lower candidate threshold")
-    mh.add_argument("--kept-tolerance", type=float,
-                    help="every removed member must reach the threshold minus this (default "
-                         "0.15) with the document its cluster keeps, by the --verify measure; "
-                         "members that only chain to it are split off into clusters of their "
-                         "own (not with --verify none)")
-    mh.add_argument("--keep", metavar="POLICY",
-                    help="which member of a cluster survives: first (in input order, the "
-                         "default), longest (text), highest:FIELD (a numeric field such as "
-                         "quality_score; missing ranks lowest), or none (drop every member); "
-                         "ties go to the first in input order")
-    mh.add_argument("--max-cluster-size", type=int, metavar="N",
-                    help="flag clusters of more than N documents (default: off); the manifest "
-                         "counts them and --on-large-cluster decides")
-    mh.add_argument("--on-large-cluster", choices=["keep", "split", "fail"],
-                    help="with --max-cluster-size: keep its removals as decided (default), "
-                         "split it (keep every document in it), or fail the run")
+    _setting_flags(mh, DedupConfig, "threshold", "num_perm", "ngram", "char_ngrams", "seed", "backend",
+                   "family", "bands", "rows", "verify", "verify_tolerance", "kept_tolerance", "keep",
+                   "max_cluster_size", "on_large_cluster")
     ix = p.add_argument_group("dedup indexes")
-    ix.add_argument("--against", action="append", metavar="INDEX",
-                    help="also remove documents that duplicate one in this index (written by "
-                         "--write-index; repeatable): reasons exact_duplicate_of_index and "
-                         "near_duplicate_of_index, with matched_id and matched_index in clusters/; "
-                         "the index is only read")
-    ix.add_argument("--write-index", metavar="INDEX",
-                    help="write this run's kept documents (id, source, signature, band keys) to a "
-                         "dedup index; to an existing index (which must also be given to "
-                         "--against) as its next generation")
-    mh.add_argument("--cc-max-rounds", type=int,
-                    help="large-star/small-star rounds unrolled in the graph (default 24); "
-                         "the run fails if the last one still changed a label")
-    mh.add_argument("--lsh-partitions", type=int,
-                    help="key partitions (default 64): one worker groups the exact and band keys "
-                         "of each, about documents/partitions of them, so raise it for billions "
-                         "of documents")
-    mh.add_argument("--batch-size", type=int, help="documents per signature batch (default 2048)")
-    _split_bytes_arg(mh)
+    _setting_flags(ix, DedupConfig, "against", "write_index")
+    _setting_flags(mh, DedupConfig, "cc_max_rounds", "lsh_partitions", "batch_size", "split_bytes")
     return p
 
 
@@ -145,20 +109,13 @@ def _filter_parser(sub):
         description="Check every document with a chain of heuristic filters; keep it, or remove "
                     "it with the reason (\"<filter>:<rule>\") and the measured signals.",
         epilog=FILTER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _input_output_args(p, config_help=None,
+    _input_output_args(p, FilterRunConfig, config_help=None,
                        strict_help="stop at the first bad record or filter error, naming file "
                                    "and line, instead of rejecting it")
     fl = p.add_argument_group("filters")
     which = fl.add_mutually_exclusive_group()
-    which.add_argument("--preset", choices=list(PRESETS),
-                       help="a built-in filter chain (default fineweb)")
-    which.add_argument("--config", dest="filters_config", metavar="FILE",
-                       help="a filter YAML (the filters, in order, and their parameters; see docs/filters.md) "
-                            "instead of a preset")
-    fl.add_argument("--removed-sample", type=int, metavar="N",
-                    help="write at most N removed documents per rule to removed/: the first N in "
-                         "input order (files sorted by path, then line); default: all")
-    _split_bytes_arg(fl)
+    _setting_flags(which, FilterRunConfig, "preset", "filters_config", choices={"preset": list(PRESETS)})
+    _setting_flags(fl, FilterRunConfig, "removed_sample", "split_bytes")
     return p
 
 
@@ -273,20 +230,12 @@ def _score_parser(sub):
                     "train-classifier to every document; keep those above --min-score, or "
                     "the top fraction of the whole corpus (--keep-top), or all.",
         epilog=SCORE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _input_output_args(p, config_help=None,
-                       strict_help="stop at the first bad record, naming file and line, "
-                                   "instead of rejecting it")
+    _input_output_args(p, ScoreRunConfig, config_help=None)
     sc = p.add_argument_group("scoring")
-    sc.add_argument("--model", help="model directory from curate train-classifier (local or gs://)")
+    _setting_flags(sc, ScoreRunConfig, "model")
     which = sc.add_mutually_exclusive_group()
-    which.add_argument("--min-score", type=float, metavar="X", help="keep documents scoring >= X")
-    which.add_argument("--keep-top", type=float, metavar="F",
-                       help="keep the top fraction F of the whole corpus (two passes; the "
-                            "cut comes from all the scores, not from each shard)")
-    sc.add_argument("--keep-top-by", choices=["corpus", "domain"],
-                    help="with --keep-top: one cut for the corpus (default) or one per domain")
-    sc.add_argument("--batch-size", type=int, help="documents per predict call (default 512)")
-    _split_bytes_arg(sc)
+    _setting_flags(which, ScoreRunConfig, "min_score", "keep_top")
+    _setting_flags(sc, ScoreRunConfig, "keep_top_by", "batch_size", "split_bytes")
     return p
 
 

@@ -29,3 +29,19 @@ def test_a_flag_reaches_its_setting():
     assert got["threshold"] is None          # not given: the config file or the model decides
     cfg = DedupConfig(**{k: v for k, v in got.items() if v is not None})
     assert cfg.against == ["i1", "i2"] and cfg.threshold == 0.8
+
+
+@pytest.mark.parametrize("command, model", [("dedup", DedupConfig), ("filter", FilterRunConfig),
+                                            ("score", ScoreRunConfig)])
+def test_a_flag_is_built_from_its_field(command, model):
+    """Help, choices and repetition come from the model, so a setting is written once."""
+    import typing
+    for a in _subparser(command)._actions:
+        f = model.model_fields.get(a.dest)
+        if f is None:
+            continue
+        if not (command == "filter" and a.dest == "strict"):      # the one help a stage words its own way
+            assert a.help == f.description, a.dest
+        if typing.get_origin(f.annotation) is typing.Literal:
+            assert a.choices == list(typing.get_args(f.annotation)), a.dest
+        assert a.default is None, a.dest                         # the config file or the model decides
