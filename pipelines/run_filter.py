@@ -1,21 +1,17 @@
-"""Driver of `curate filter`: plan, run the Beam pipeline, write the manifest."""
+"""Driver of `curate filter`: the filter stage's plan, graph and manifest
+(pipelines.runs.drive runs it)."""
 from __future__ import annotations
-
-import time
 
 import yaml
 
 from curation.config import ConfigError, FilterRunConfig
 from curation.documents import NO_DOMAIN
-from curation.io import expand_sources
-from curation.manifest import BalanceError, check_balance
+from curation.manifest import check_balance
 from curation.verify import reconcile_output
 from pipelines.filter import COUNTS_FILE, NS, build_filter, sample_name
 from pipelines.fs import BeamFS
-from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run, locked,
-                           manifest_head, Ran, read_counts, reuse_or_clear, run_pipeline,
-                           write_manifest)
+from pipelines.runner import UsageError
+from pipelines.runs import Stage, checked, drive, field_map, input_files, locked, raise_for, read_counts
 
 OUTPUT_DIRS = ("documents", "removed", "rejected")
 
@@ -72,76 +68,59 @@ def _summarise(data: dict, reasons: list[str]) -> dict:
     }
 
 
+class FilterStage(Stage):
+    name, namespace = "filter", NS
+    dirs, files = OUTPUT_DIRS, (COUNTS_FILE,)
+
+    def plan(self, cfg: FilterRunConfig, files, fs) -> dict:
+        self.chain, self.chain_spec = load_run_chain(cfg, fs)
+        names = [sample_name(r, cfg.output_format) for r in self.chain.reasons]
+        if len(set(names)) != len(names):
+            raise UsageError(f"two rules share a sample file name: {sorted(self.chain.reasons)}")
+        return _parameters(cfg, self.chain, files)
+
+    def build(self, p, cfg: FilterRunConfig, files) -> None:
+        build_filter(p, files, output=cfg.output, fmt=cfg.output_format, fields=field_map(cfg),
+                     chain_spec=self.chain_spec, removed_sample=cfg.removed_sample,
+                     max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, split_bytes=cfg.split_bytes)
+
+    def collect(self, cfg: FilterRunConfig, files, fs, ran):
+        data = read_counts(fs, cfg.output, COUNTS_FILE)
+        summary = _summarise(data, list(self.chain.reasons))
+        counts = summary["counts"]
+        balance = check_balance(counts, removed_keys=("removed",))
+        # the parts must add up too: every file once, reasons and domains to the totals
+        parts = {
+            "files_expected": len(files), "files_seen": int(data["files"]),
+            "removed_sum_of_reasons": sum(summary["removed_by_reason"].values()),
+            "input_sum_of_domains": sum(d["input"] for d in summary["domains"].values()),
+        }
+        parts["ok"] = (parts["files_seen"] == parts["files_expected"]
+                       and parts["removed_sum_of_reasons"] == counts["removed"]
+                       and parts["input_sum_of_domains"] == counts["input"])
+        sample_ok = (counts["removed_written"] == counts["removed"] if cfg.removed_sample is None else
+                     all(summary["removed_written_by_reason"][r] == min(n, cfg.removed_sample)
+                         for r, n in summary["removed_by_reason"].items()))
+        parts["removed_written_ok"] = sample_ok
+        reconciled = reconcile_output("filter", cfg.output, files, counts, max_doc_bytes=cfg.max_doc_bytes,
+                                      removed_sample=cfg.removed_sample, fs=fs)
+        ok = balance["ok"] and parts["ok"] and sample_ok and reconciled.ok
+        body = {
+            "chain": self.chain.config(),
+            "counts": counts,
+            "removed_by_reason": summary["removed_by_reason"],
+            "removed_sample": {"per_rule": cfg.removed_sample,
+                               "written_by_reason": summary["removed_written_by_reason"]},
+            "domains": summary["domains"],
+            "domain_of_unlabelled": NO_DOMAIN,
+            **checked(balance, parts, reconciled, ran, NS),
+        }
+        return body, ok, raise_for(balance, reconciled, ok, parts)
+
+    def finish(self, fs, cfg, manifest, ok) -> None:
+        fs.delete(fs.join(cfg.output, COUNTS_FILE))   # folded into the manifest
+
+
 @locked("filter")
 def run_filter(cfg: FilterRunConfig, beam_args: list[str], *, overwrite: bool = False) -> dict:
-    t0 = time.time()
-    check_beam_args(beam_args)
-    fs = BeamFS()
-    try:
-        files = expand_sources(cfg.input_sources(), fs=fs)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    check_output_outside_inputs(files, cfg.output, cfg.patterns(), fs)
-    chain, chain_spec = load_run_chain(cfg, fs)
-    names = [sample_name(r, cfg.output_format) for r in chain.reasons]
-    if len(set(names)) != len(names):
-        raise UsageError(f"two rules share a sample file name: {sorted(chain.reasons)}")
-    params = _parameters(cfg, chain, files)
-
-    dry_run = is_dry_run(beam_args)
-    prev = reuse_or_clear("filter", fs, cfg.output, params, dry_run=dry_run, overwrite=overwrite,
-                          dirs=OUTPUT_DIRS, files=(COUNTS_FILE,))
-    if prev is not None:
-        return prev
-
-    fields = field_map(cfg)
-    p, runner = make_pipeline(beam_args)
-    build_filter(p, files, output=cfg.output, fmt=cfg.output_format, fields=fields,
-                 chain_spec=chain_spec, removed_sample=cfg.removed_sample,
-                 max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict, split_bytes=cfg.split_bytes)
-    ran = run_pipeline(p, "filter", runner, params, dry_run=dry_run, t0=t0)
-    if not isinstance(ran, Ran):
-        return ran
-
-    data = read_counts(fs, cfg.output, COUNTS_FILE)
-    summary = _summarise(data, list(chain.reasons))
-    counts = summary["counts"]
-    balance = check_balance(counts, removed_keys=("removed",))
-    # the parts must add up too: every file once, reasons and domains to the totals
-    parts = {
-        "files_expected": len(files), "files_seen": int(data["files"]),
-        "removed_sum_of_reasons": sum(summary["removed_by_reason"].values()),
-        "input_sum_of_domains": sum(d["input"] for d in summary["domains"].values()),
-    }
-    parts["ok"] = (parts["files_seen"] == parts["files_expected"]
-                   and parts["removed_sum_of_reasons"] == counts["removed"]
-                   and parts["input_sum_of_domains"] == counts["input"])
-    sample_ok = (counts["removed_written"] == counts["removed"] if cfg.removed_sample is None else
-                 all(summary["removed_written_by_reason"][r] == min(n, cfg.removed_sample)
-                     for r, n in summary["removed_by_reason"].items()))
-    parts["removed_written_ok"] = sample_ok
-    reconciled = reconcile_output("filter", cfg.output, files, counts, max_doc_bytes=cfg.max_doc_bytes,
-                                  removed_sample=cfg.removed_sample, fs=fs)
-    ok = balance["ok"] and parts["ok"] and sample_ok and reconciled.ok
-    manifest = {
-        **manifest_head("filter", ok, ran, params),
-        "chain": chain.config(),
-        "counts": counts,
-        "removed_by_reason": summary["removed_by_reason"],
-        "removed_sample": {"per_rule": cfg.removed_sample,
-                           "written_by_reason": summary["removed_written_by_reason"]},
-        "domains": summary["domains"],
-        "domain_of_unlabelled": NO_DOMAIN,
-        "balance": balance,
-        "parts_agree": parts,
-        "reconciled": reconciled.as_manifest(),
-        "counters": dict(sorted(counters(ran.result, NS).items())),
-    }
-    fs.delete(fs.join(cfg.output, COUNTS_FILE))   # folded into the manifest
-    path = write_manifest(fs, cfg.output, manifest)
-    if not balance["ok"]:
-        raise BalanceError(f"counts do not balance: {balance} (see {path})")
-    reconciled.raise_if_failed(path)
-    if not ok:
-        raise BalanceError(f"the parts of the counts disagree: {parts} (see {path})")
-    return manifest
+    return drive(FilterStage(), cfg, beam_args, overwrite=overwrite)

@@ -1,22 +1,20 @@
-"""Driver of `curate score`: check the model, plan, run the Beam pipeline, write the manifest."""
+"""Driver of `curate score`: the score stage's model check, plan, graph and manifest
+(pipelines.runs.drive runs it)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import time
 
 from curation.config import ScoreRunConfig
 from curation.documents import NO_DOMAIN
 from curation.fs import is_remote, normpath
-from curation.io import SCORE_FIELD, expand_sources
-from curation.manifest import BalanceError, check_balance
+from curation.io import SCORE_FIELD
+from curation.manifest import check_balance
 from curation.verify import reconcile_output
 from pipelines.fs import BeamFS
-from pipelines.runner import UsageError, check_beam_args, counters, make_pipeline
-from pipelines.runs import (check_output_outside_inputs, field_map, input_files, is_dry_run, locked,
-                           manifest_head, Ran, read_counts, reuse_or_clear, run_pipeline,
-                           write_manifest)
+from pipelines.runner import UsageError
+from pipelines.runs import Stage, checked, drive, field_map, input_files, locked, raise_for, read_counts
 from curation.scores import BINS, KEY_SHIFT
 from classifiers.scoring import ModelRef, load_quality_model
 from pipelines.score import COUNTS_FILE, NS, SCORES_DIR, build_score
@@ -199,72 +197,57 @@ def _clear_scores(fs: BeamFS, output: str) -> None:
             pass
 
 
+class ScoreStage(Stage):
+    name, namespace = "score", NS
+    dirs, files = OUTPUT_DIRS, (COUNTS_FILE,)
+
+    def plan(self, cfg: ScoreRunConfig, files, fs) -> dict:
+        self.ref, self.metrics, metrics_sha256 = check_model(cfg.model, fs)
+        self.model = cfg.model
+        return _parameters(cfg, self.ref, metrics_sha256, files)
+
+    def check_runner(self, runner: str) -> None:
+        if "Dataflow" in runner and not is_remote(self.ref.path):
+            raise UsageError(f"--model {self.model}: Dataflow workers cannot read a local directory; "
+                             f"copy the model directory to gs:// and pass that path")
+
+    def build(self, p, cfg: ScoreRunConfig, files) -> None:
+        build_score(p, files, output=cfg.output, fmt=cfg.output_format, fields=field_map(cfg),
+                    model=self.ref, max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict,
+                    batch_size=cfg.batch_size, min_score=cfg.min_score, keep_top=cfg.keep_top,
+                    keep_top_by=cfg.keep_top_by, split_bytes=cfg.split_bytes)
+
+    def collect(self, cfg: ScoreRunConfig, files, fs, ran):
+        data = read_counts(fs, cfg.output, COUNTS_FILE)
+        raw, scores = data["counts"], data["scores"]
+        counts = {k: int(raw[k]) for k in ("input", "scored", "kept", "removed", "rejected")}
+        counts["blank_lines_skipped"] = int(raw["blank_lines"])   # not records: not in the balance
+        counts["rejected_by_cause"] = dict(sorted(raw["rejected_by_cause"].items()))
+        domains = {d: {k: int(v.get(k, 0)) for k in ("input", "scored", "kept", "removed", "rejected")}
+                   for d, v in sorted(raw["domains"].items())}
+        balance = check_balance(counts, removed_keys=("removed",))
+        parts = _parts(cfg, files, {**counts, "files": raw["files"], "files_scanned": raw["files_scanned"]},
+                       domains, scores)
+        reconciled = reconcile_output("score", cfg.output, files, counts, max_doc_bytes=cfg.max_doc_bytes, fs=fs)
+        ok = balance["ok"] and parts["ok"] and reconciled.ok
+        body = {
+            "model": _model_section(self.ref, self.metrics),
+            "score_field": SCORE_FIELD,
+            "selection": _selection(cfg, counts, domains, scores),
+            "counts": counts,
+            "domains": domains,
+            "domain_of_unlabelled": NO_DOMAIN,
+            "scores": {"bins": BINS, "corpus": scores["corpus"],
+                       "domains": dict(sorted(scores["domains"].items()))},
+            **checked(balance, parts, reconciled, ran, NS),
+        }
+        return body, ok, raise_for(balance, reconciled, ok, parts)
+
+    def finish(self, fs, cfg, manifest, ok) -> None:
+        _clear_scores(fs, cfg.output)                  # a complete run holds no temporaries
+        fs.delete(fs.join(cfg.output, COUNTS_FILE))    # folded into the manifest
+
+
 @locked("score")
 def run_score(cfg: ScoreRunConfig, beam_args: list[str], *, overwrite: bool = False) -> dict:
-    t0 = time.time()
-    check_beam_args(beam_args)
-    if not cfg.output:
-        raise UsageError("score needs --output")
-    fs = BeamFS()
-    try:
-        files = expand_sources(cfg.input_sources(), fs=fs)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    check_output_outside_inputs(files, cfg.output, cfg.patterns(), fs)
-    ref, metrics, metrics_sha256 = check_model(cfg.model, fs)
-    params = _parameters(cfg, ref, metrics_sha256, files)
-
-    dry_run = is_dry_run(beam_args)
-    p, runner = make_pipeline(beam_args)
-    if "Dataflow" in runner and not is_remote(ref.path):
-        raise UsageError(f"--model {cfg.model}: Dataflow workers cannot read a local directory; "
-                         f"copy the model directory to gs:// and pass that path")
-    prev = reuse_or_clear("score", fs, cfg.output, params, dry_run=dry_run, overwrite=overwrite,
-                          dirs=OUTPUT_DIRS, files=(COUNTS_FILE,))
-    if prev is not None:
-        return prev
-
-    build_score(p, files, output=cfg.output, fmt=cfg.output_format, fields=field_map(cfg),
-                model=ref, max_doc_bytes=cfg.max_doc_bytes, strict=cfg.strict,
-                batch_size=cfg.batch_size, min_score=cfg.min_score, keep_top=cfg.keep_top,
-                keep_top_by=cfg.keep_top_by, split_bytes=cfg.split_bytes)
-    ran = run_pipeline(p, "score", runner, params, dry_run=dry_run, t0=t0)
-    if not isinstance(ran, Ran):
-        return ran
-
-    data = read_counts(fs, cfg.output, COUNTS_FILE)
-    raw, scores = data["counts"], data["scores"]
-    counts = {k: int(raw[k]) for k in ("input", "scored", "kept", "removed", "rejected")}
-    counts["blank_lines_skipped"] = int(raw["blank_lines"])   # not records: not in the balance
-    counts["rejected_by_cause"] = dict(sorted(raw["rejected_by_cause"].items()))
-    domains = {d: {k: int(v.get(k, 0)) for k in ("input", "scored", "kept", "removed", "rejected")}
-               for d, v in sorted(raw["domains"].items())}
-    balance = check_balance(counts, removed_keys=("removed",))
-    parts = _parts(cfg, files, {**counts, "files": raw["files"], "files_scanned": raw["files_scanned"]},
-                   domains, scores)
-    reconciled = reconcile_output("score", cfg.output, files, counts, max_doc_bytes=cfg.max_doc_bytes, fs=fs)
-    ok = balance["ok"] and parts["ok"] and reconciled.ok
-    manifest = {
-        **manifest_head("score", ok, ran, params),
-        "model": _model_section(ref, metrics),
-        "score_field": SCORE_FIELD,
-        "selection": _selection(cfg, counts, domains, scores),
-        "counts": counts,
-        "domains": domains,
-        "domain_of_unlabelled": NO_DOMAIN,
-        "scores": {"bins": BINS, "corpus": scores["corpus"],
-                   "domains": dict(sorted(scores["domains"].items()))},
-        "balance": balance,
-        "parts_agree": parts,
-        "reconciled": reconciled.as_manifest(),
-        "counters": dict(sorted(counters(ran.result, NS).items())),
-    }
-    _clear_scores(fs, cfg.output)                  # a complete run holds no temporaries
-    fs.delete(fs.join(cfg.output, COUNTS_FILE))    # folded into the manifest
-    path = write_manifest(fs, cfg.output, manifest)
-    if not balance["ok"]:
-        raise BalanceError(f"counts do not balance: {balance} (see {path})")
-    reconciled.raise_if_failed(path)
-    if not ok:
-        raise BalanceError(f"the parts of the counts disagree: {parts} (see {path})")
-    return manifest
+    return drive(ScoreStage(), cfg, beam_args, overwrite=overwrite)

@@ -174,3 +174,99 @@ def read_counts(fs: BeamFS, output: str, name: str) -> dict:
         raise BalanceError(f"the pipeline finished without writing {path}")
     with fs.open_read(path) as f:
         return json.loads(f.read().decode("utf-8"))
+
+
+class Stage:
+    """One Beam stage, as `drive` runs it. A stage declares its name, its output
+    directories and top-level files (what a rerun may clear), and four steps:
+
+    - ``plan(cfg, files, fs)``: checks and state before anything runs; returns the
+      parameters that identify the run (a rerun with equal ones is skipped);
+    - ``check_runner(runner)``: refuse a runner the settings cannot work with;
+    - ``build(p, cfg, files)``: add the transforms to the pipeline;
+    - ``collect(cfg, files, fs, ran)``: the manifest's body from what ran, whether its
+      checks hold, and a function that raises for a failed check once the manifest
+      (naming the failure) is written; ``finish(fs, cfg, manifest, ok)`` removes
+      temporaries first.
+    """
+
+    name = ""
+    namespace = ""
+    dirs: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def plan(self, cfg, files, fs) -> dict:
+        raise NotImplementedError
+
+    def check_runner(self, runner: str) -> None:
+        pass
+
+    def build(self, p, cfg, files) -> None:
+        raise NotImplementedError
+
+    def before_run(self, fs) -> None:
+        pass
+
+    def collect(self, cfg, files, fs, ran):
+        raise NotImplementedError
+
+    def finish(self, fs, cfg, manifest: dict, ok: bool) -> None:
+        pass
+
+
+def checked(balance: dict, parts: dict, reconciled, ran: Ran, namespace: str) -> dict:
+    """The end of a stage manifest's body: its checks and the job's counters."""
+    from pipelines.runner import counters
+    return {"balance": balance, "parts_agree": parts, "reconciled": reconciled.as_manifest(),
+            "counters": dict(sorted(counters(ran.result, namespace).items()))}
+
+
+def raise_for(balance: dict, reconciled, ok: bool, parts: dict):
+    """`Stage.collect`'s raise_failed for a stage whose checks are the balance, the
+    reconciliation, then its parts (`ok`: all of them)."""
+    def raise_failed(path: str) -> None:
+        from curation.manifest import BalanceError
+        if not balance["ok"]:
+            raise BalanceError(f"counts do not balance: {balance} (see {path})")
+        reconciled.raise_if_failed(path)
+        if not ok:
+            raise BalanceError(f"the parts of the counts disagree: {parts} (see {path})")
+    return raise_failed
+
+
+def drive(stage: Stage, cfg, beam_args: list[str], *, overwrite: bool = False) -> dict:
+    """Run any stage: inputs expanded and checked, a finished identical run reused (or
+    the partial one cleared), the pipeline built and run, the manifest written last,
+    then any failed check raised. Under --dry_run the job is only built."""
+    from pipelines.runner import check_beam_args, make_pipeline
+    from curation.io import expand_sources
+    t0 = time.time()
+    check_beam_args(beam_args)
+    if not cfg.output:
+        raise UsageError(f"{stage.name} needs --output")
+    fs = BeamFS()
+    try:
+        files = expand_sources(cfg.input_sources(), fs=fs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    check_output_outside_inputs(files, cfg.output, cfg.patterns(), fs)
+    params = stage.plan(cfg, files, fs)
+    dry_run = is_dry_run(beam_args)
+    p, runner = make_pipeline(beam_args)
+    stage.check_runner(runner)
+    prev = reuse_or_clear(stage.name, fs, cfg.output, params, dry_run=dry_run, overwrite=overwrite,
+                          dirs=stage.dirs, files=stage.files)
+    if prev is not None:
+        return prev
+    stage.build(p, cfg, files)
+    if not dry_run:
+        stage.before_run(fs)
+    ran = run_pipeline(p, stage.name, runner, params, dry_run=dry_run, t0=t0)
+    if not isinstance(ran, Ran):
+        return ran
+    body, ok, raise_failed = stage.collect(cfg, files, fs, ran)
+    manifest = {**manifest_head(stage.name, ok, ran, params), **body}
+    stage.finish(fs, cfg, manifest, ok)
+    path = write_manifest(fs, cfg.output, manifest)
+    raise_failed(path)
+    return manifest
