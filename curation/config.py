@@ -207,24 +207,47 @@ class ScoreRunConfig(StageIO):
 class LabelConfig(InputConfig):
     """`curate label`'s settings (classifiers.labeling runs them); here so that the run
     config can check its label section without importing classifiers."""
-    output: str | None = None
-    sample: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0, lt=2**63)
-    allocation: Literal["proportional", "equal"] = "proportional"
-    rubric: str = "educational"
-    labeler: Literal["claude", "heuristic", "field"] = "claude"
-    model: str = "claude-sonnet-5-5"
-    mode: Literal["auto", "batch", "messages"] = "auto"
-    max_usd: float | None = Field(None, gt=0)
-    max_doc_chars: int = Field(8000, ge=100)
+    output: str | None = Field(None, description="output directory (local)")
+    max_doc_bytes: int = Field(DEFAULT_MAX_DOC_BYTES, gt=0,
+                               description="skip records larger than this (default 8 MiB)")
+    strict: bool = Field(False, description="stop at the first bad record instead of skipping it")
+    sample: int | None = Field(None, ge=1, description=(
+        "documents to label (default 2000; with --labels-from-field, all)"), json_schema_extra=_cli(metavar="N"))
+    seed: int = Field(0, ge=0, lt=2**63, description="sampling seed (default 0)")
+    allocation: Literal["proportional", "equal"] = Field("proportional", description=(
+        "split the sample across domains by their size (default) or equally"))
+    rubric: str = Field("educational", description=(
+        "a built-in rubric (educational, web_quality; default educational) or a rubric YAML file"))
+    labeler: Literal["claude", "heuristic", "field"] = Field("claude", description=(
+        "claude (default) or heuristic: a score on the rubric's scale from the share of four "
+        "heuristic rule sets passed"))
+    model: str = Field("claude-sonnet-5-5", description=(
+        "model (default claude-sonnet-5-5; prices for others in classifiers.grading.PRICES)"))
+    mode: Literal["auto", "batch", "messages"] = Field("auto", description=(
+        "Message Batches (half price) or concurrent Messages calls; auto (default): batches "
+        "from 200 documents to grade"))
+    max_usd: float | None = Field(None, gt=0, description=(
+        "stop before a call could take the spend on this rubric and model in the label store "
+        "past this many dollars"))
+    max_doc_chars: int = Field(8000, ge=100, description="truncate documents to this many characters (default 8000)")
     max_tokens: int = Field(300, ge=50)
-    concurrency: int = Field(8, ge=1, le=256)
-    batch_poll_s: float = Field(30.0, gt=0)
-    store: str | None = None
-    labels_field: str | None = None
-    label_map: dict[str, float] | None = None
-    threshold: float | None = None
-    prices: dict[str, tuple[float, float]] | None = None   # extends classifiers' price table
+    concurrency: int = Field(8, ge=1, le=256, description="Messages calls in flight (default 8)")
+    batch_poll_s: float = Field(30.0, gt=0, description="seconds between batch status checks (default 30)")
+    store: str | None = Field(None, description=(
+        "label store file (default OUTPUT/labels.sqlite); share it across runs"))
+    labels_field: str | None = Field(None, description=(
+        "import the labels a corpus carries in FIELD (needs --threshold)"),
+        json_schema_extra=_cli(flag="--labels-from-field", metavar="FIELD"))
+    # the flag gives VALUE=SCORE,... (classifiers.labeling.parse_label_map)
+    label_map: dict[str, float] | None = Field(None, description=(
+        "with --labels-from-field: scores for text values, e.g. ham=1,spam=0"),
+        json_schema_extra=_cli(metavar="VALUE=SCORE,..."))
+    threshold: float | None = Field(None, description=(
+        "score at which a document is hq (default: the rubric's threshold)"))
+    # extends classifiers' price table; the flag gives a YAML file of them
+    prices: dict[str, tuple[float, float]] | None = Field(None, description=(
+        "YAML mapping MODEL: [input, output] USD per million tokens, added to the built-in "
+        "price table"), json_schema_extra=_cli(metavar="FILE"))
 
     @model_validator(mode="after")
     def _field_labeler(self):
@@ -242,6 +265,34 @@ class LabelConfig(InputConfig):
         if self.sample is not None:
             return self.sample
         return None if self.labeler == "field" else 2000
+
+
+class ClassifierConfig(_Strict):
+    """`curate train-classifier`'s settings (the labels, the threshold and the model
+    directory are its inputs and output, not settings)."""
+    valid_fraction: float = Field(0.2, gt=0, lt=1, description="held-out test share (default 0.2)")
+    seed: int | None = Field(None, ge=0, description=(
+        "split and training seed (default 0; in curate run, the run's seed)"))
+    epoch: int | None = Field(None, ge=1, description="fix the epochs (default: chosen from 5, 25)")
+    lr: float | None = Field(None, gt=0, description="fix the learning rate (default: chosen from 0.1, 0.5)")
+    word_ngrams: int | None = Field(None, ge=1, le=5, description="fix wordNgrams (default 2)")
+    dim: int = Field(100, ge=1, description="embedding size (default 100)")
+    bucket: int = Field(2**18, ge=1, description="hash buckets (default 262144)")
+    max_chars: int | None = Field(None, ge=1, description="train on the first N characters of each text")
+    min_count: int = Field(1, ge=1, description=(
+        "drop words seen fewer times (default 1); raise it to shrink the model"))
+    quantize: bool = Field(False, description="write a quantised model.ftz")
+    cutoff: int = Field(0, ge=0, description=(
+        "with --quantize, keep only this many embedding rows (default 0: all)"))
+
+
+class ExportConfig(_Strict):
+    """`curate export`'s settings (the mixture and the output directory are its input
+    and output)."""
+    tokens: int = Field(ge=1, description="total tokens to export", json_schema_extra=_cli(required=True))
+    seed: int | None = Field(None, ge=0, description=(
+        "sampling seed (default 0; in curate run, the run's seed)"))
+    shard_docs: int = Field(10_000, ge=1, description="documents per shard (default 10000)")
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:

@@ -9,33 +9,11 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from curation.config import (DEFAULT_MAX_DOC_BYTES, ConfigError, DedupConfig, FilterRunConfig,
-                             LabelConfig, ScoreRunConfig, SourceConfig, _format_error, _Strict,
-                             read_yaml_mapping)
+from curation.config import (DEFAULT_MAX_DOC_BYTES, ClassifierConfig, ConfigError, DedupConfig,
+                             ExportConfig, FilterRunConfig, LabelConfig, ScoreRunConfig,
+                             SourceConfig, _format_error, _Strict, read_yaml_mapping)
 
 STAGES = ("dedup", "filter", "label", "train", "score", "mix", "export", "report")
-
-
-class ClassifierConfig(_Strict):
-    """`curate train-classifier`'s settings (see its --help)."""
-
-    valid_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int | None = Field(None, ge=0)
-    epoch: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    word_ngrams: int | None = Field(None, ge=1, le=5)
-    dim: int = Field(100, ge=1)
-    bucket: int = Field(2**18, ge=1)
-    min_count: int = Field(1, ge=1)
-    max_chars: int | None = Field(None, ge=1)
-    quantize: bool = False
-    cutoff: int = Field(0, ge=0)
-
-
-class ExportConfig(_Strict):
-    tokens: int = Field(ge=1)
-    seed: int | None = Field(None, ge=0)
-    shard_docs: int = Field(10_000, ge=1)
 
 
 # what `curate run` fills in itself: a section may not set these

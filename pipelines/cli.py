@@ -11,7 +11,8 @@ import sys
 import types
 import typing
 
-from curation.config import ConfigError, DedupConfig, FilterRunConfig, ScoreRunConfig, load_config
+from curation.config import (ClassifierConfig, ConfigError, DedupConfig, ExportConfig, FilterRunConfig,
+                             LabelConfig, ScoreRunConfig, load_config)
 from curation.manifest import BalanceError
 from pipelines import verify_cmd
 from pipelines.errors import StageOutcomeError, UsageError
@@ -36,8 +37,7 @@ def _setting_flags(group, model, *names: str, help: dict | None = None, choices:
         f = model.model_fields[name]
         cli = (f.json_schema_extra or {}).get("cli", {})
         kw = {"dest": name, "help": (help or {}).get(name, f.description)}
-        if "metavar" in cli:
-            kw["metavar"] = cli["metavar"]
+        kw.update({k: cli[k] for k in ("metavar", "required") if k in cli})
         ann = f.annotation
         if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union:
             ann = next(a for a in typing.get_args(ann) if a is not type(None))
@@ -47,6 +47,8 @@ def _setting_flags(group, model, *names: str, help: dict | None = None, choices:
             kw.update(action="append")
         elif typing.get_origin(ann) is typing.Literal:
             kw["choices"] = list(typing.get_args(ann))
+        elif typing.get_origin(ann) is dict:
+            pass            # the flag's text is parsed by the command (a file, VALUE=SCORE,...)
         elif ann is not str:
             kw["type"] = ann
         if choices and name in choices:
@@ -131,7 +133,6 @@ Without it, use --labeler heuristic or --labels-from-field FIELD.
 
 
 def _label_parser(sub):
-    from classifiers.rubrics import BUILTIN
     p = sub.add_parser(
         "label", help="sample seed documents and grade them (Claude, heuristic, or imported)",
         description="Draw a deterministic sample stratified by domain (exact duplicates "
@@ -139,50 +140,17 @@ def _label_parser(sub):
                     "rules, or from a field the corpus already carries.",
         epilog=LABEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("input and output")
-    io.add_argument("--input", action="append", dest="inputs", metavar="PATTERN",
-                    help="JSONL (.gz/.zst), Parquet, a datasets directory, or a glob; repeatable")
+    _setting_flags(io, LabelConfig, "inputs")
     io.add_argument("--demo", action="store_true", help="label the demo corpus that ships in the package")
-    io.add_argument("--output", help="output directory (local)")
-    io.add_argument("--text-field", help="field holding the text (default text)")
-    io.add_argument("--id-field", help="field holding the id (default id)")
-    io.add_argument("--domain", help="domain of every input document (default: the record's domain field)")
-    io.add_argument("--max-doc-bytes", type=int, help="skip records larger than this (default 8 MiB)")
-    io.add_argument("--strict", action="store_true", default=None,
-                    help="stop at the first bad record instead of skipping it")
-    sm = p.add_argument_group("sample")
-    sm.add_argument("--sample", type=int, metavar="N",
-                    help="documents to label (default 2000; with --labels-from-field, all)")
-    sm.add_argument("--seed", type=int, help="sampling seed (default 0)")
-    sm.add_argument("--allocation", choices=["proportional", "equal"],
-                    help="split the sample across domains by their size (default) or equally")
+    _setting_flags(io, LabelConfig, "output", "text_field", "id_field", "domain", "max_doc_bytes", "strict")
+    _setting_flags(p.add_argument_group("sample"), LabelConfig, "sample", "seed", "allocation")
     lb = p.add_argument_group("labeler")
-    lb.add_argument("--rubric", help=f"a built-in rubric ({', '.join(BUILTIN)}; default "
-                                     f"educational) or a rubric YAML file")
-    which = lb.add_mutually_exclusive_group()
-    which.add_argument("--labeler", choices=["claude", "heuristic"],
-                       help="claude (default) or heuristic: a score on the rubric's scale from "
-                            "the share of four heuristic rule sets passed")
-    which.add_argument("--labels-from-field", dest="labels_field", metavar="FIELD",
-                       help="import the labels a corpus carries in FIELD (needs --threshold)")
-    lb.add_argument("--label-map", metavar="VALUE=SCORE,...",
-                    help="with --labels-from-field: scores for text values, e.g. ham=1,spam=0")
-    lb.add_argument("--threshold", type=float,
-                    help="score at which a document is hq (default: the rubric's threshold)")
-    cl = p.add_argument_group("Claude")
-    cl.add_argument("--model", help="model (default claude-sonnet-5-5; prices for others in classifiers.grading.PRICES)")
-    cl.add_argument("--mode", choices=["auto", "batch", "messages"],
-                    help="Message Batches (half price) or concurrent Messages calls; auto "
-                         "(default): batches from 200 documents to grade")
-    cl.add_argument("--max-usd", type=float,
-                    help="stop before a call could take the spend on this rubric and model "
-                         "in the label store past this many dollars")
-    cl.add_argument("--max-doc-chars", type=int, help="truncate documents to this many characters (default 8000)")
-    cl.add_argument("--concurrency", type=int, help="Messages calls in flight (default 8)")
-    cl.add_argument("--batch-poll-s", type=float, help="seconds between batch status checks (default 30)")
-    cl.add_argument("--prices", metavar="FILE",
-                    help="YAML mapping MODEL: [input, output] USD per million tokens, "
-                         "added to the built-in price table")
-    cl.add_argument("--store", help="label store file (default OUTPUT/labels.sqlite); share it across runs")
+    _setting_flags(lb, LabelConfig, "rubric")
+    _setting_flags(lb.add_mutually_exclusive_group(), LabelConfig, "labeler", "labels_field",
+                   choices={"labeler": ["claude", "heuristic"]})   # field: by --labels-from-field
+    _setting_flags(lb, LabelConfig, "label_map", "threshold")
+    _setting_flags(p.add_argument_group("Claude"), LabelConfig, "model", "mode", "max_usd",
+                   "max_doc_chars", "concurrency", "batch_poll_s", "prices", "store")
     return p
 
 
@@ -198,19 +166,7 @@ def _train_parser(sub):
     p.add_argument("--output", required=True, metavar="MODEL_DIR", help="model directory")
     p.add_argument("--threshold", type=float,
                    help="score at which a label is hq (default: the one in summary.json beside the labels)")
-    p.add_argument("--valid-fraction", type=float, default=0.2, help="held-out test share (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    p.add_argument("--epoch", type=int, help="fix the epochs (default: chosen from 5, 25)")
-    p.add_argument("--lr", type=float, help="fix the learning rate (default: chosen from 0.1, 0.5)")
-    p.add_argument("--word-ngrams", type=int, help="fix wordNgrams (default 2)")
-    p.add_argument("--dim", type=int, default=100, help="embedding size (default 100)")
-    p.add_argument("--bucket", type=int, default=2**18, help="hash buckets (default 262144)")
-    p.add_argument("--max-chars", type=int, help="train on the first N characters of each text")
-    p.add_argument("--min-count", type=int, default=1,
-                   help="drop words seen fewer times (default 1); raise it to shrink the model")
-    p.add_argument("--quantize", action="store_true", help="write a quantised model.ftz")
-    p.add_argument("--cutoff", type=int, default=0,
-                   help="with --quantize, keep only this many embedding rows (default 0: all)")
+    _setting_flags(p, ClassifierConfig, *ClassifierConfig.model_fields)
     return p
 
 
@@ -308,17 +264,16 @@ def _export_parser(sub):
                "stated tokenizer.")
     p.add_argument("--mixture", required=True, help="mixture.yaml written by curate mix")
     p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--tokens", required=True, type=int, help="total tokens to export")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--shard-docs", type=int, default=10_000, help="documents per shard (default 10000)")
+    _setting_flags(p, ExportConfig, *ExportConfig.model_fields)
     return p
 
 
 def _run_export(args) -> int:
     from curation.mixture.export import data_paths, export_mixture
-    m = export_mixture(args.mixture, args.output, args.tokens, seed=args.seed,
+    e = load_config(ExportConfig, None, _settings_from_flags(args, ExportConfig))
+    m = export_mixture(args.mixture, args.output, e.tokens, seed=e.seed or 0,
                        fs=_fs_for(data_paths(args.mixture)),
-                       shard_docs=args.shard_docs, log=lambda s: print(s, file=sys.stderr))
+                       shard_docs=e.shard_docs, log=lambda s: print(s, file=sys.stderr))
     print(f"export: {m['tokens_achieved']:,} of {m['tokens_asked']:,} tokens in "
           f"{len(m['domains'])} domains -> {args.output}", file=sys.stderr)
     return 0
@@ -328,12 +283,9 @@ def _run_label(parser, args) -> int:
     import anthropic
 
     from classifiers.claude import Interrupted, NoApiKey, redact
-    from classifiers.labeling import LabelConfig, NothingLabelled, parse_label_map, run_label
+    from classifiers.labeling import NothingLabelled, parse_label_map, run_label
     from curation.demo import demo_glob
-    keys = ("inputs", "output", "text_field", "id_field", "domain", "max_doc_bytes", "strict",
-            "sample", "seed", "allocation", "rubric", "model", "mode", "max_usd",
-            "max_doc_chars", "concurrency", "batch_poll_s", "store", "labels_field", "threshold")
-    overrides = {k: getattr(args, k) for k in keys}
+    overrides = _settings_from_flags(args, LabelConfig)
     if args.demo:
         overrides["inputs"] = [demo_glob()] + list(args.inputs or [])
     overrides["labeler"] = "field" if args.labels_field else args.labeler
@@ -396,12 +348,11 @@ def _run_train(args) -> int:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise ConfigError(f"{labels_path}:{n}: not JSON ({e.msg})") from None
+    params = load_config(ClassifierConfig, None, _settings_from_flags(args, ClassifierConfig)).model_dump()
+    params["seed"] = params["seed"] or 0
     try:
         res = train_classifier(
-            rows, args.output, threshold=threshold, valid_fraction=args.valid_fraction,
-            seed=args.seed, epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams,
-            dim=args.dim, bucket=args.bucket, min_count=args.min_count, max_chars=args.max_chars,
-            quantize=args.quantize, cutoff=args.cutoff,
+            rows, args.output, threshold=threshold, **params,
             data_description=f"Labels from {labels_path} (threshold {threshold}).")
     except ValueError as e:
         raise ConfigError(f"{labels_path}: {e}") from None

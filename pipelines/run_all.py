@@ -268,7 +268,7 @@ class Job:
     def stage_train(self, src: dict) -> dict:
         from classifiers.fasttext_train import train_classifier
         from classifiers.labeling import LABELS_FILE, SUMMARY_FILE
-        from curation.runconfig import ClassifierConfig
+        from curation.config import ClassifierConfig
         c = ClassifierConfig.model_validate(self.cfg.classifier)
         labels = self.dir("label") / LABELS_FILE
         threshold = json.loads((self.dir("label") / SUMMARY_FILE).read_text("utf-8"))["threshold"]
@@ -334,7 +334,7 @@ class Job:
 
     def stage_export(self, src: dict) -> dict:
         from curation.mixture.export import export_mixture
-        from curation.runconfig import ExportConfig
+        from curation.config import ExportConfig
         e = ExportConfig.model_validate(self.cfg.export)
         with self.progress.task(f"export: {e.tokens:,} tokens"):
             m = export_mixture(str(self.dir("mix") / "mixture.yaml"), str(self.dir("export")),

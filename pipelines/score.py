@@ -21,15 +21,16 @@ Data flow without --keep-top (one pass; document text never goes through a shuff
   files ─ SpreadFiles ─ ScoreFiles: read one file, score it in batches, write its
           documents/, removed/ and rejected/ shards
         ├─ one counts record per file ───────────────────── AllCounts ─ SumCounts ─ WriteCounts
-        └─ a score histogram per (file, domain) ─ HistPerDomain ─ DomainSummaries ┐ side inputs
-                                                  └─ CorpusHist ─ CorpusSummary ──┘ of WriteCounts
+        └─ a score histogram per (file, domain) ─ Summaries: HistPerDomain ─ DomainSummaries ┐ side
+                                                             └─ CorpusHist ─ CorpusSummary ──┘ inputs of
+                                                                                               WriteCounts
 
 With --keep-top F (two passes over the inputs, the model runs in the first only):
 
   files ─ SpreadFiles ─ ScanFiles: read, score, write _scores/part-NNNNN.npz (the
           file's scores, tie keys and domains in document order), emit its
           histograms and the file
-        ├─ histograms ─ HistPerDomain / CorpusHist ─ summaries with the first-level cut(s)
+        ├─ histograms ─ Summaries (as above) with the first-level cut(s)
         └─ scanned files ─ SpreadScanned ┬ TieScan (first-level cuts as side inputs): read
                                          │ _scores/ only, count the tie keys of the
                                          │ documents in a boundary bin that needs a
@@ -431,18 +432,24 @@ class WriteCounts(beam.DoFn):
         yield path
 
 
-def _summaries(hists, keep_top: float | None, by: str):
+class Summaries(beam.PTransform):
     """Histograms per (file, domain) -> the corpus summary and {domain: summary}, each
-    a one-element PCollection; the cut sits in the corpus's or each domain's."""
-    per_domain = hists | "HistPerDomain" >> beam.CombinePerKey(HistogramFn())
-    domains = (per_domain
-               | "SummariseDomains" >> beam.Map(domain_summary, keep_top if by == "domain" else None)
-               | "DomainSummaries" >> beam.combiners.ToDict())
-    corpus = (per_domain
-              | "DomainHists" >> beam.Values()
-              | "CorpusHist" >> beam.CombineGlobally(HistogramFn())
-              | "CorpusSummary" >> beam.Map(summary_with_cut, keep_top if by == "corpus" else None))
-    return corpus, domains
+    a one-element PCollection; the cut (keep_top) sits in the corpus's or each domain's."""
+
+    def __init__(self, keep_top: float | None, by: str):
+        super().__init__()
+        self.keep_top, self.by = keep_top, by
+
+    def expand(self, hists):
+        per_domain = hists | "HistPerDomain" >> beam.CombinePerKey(HistogramFn())
+        domains = (per_domain
+                   | "SummariseDomains" >> beam.Map(domain_summary, self.keep_top if self.by == "domain" else None)
+                   | "DomainSummaries" >> beam.combiners.ToDict())
+        corpus = (per_domain
+                  | "DomainHists" >> beam.Values()
+                  | "CorpusHist" >> beam.CombineGlobally(HistogramFn())
+                  | "CorpusSummary" >> beam.Map(summary_with_cut, self.keep_top if self.by == "corpus" else None))
+        return corpus, domains
 
 
 def build_score(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: str,
@@ -462,12 +469,12 @@ def build_score(p: beam.Pipeline, files: list[InputFile], *, output: str, fmt: s
         mode = "all" if min_score is None else "min_score"
         res = spread | "ScoreFiles" >> beam.ParDo(
             ScoreFile(output, fmt, mode, min_score=min_score, **common)).with_outputs("hist", main="counts")
-        corpus, domains = _summaries(res.hist, None, keep_top_by)
+        corpus, domains = res.hist | "Summaries" >> Summaries(None, keep_top_by)
         parts = (res.counts,)
     else:
         scan = spread | "ScanFiles" >> beam.ParDo(
             ScanFile(output, **common)).with_outputs("hist", "counts", main="files")
-        first_corpus, first_domains = _summaries(scan.hist, keep_top, keep_top_by)
+        first_corpus, first_domains = scan.hist | "Summaries" >> Summaries(keep_top, keep_top_by)
         scanned = scan.files | "SpreadScanned" >> beam.Reshuffle()
         ties = (scanned
                 | "TieScan" >> beam.ParDo(TieScanFile(output, keep_top_by), corpus=AsSingleton(first_corpus),

@@ -212,6 +212,31 @@ def test_tie_break_by_hand():
 
 # ---------------------------------------------------------------- --min-score
 
+@pytest.mark.parametrize("by", ["corpus", "domain"])
+def test_summaries_as_a_transform(by):
+    """pipelines.score.Summaries merges the per-file histograms of each domain and of the
+    corpus, and puts the cut where `by` says: the library's summaries of the whole."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from curation.scores import summary_with_cut
+    from pipelines.score import Summaries
+    rng = np.random.default_rng(3)
+    scores = {"web": [rng.random(50), rng.random(30)], "code": [rng.random(20)]}
+    hists = [(d, ScoreHistogram.of(s)) for d, parts in scores.items() for s in parts]
+    whole = {d: np.concatenate(parts) for d, parts in scores.items()}
+    want_corpus = summary_with_cut(ScoreHistogram.of(np.concatenate(list(whole.values()))),
+                                   0.25 if by == "corpus" else None)
+    want_domains = {d: summary_with_cut(ScoreHistogram.of(s), 0.25 if by == "domain" else None)
+                    for d, s in whole.items()}
+    with TestPipeline() as p:
+        corpus, domains = p | beam.Create(hists) | Summaries(0.25, by)
+        assert_that(corpus, equal_to([want_corpus]), label="Corpus")
+        assert_that(domains, equal_to([want_domains]), label="Domains")
+    assert ("cut" in want_corpus) == (by == "corpus")
+
+
 def test_min_score_splits_at_the_threshold_with_the_librarys_scores(min_run, reference):
     out, m = min_run
     docs, removed = rows_of(out, "documents"), rows_of(out, "removed")
