@@ -54,6 +54,9 @@ REJECT_CAUSES = (
     "truncated_file",   # the file ends early (inside a gzip member / zstd frame / Arrow stream)
     "corrupt_data",     # compressed bytes that do not decode; skipped to the next frame or the end
     "unreadable_row_group",  # one row of a Parquet row group (or its tail) that cannot be decoded
+    "not_html",         # a WARC response whose content type is not HTML
+    "undecodable_html", # a WARC response whose body's encoding or charset cannot be undone
+    "empty_extraction", # an HTML page with no main text
     "filter_error",     # a filter raised on the document (the message is in the detail)
     "score_error",      # the quality model failed on the document (curate score)
 )

@@ -16,6 +16,12 @@ on their own, each an `InputFile` with ``start``/``stop``/``part``:
   the lines that start before it. `count_range` counts a range's newlines;
   `resolve_first_lines` adds them up. A Beam pipeline counts the ranges in
   parallel (pipelines.splits.ReadySplits); `ready_splits` does it in turn here.
+- WARC (plain, or .warc.gz of one gzip member per record, as crawlers write them):
+  byte ranges of about ``split_bytes`` that begin where a record (a member) begins;
+  a split reads the records that start inside it. ``line`` is the record's 0-based
+  index in the file, so a split's first is the number of records before it,
+  counted as JSONL's newlines are (`count_range`). A .warc.gz that is one gzip
+  stream has no such boundary and is read whole, with a warning.
 - gzip / zstd JSON Lines cannot be entered in the middle: such a file is read
   whole, with a warning naming it when it is larger than ``split_bytes``
   (recompress it as several shards, or as Parquet). Arrow files are read whole.
@@ -55,7 +61,9 @@ def _size(fs: FS, path: str) -> int:
 def _warn_unsplittable(file: InputFile, size: int, split_bytes: int) -> None:
     kind = {"gz": "gzip", "zst": "zstd"}.get(file.compression, file.format)
     how = ("recompress it into several smaller files (shards) or convert it to Parquet"
-           if file.format == "jsonl" else "convert it to Parquet with several row groups")
+           if file.format == "jsonl" else
+           "recompress it with one gzip member per record, as crawlers write WARC files"
+           if file.format == "warc" else "convert it to Parquet with several row groups")
     log.warning("%s is %d bytes, more than the split size of %d, but %s data cannot be read "
                 "from the middle: one worker reads all of it; to spread it over workers, %s",
                 file.path, size, split_bytes, kind, how)
@@ -89,6 +97,27 @@ def _parquet_splits(file: InputFile, fs: FS, split_bytes: int, size: int) -> lis
             for k, (a, b, r) in enumerate(out)]
 
 
+def _warc_splits(file: InputFile, fs: FS, size: int, split_bytes: int) -> list[InputFile]:
+    from curation.io.warc import record_start
+    step = max(split_bytes, -(-size // MAX_SPLIT_PARTS))
+    starts = [0]
+    with fs.open_read(file.path) as f:
+        for b in range(step, size, step):
+            if b < starts[-1]:
+                continue
+            at = record_start(f, b, size)
+            if at is None:
+                break
+            if at > starts[-1]:
+                starts.append(at)
+    if len(starts) == 1:
+        _warn_unsplittable(file, size, split_bytes)
+        return [file]
+    bounds = starts + [size]
+    return [dataclasses.replace(file, part=k, start=a, stop=b, first_line=0 if k == 0 else None)
+            for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+
+
 def _jsonl_splits(file: InputFile, size: int, split_bytes: int) -> list[InputFile]:
     step = max(split_bytes, -(-size // MAX_SPLIT_PARTS))   # never more parts than names
     bounds = list(range(0, size, step)) + [size]
@@ -116,6 +145,8 @@ def plan_file(file: InputFile, fs: FS | None = None,
             return [file]
         if file.format == "parquet":
             return _parquet_splits(file, fs, split_bytes, size)
+        if file.format == "warc":
+            return _warc_splits(file, fs, size, split_bytes)
     except (*_READ_ERRORS, ValueError):   # unreadable: read whole, the reader rejects it
         return [file]
     return _jsonl_splits(file, size, split_bytes)
@@ -129,13 +160,19 @@ def plan_splits(files: Iterable[InputFile], fs: FS | None = None,
 
 
 def needs_count(split: InputFile) -> bool:
-    """Whether a split belongs to a JSONL file whose first lines are to be counted."""
-    return split.is_split and split.format == "jsonl"
+    """Whether a split belongs to a JSONL or WARC file whose first lines (records) are
+    to be counted."""
+    return split.is_split and split.format in ("jsonl", "warc")
 
 
 def count_range(split: InputFile, fs: FS | None = None) -> tuple[int, bool]:
-    """(newlines in the split's byte range, whether its last byte is a newline)."""
+    """(newlines in the split's byte range, whether its last byte is a newline); for
+    WARC, (records in the range, False)."""
     fs = default_fs(fs)
+    if split.format == "warc":
+        from curation.io.warc import RangeReader, count_records
+        with fs.open_read(split.path) as f:
+            return count_records(RangeReader(f, split.start, split.stop)), False
     n, last, left = 0, b"", split.stop - split.start
     with fs.open_read(split.path) as f:
         f.seek(split.start)
@@ -162,8 +199,9 @@ def resolve_first_lines(parts: list[InputFile], counts: list[tuple[int, bool]]) 
         raise ValueError(f"{parts[0].path if parts else '?'}: splits missing or repeated: "
                          f"{sorted(p.part for p in parts)}")
     out, newlines, ends_nl = [], 0, False
+    warc = bool(pairs) and pairs[0][0].format == "warc"    # records, 0-based, counted whole
     for k, (split, (n, last_nl)) in enumerate(pairs):
-        first = 1 if k == 0 else 2 + newlines - (1 if ends_nl else 0)
+        first = (newlines if warc else 1 if k == 0 else 2 + newlines - (1 if ends_nl else 0))
         out.append(dataclasses.replace(split, first_line=first))
         newlines, ends_nl = newlines + n, last_nl
     return out

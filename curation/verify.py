@@ -99,10 +99,11 @@ class InputRecords:
     blank_lines: int = 0
     damaged_at: list = field(default_factory=list)
     error: str | None = None
+    other_records: int = 0           # WARC records that are not responses
 
     @property
     def unit(self) -> str:
-        return "line" if self.file.format == "jsonl" else "row"
+        return {"jsonl": "line", "warc": "record"}.get(self.file.format, "row")
 
 
 def _jsonl_records(file: InputFile, max_doc_bytes: int, fs: FS) -> InputRecords:
@@ -155,11 +156,27 @@ def _columnar_records(file: InputFile, fs: FS) -> InputRecords:
     return InputRecords(file, np.ones(rows, dtype=bool))
 
 
+def _warc_records(file: InputFile, fs: FS) -> InputRecords:
+    from curation.io.warc import record_kinds
+    kinds, error = [], None
+    try:
+        with fs.open_read(file.path) as f:
+            for is_response in record_kinds(f):
+                kinds.append(is_response)
+    except _READ_ERRORS as e:   # the reader's reject row stands after the last whole record
+        error = f"{type(e).__name__}: {e}"
+    is_record = np.array(kinds + ([True] if error else []), dtype=bool)
+    return InputRecords(file, is_record, damaged_at=[len(kinds)] if error else [], error=error,
+                        other_records=int((~is_record).sum()))
+
+
 def count_input_records(file: InputFile, max_doc_bytes: int, fs: FS | None = None) -> InputRecords:
     """The record positions of `file`, found as `read_documents` finds them."""
     fs = default_fs(fs)
     if file.format == "jsonl":
         return _jsonl_records(file, max_doc_bytes, fs)
+    if file.format == "warc":
+        return _warc_records(file, fs)
     return _columnar_records(file, fs)
 
 
@@ -173,6 +190,7 @@ class Reconciliation:
     files: int = 0
     records: int = 0                 # input records, counted from the input files
     blank_lines: int = 0
+    other_records: int = 0           # WARC records other than responses: not records
     rows: dict = field(default_factory=lambda: dict.fromkeys(ROLES, 0))
     missing: int = 0                 # input records in no output
     twice: int = 0                   # extra occurrences of a record
@@ -221,6 +239,8 @@ class Reconciliation:
             return (f"{self.stage}: FAILED: {self.missing} missing, {self.twice} twice, "
                     f"{self.not_input} not input records; first: {first}")
         tail = f" ({self.blank_lines} blank lines skipped)" if self.blank_lines else ""
+        if self.other_records:
+            tail += f" ({self.other_records} WARC records other than responses skipped)"
         if self.damaged_files:
             tail += f" ({len(self.damaged_files)} damaged input files)"
         once = "each once" if self.unsampled_removed is None else "distinct"
@@ -235,7 +255,9 @@ class Reconciliation:
     def as_manifest(self) -> dict:
         return {
             "ok": self.ok, "proves": self.proves, "files": self.files, "records": self.records,
-            "blank_lines": self.blank_lines, "rows": dict(self.rows), "missing": self.missing,
+            "blank_lines": self.blank_lines,
+            **({"other_records": self.other_records} if self.other_records else {}),
+            "rows": dict(self.rows), "missing": self.missing,
             "twice": self.twice, "not_input_records": self.not_input,
             "damaged_files": list(self.damaged_files),
             "removed_sample": self.removed_sample, "unsampled_removed": self.unsampled_removed,
@@ -327,6 +349,7 @@ class Reconciler:
             seen, rec = self.seen[fid], r.is_record
             res.records += int(rec.sum())
             res.blank_lines += r.blank_lines
+            res.other_records += r.other_records
             if r.damaged_at:
                 res.damaged_files.append({"file": r.file.path, r.unit + "s": r.damaged_at[:MAX_EXAMPLES],
                                           **({"error": r.error} if r.error else {})})
@@ -339,7 +362,9 @@ class Reconciler:
             if stray.any():
                 res.not_input += int(stray.sum())
                 for p in np.flatnonzero(stray)[:MAX_EXAMPLES].tolist():
-                    what = "a blank line" if r.file.format == "jsonl" and p > 0 else "not a record"
+                    what = ("a blank line" if r.file.format == "jsonl" and p > 0
+                            else "a WARC record other than a response" if r.file.format == "warc"
+                            else "not a record")
                     self._locate_later(fid, p, f"not an input record ({what})")
         return res
 
@@ -421,7 +446,8 @@ def stage_counts(command: str, counts: dict) -> dict:
     and blank lines."""
     out = {"input": int(counts["input"]), "kept": int(counts["kept"]),
            "rejected": int(counts["rejected"]),
-           "blank_lines": int(counts.get("blank_lines_skipped", 0))}
+           "blank_lines": int(counts.get("blank_lines_skipped", 0)),
+           "other_records": int(counts.get("warc_records_skipped", 0))}
     if command == "dedup":
         out["removed"] = sum(int(counts.get(k, 0)) for k in (
             "removed_exact", "removed_near", "removed_exact_index", "removed_near_index"))
@@ -469,8 +495,10 @@ def reconcile_output(command: str, output: str, files: list[InputFile], counts: 
             res.unsampled_removed = want["removed"] - want["removed_written"]
         written = {"input": res.records, "kept": res.rows["kept"],
                    "removed": res.rows["removed"], "rejected": res.rows["rejected"],
-                   "blank_lines": res.blank_lines}
+                   "blank_lines": res.blank_lines, "other_records": res.other_records}
         claimed = {**want, "removed": want["removed_written"]}
+        if not (written["other_records"] or claimed["other_records"]):
+            del written["other_records"]      # no WARC input: manifests as before
         agree = {k: {"written": written[k], "manifest": claimed[k], "ok": written[k] == claimed[k]}
                  for k in written}
         agree["ok"] = all(v["ok"] for v in agree.values())

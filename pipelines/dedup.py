@@ -845,7 +845,7 @@ class WriteShard(beam.DoFn):
         self.c = {name: _counter(name) for name in
                   ("input", "input_documents", "kept", "removed_exact", "removed_near",
                    "removed_exact_index", "removed_near_index", "rejected", "cluster_rows",
-                   "blank_lines", "index_documents_written")}
+                   "blank_lines", "other_records", "index_documents_written")}
 
     def setup(self):
         self.fs = BeamFS()
@@ -911,6 +911,7 @@ class WriteShard(beam.DoFn):
         write_documents(join(self.output, "documents", file_shard_name("part", file, self.fmt)),
                         kept_docs(), fmt=self.fmt, fs=self.fs)
         self.c["blank_lines"].inc(reader.stats.blank_lines)
+        self.c["other_records"].inc(reader.stats.other_records)
         if seen != len(decisions):
             raise RuntimeError(
                 f"{file.path}: {len(decisions) - seen} documents decided in the first pass were "

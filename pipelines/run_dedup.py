@@ -86,6 +86,8 @@ class DedupStage(Stage):
             counts.update(removed_exact_index=raw.get("removed_exact_index", 0),
                           removed_near_index=raw.get("removed_near_index", 0))
         counts["blank_lines_skipped"] = raw.get("blank_lines", 0)   # not records: not in the balance
+        if raw.get("other_records"):                                # WARC inputs only
+            counts["warc_records_skipped"] = raw["other_records"]
         counts["rejected_by_cause"] = {k[len("rejected_"):]: v for k, v in sorted(raw.items())
                                        if k.startswith("rejected_") and k != "rejected"}
         balance = check_balance(counts, REMOVED_KEYS)

@@ -222,6 +222,8 @@ class ScoreStage(Stage):
         raw, scores = data["counts"], data["scores"]
         counts = {k: int(raw[k]) for k in ("input", "scored", "kept", "removed", "rejected")}
         counts["blank_lines_skipped"] = int(raw["blank_lines"])   # not records: not in the balance
+        if raw.get("other_records"):                              # WARC inputs only
+            counts["warc_records_skipped"] = int(raw["other_records"])
         counts["rejected_by_cause"] = dict(sorted(raw["rejected_by_cause"].items()))
         domains = {d: {k: int(v.get(k, 0)) for k in ("input", "scored", "kept", "removed", "rejected")}
                    for d, v in sorted(raw["domains"].items())}

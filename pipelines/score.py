@@ -122,7 +122,7 @@ class HistogramFn(beam.CombineFn):
 
 def new_counts() -> dict:
     return {"files": 0, "files_scanned": 0, "input": 0, "scored": 0, "kept": 0, "removed": 0,
-            "rejected": 0, "blank_lines": 0, "rejected_by_cause": {}, "domains": {}}
+            "rejected": 0, "blank_lines": 0, "other_records": 0, "rejected_by_cause": {}, "domains": {}}
 
 
 def _domain_counts() -> dict:
@@ -324,6 +324,7 @@ class ScoreFile(_Scoring):
             raise RuntimeError(f"{file.path} has {state['pos']} documents now but had {len(pre['scores'])} "
                                f"when it was scored: an input changed during the run")
         counts["blank_lines"] = reader.stats.blank_lines
+        counts["other_records"] = reader.stats.other_records
         if counts["input"] != counts["kept"] + counts["removed"] + counts["rejected"]:
             raise RuntimeError(f"{file.path}: counts do not balance: {counts}")
         if pre is None:
@@ -408,7 +409,7 @@ class ScoreFile(_Scoring):
 
     def _count(self, counts):
         # once per file, from the same numbers the counts record carries
-        names = ("input", "kept", "removed", "rejected", "blank_lines")
+        names = ("input", "kept", "removed", "rejected", "blank_lines", "other_records")
         for name in names + (("scored",) if self.mode != "keep_top" else ()):
             Metrics.counter(NS, name).inc(counts[name])
         for cause, n in counts["rejected_by_cause"].items():

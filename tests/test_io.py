@@ -10,6 +10,7 @@ import pytest
 import zstandard
 
 from curation.documents import REJECT_CAUSES, Document, InputError, Rejected, make_ordinal
+from curation.io.warc import WARC_CAUSES
 from curation.io import (DAMAGE_CAUSES, DEFAULT_MAX_DOC_BYTES, FieldMap, InputFile, expand_inputs, input_format,
                          read_documents)
 
@@ -86,7 +87,7 @@ def test_every_bad_record_is_rejected_with_file_line_and_cause(tmp_path, suffix)
     assert rej[0].raw_prefix == "{not json" and rej[0].raw_bytes == 9
     # every cause a reader can give for a record (damage causes have their own tests in
     # test_damaged_inputs.py; filter_error and score_error are the filter and score stages')
-    assert {r.cause for r in rej} == set(REJECT_CAUSES) - DAMAGE_CAUSES - {"filter_error", "score_error"}
+    assert {r.cause for r in rej} == set(REJECT_CAUSES) - DAMAGE_CAUSES - {"filter_error", "score_error"} - WARC_CAUSES
     # conservation: every physical line is a document, a rejection or a counted blank
     s = reader.stats
     assert (s.documents, s.rejected, s.blank_lines) == (2, len(BAD), 2)

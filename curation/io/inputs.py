@@ -22,7 +22,8 @@ RAW_PREFIX_CHARS = 200          # Rejected.raw_prefix holds at most this many ch
 _PREFIX_BYTES = 4 * RAW_PREFIX_CHARS
 _ARROW_SLICE_ROWS = 256         # Arrow rows turned into Python objects at a time
 _HF_META = ("state.json", "dataset_info.json", "dataset_dict.json")
-_SUPPORTED = ".jsonl/.json/.ndjson (optionally .gz or .zst), .parquet, .arrow, or a datasets save_to_disk directory"
+_SUPPORTED = (".jsonl/.json/.ndjson (optionally .gz or .zst), .parquet, .arrow, .warc/.warc.gz, "
+              "or a datasets save_to_disk directory")
 
 # Reject causes that mean "the input file is damaged and data was lost" (each
 # Rejected's detail says how much, in bytes or rows); drivers report them apart.
@@ -42,7 +43,7 @@ class InputFile:
 
     index: int
     path: str
-    format: str              # "jsonl" | "parquet" | "arrow"
+    format: str              # "jsonl" | "parquet" | "arrow" | "warc"
     compression: str = ""    # "" | "gz" | "zst" (jsonl only)
     name: str = ""
     domain: str | None = None   # every document's domain (a `curate run` source's), unless FieldMap.domain
@@ -89,6 +90,8 @@ def input_format(path: str) -> tuple[str, str] | None:
         return "parquet", ""
     if low.endswith(".arrow"):
         return "arrow", ""
+    if low.endswith((".warc", ".warc.gz")):
+        return "warc", ""            # gzip members are detected by the reader
     return None
 
 

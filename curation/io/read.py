@@ -30,11 +30,13 @@ from curation.io.streams import _Damage, _Lines, _LostRows, _TooLarge, _open_jso
 @dataclass
 class ReadStats:
     """What one reader saw. ``documents + rejected`` is the number of records;
-    blank (whitespace-only) JSONL lines are not records and are counted apart."""
+    blank (whitespace-only) JSONL lines and WARC records other than responses are not
+    records and are counted apart."""
 
     documents: int = 0
     rejected: int = 0
     blank_lines: int = 0
+    other_records: int = 0     # WARC records that are not responses: not records either
     rejected_by_cause: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -167,7 +169,8 @@ class DocumentReader:
         self.stats = ReadStats()
         if file.is_split:
             _check_split(file)
-        self._it = self._jsonl() if file.format == "jsonl" else self._columnar()
+        self._it = (self._jsonl() if file.format == "jsonl" else self._warc() if file.format == "warc"
+                    else self._columnar())
 
     def __iter__(self) -> "DocumentReader":
         return self
@@ -429,6 +432,68 @@ class DocumentReader:
                 continue
             yield self._record(obj, obj, line_no, raw, size)
 
+    # -- WARC
+
+    def _warc(self) -> Iterator[Document | Rejected]:
+        from curation.io import warc
+        first = self.file.first_line if self.file.is_split else 0
+        last = first - 1
+        with contextlib.ExitStack() as stack:
+            try:
+                f = stack.enter_context(self.fs.open_read(self.file.path))
+                if self.file.is_split:
+                    f = warc.RangeReader(f, self.file.start, self.file.stop)
+                for rec in warc.iter_warc(f, self.max_doc_bytes):
+                    rec.position += first
+                    last = rec.position
+                    if isinstance(rec, warc.WarcOther):
+                        self.stats.other_records += 1
+                        continue
+                    yield self._warc_record(rec)
+            except _READ_ERRORS as e:
+                # no record can be framed past a damaged one: the rest of the file is lost
+                if self.file.is_split:
+                    # a reject row here would not stand where a whole-file read puts it
+                    raise OSError(
+                        f"{self.file.path}: damaged WARC data in bytes {self.file.start}-"
+                        f"{self.file.stop} after record {last} ({type(e).__name__}: {e}); a file "
+                        f"read whole (--split-bytes above its size) rejects the loss and goes on") from e
+                cause = ("unreadable_file" if last < 0 and not isinstance(e, warc.TruncatedRecord)
+                         else "truncated_file" if isinstance(e, (warc.TruncatedRecord, EOFError))
+                         else "corrupt_data")
+                yield self._reject(last + 1, cause, f"{type(e).__name__}: {e}; the rest of the file "
+                                   f"is not read"[:1000])
+
+    def _warc_record(self, rec) -> Document | Rejected:
+        from curation.io import warc
+        head = rec.payload[:_PREFIX_BYTES] if rec.payload else b""
+        size = len(rec.payload) if rec.payload is not None else 0
+
+        def reject(cause, detail):
+            return self._reject(rec.position, cause, f"{rec.url}: {detail}"[:1000], _prefix(head), size)
+
+        if rec.detail == "too_large":
+            return reject("too_large", f"payload over max_doc_bytes {self.max_doc_bytes}")
+        if rec.payload is None:
+            return reject("undecodable_html", rec.detail)
+        if not warc.is_html(rec):
+            return reject("not_html", f"content type {rec.content_type or '(none)'}")
+        try:
+            html = warc.decode_html(rec.payload, rec.charset)
+        except (UnicodeError, LookupError) as e:
+            return reject("undecodable_html", f"{type(e).__name__}: {e}")
+        text = warc.extract_text(html)
+        if "\x00" in text:
+            return reject("nul_bytes", "NUL character in the extracted text")
+        if not text:
+            return reject("empty_extraction", "no main text in the page")
+        self.stats.documents += 1
+        domain = self._domain if self._domain is not None else warc.host_of(rec.url)
+        return Document(id=rec.record_id or f"{self.file.name}:{rec.position}", text=text,
+                        domain=domain, source=self.file.path, line=rec.position,
+                        ordinal=make_ordinal(self.file.index, rec.position),
+                        meta={"url": rec.url, "date": rec.date})
+
     # -- Parquet and Arrow
 
     def _batches(self, f) -> Iterator[pa.RecordBatch | _LostRows]:
@@ -537,7 +602,7 @@ def _check_split(file: InputFile) -> None:
     """A split must be one the reader can read as its range (see curation.splits)."""
     if file.format == "jsonl" and file.compression:
         raise ValueError(f"{file.path}: a compressed file cannot be read in ranges; read it whole")
-    if file.format not in ("jsonl", "parquet"):
+    if file.format not in ("jsonl", "parquet", "warc"):
         raise ValueError(f"{file.path}: {file.format} files are read whole, not in ranges")
     if file.first_line is None:
         raise ValueError(f"{file.path}: split part {file.part} does not know its first line yet "
