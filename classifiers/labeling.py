@@ -118,7 +118,7 @@ def row_ids(sample: list[Document], keys: list[str]) -> list[str]:
 
 def read_sample(cfg: LabelConfig, fs=None) -> tuple[list[Document], SampleStats, dict]:
     """`fs` (a curation.fs.FS): where the inputs are; default the local disk."""
-    files = expand_sources(cfg.input_sources(), fs=fs)
+    files = expand_sources(cfg.input_sources(), fs=fs, input_format=cfg.input_format)
     fields = FieldMap(text_field=cfg.text_field, id_field=cfg.id_field,
                       domain_field=cfg.domain_field, domain=cfg.domain)
     rejected: Counter = Counter()

@@ -74,6 +74,9 @@ class InputConfig(_Strict):
                                description="reject records larger than this (default 8 MiB)")
     strict: bool = Field(False, description=(
         "stop at the first bad record, naming file and line, instead of rejecting it"))
+    input_format: Literal["auto", "jsonl", "parquet", "arrow", "warc"] = Field("auto", description=(
+        "read every input file as this format, whatever its name (default auto: by the "
+        "name: .jsonl/.json/.ndjson[.gz|.zst], .parquet, .arrow, .warc[.gz])"))
 
     def input_sources(self) -> list[tuple[list[str], str | None]]:
         """(patterns, domain) pairs for `curation.io.expand_sources`."""

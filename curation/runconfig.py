@@ -18,11 +18,11 @@ STAGES = ("dedup", "filter", "label", "train", "score", "mix", "export", "report
 
 # what `curate run` fills in itself: a section may not set these
 _OWNED = {
-    "dedup": {"inputs", "output", "text_field", "id_field", "domain_field", "domain",
+    "dedup": {"inputs", "input_format", "output", "text_field", "id_field", "domain_field", "domain",
               "max_doc_bytes", "strict"},
-    "filter": {"inputs", "output", "text_field", "id_field", "domain_field", "domain"},
-    "label": {"inputs", "output", "text_field", "id_field", "domain_field", "domain", "store"},
-    "score": {"inputs", "output", "text_field", "id_field", "domain_field", "domain", "model"},
+    "filter": {"inputs", "input_format", "output", "text_field", "id_field", "domain_field", "domain"},
+    "label": {"inputs", "input_format", "output", "text_field", "id_field", "domain_field", "domain", "store"},
+    "score": {"inputs", "input_format", "output", "text_field", "id_field", "domain_field", "domain", "model"},
     "mix": {"sources", "inputs", "demo", "output", "stages", "text_field", "id_field",
             "domain_field"},
 }

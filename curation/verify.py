@@ -561,8 +561,9 @@ def verify_stage_dir(stage_dir: str, fs: FS | None = None, manifest: dict | None
     files = []
     for f in params.get("files") or []:
         fmt = input_format(f["path"])
-        files.append(InputFile(index=int(f["index"]), path=f["path"],
-                               format=f.get("format") or fmt[0], compression=fmt[1] if fmt else ""))
+        form = f.get("format") or fmt[0]
+        files.append(InputFile(index=int(f["index"]), path=f["path"], format=form,
+                               compression=fmt[1] if fmt and fmt[0] == form else ""))
     output = stage_dir
     if not fs.isdir(fs.join(stage_dir, "documents")) and cfg.get("output"):
         output = cfg["output"]

@@ -64,8 +64,8 @@ def _input_output_args(p, model, *, config_help: str | None, strict_help: str | 
     _setting_flags(io, model, "output")
     if config_help:
         io.add_argument("--config", help=config_help)
-    _setting_flags(io, model, "output_format", "text_field", "id_field", "domain", "max_doc_bytes",
-                   "strict", help={"strict": strict_help} if strict_help else None)
+    _setting_flags(io, model, "output_format", "input_format", "text_field", "id_field", "domain",
+                   "max_doc_bytes", "strict", help={"strict": strict_help} if strict_help else None)
     io.add_argument("--overwrite", action="store_true",
                     help="rerun even when OUTPUT already holds a complete run with the same settings")
     _allow_damaged_arg(io)
@@ -142,7 +142,8 @@ def _label_parser(sub):
     io = p.add_argument_group("input and output")
     _setting_flags(io, LabelConfig, "inputs")
     io.add_argument("--demo", action="store_true", help="label the demo corpus that ships in the package")
-    _setting_flags(io, LabelConfig, "output", "text_field", "id_field", "domain", "max_doc_bytes", "strict")
+    _setting_flags(io, LabelConfig, "output", "input_format", "text_field", "id_field", "domain",
+                   "max_doc_bytes", "strict")
     _setting_flags(p.add_argument_group("sample"), LabelConfig, "sample", "seed", "allocation")
     lb = p.add_argument_group("labeler")
     _setting_flags(lb, LabelConfig, "rubric")

@@ -246,7 +246,7 @@ def drive(stage: Stage, cfg, beam_args: list[str], *, overwrite: bool = False) -
         raise UsageError(f"{stage.name} needs --output")
     fs = BeamFS()
     try:
-        files = expand_sources(cfg.input_sources(), fs=fs)
+        files = expand_sources(cfg.input_sources(), fs=fs, input_format=cfg.input_format)
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_output_outside_inputs(files, cfg.output, cfg.patterns(), fs)

@@ -161,3 +161,15 @@ def test_dedup_counts_every_warc_record(warc, tmp_path):
     assert c["warc_records_skipped"] == len(recs) - responses
     assert c["rejected_by_cause"] == {"empty_extraction": 1, "not_html": 2, "undecodable_html": 1}
     assert m["reconciled"]["ok"] and m["reconciled"]["other_records"] == len(recs) - responses
+
+
+def test_input_format_reads_a_warc_named_otherwise(warc, tmp_path):
+    """--input-format warc: a crawl file whose name does not say WARC."""
+    odd = tmp_path / "crawl.data"
+    odd.write_bytes(warc[0].read_bytes())
+    with pytest.raises(ValueError, match="--input-format"):
+        expand_inputs([str(odd)])
+    f = expand_inputs([str(odd)], input_format="warc")[0]
+    assert f.format == "warc"
+    assert [o.line for o in read_documents(f)] == [o.line for o in read_documents(expand_inputs([str(warc[0])])[0])]
+    assert [x.format for x in expand_inputs([str(tmp_path)], input_format="warc")] == ["warc"]

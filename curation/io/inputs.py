@@ -157,10 +157,11 @@ def _is_hf_metadata(fs: FS, path: str) -> bool:
 SortKey = tuple[str, tuple[int, ...]]
 
 
-def _expand_dir(fs: FS, d: str) -> list[tuple[str, SortKey]]:
+def _expand_dir(fs: FS, d: str, forced: str | None = None) -> list[tuple[str, SortKey]]:
     """Supported files under directory `d` (recursively; hidden names skipped).
-    Saved `datasets` directories, at `d` or below it, expand to their Arrow files."""
-    hf = _hf_files(fs, d)
+    Saved `datasets` directories, at `d` or below it, expand to their Arrow files.
+    With a `forced` format, every file under `d`."""
+    hf = None if forced else _hf_files(fs, d)
     if hf is not None:
         return [(p, (d, k)) for p, k in hf]
     prefix = d.rstrip("/") + "/"
@@ -187,12 +188,12 @@ def _expand_dir(fs: FS, d: str) -> list[tuple[str, SortKey]]:
         root = normpath(prefix + r)
         out.extend((p, (root, k)) for p, k in _hf_files(fs, root))
     for rel in rels:
-        if any(rel.startswith(r + "/") for r in roots) or input_format(rel) is None:
+        if any(rel.startswith(r + "/") for r in roots) or (input_format(rel) is None and not forced):
             continue
         p = normpath(prefix + rel)
         if not is_remote(p) and fs.isdir(p):   # object stores list objects only
             continue
-        if p.lower().endswith(".json") and not _first_line_is_json(fs, p):
+        if not forced and p.lower().endswith(".json") and not _first_line_is_json(fs, p):
             continue                           # a pretty-printed manifest.json & co.
         out.append((p, (p, ())))
     return out
@@ -237,7 +238,19 @@ def _unique_names(paths: list[str]) -> list[str]:
     return [b if counts[b] == 1 else "/".join(p.split("/")[n:]) for p, b in zip(paths, bases)]
 
 
-def expand_inputs(patterns: Iterable[str] | str, fs: FS | None = None) -> list[InputFile]:
+FORMATS = ("jsonl", "parquet", "arrow", "warc")
+
+
+def _check_forced(forced: str | None) -> str | None:
+    if forced in (None, "auto"):
+        return None
+    if forced not in FORMATS:
+        raise ValueError(f"unknown input format {forced!r}; choose one of auto, {', '.join(FORMATS)}")
+    return forced
+
+
+def expand_inputs(patterns: Iterable[str] | str, fs: FS | None = None,
+                  input_format: str | None = None) -> list[InputFile]:
     """Paths, globs and directories -> the run's input files.
 
     The result is sorted by path (the files of a saved `datasets` directory stay in
@@ -246,45 +259,52 @@ def expand_inputs(patterns: Iterable[str] | str, fs: FS | None = None) -> list[I
     missing path, or names / matches an unsupported file raises ValueError naming it.
     Directories are searched recursively for supported files; other files in them,
     hidden names, and ``.json`` files that are not JSON Lines (a pretty-printed
-    manifest.json) are skipped. Paths and globs are taken as given.
+    manifest.json) are skipped. Paths and globs are taken as given. `input_format`
+    (other than None or "auto") reads every file as that format, whatever its name.
     """
     fs = default_fs(fs)
-    keys = _collect(patterns, fs)
-    return _numbered(keys, {})
+    forced = _check_forced(input_format)
+    keys = _collect(patterns, fs, forced)
+    return _numbered(keys, {}, forced)
 
 
 def expand_sources(sources: Iterable[tuple[Iterable[str], str | None]],
-                   fs: FS | None = None) -> list[InputFile]:
+                   fs: FS | None = None, input_format: str | None = None) -> list[InputFile]:
     """Like `expand_inputs` over several sources, each ``(patterns, domain)``: the files
     of all sources in one sorted, numbered list, each carrying its source's domain. A
     file named by two sources with different domains raises ValueError."""
     fs = default_fs(fs)
+    forced = _check_forced(input_format)
     keys: dict[str, SortKey] = {}
     domains: dict[str, str | None] = {}
     for patterns, domain in sources:
-        for path, key in _collect(patterns, fs).items():
+        for path, key in _collect(patterns, fs, forced).items():
             if path in domains and domains[path] != domain:
                 raise ValueError(f"input {path!r} belongs to two sources with different domains "
                                  f"({domains[path]!r} and {domain!r})")
             domains[path] = domain
             keys[path] = min(keys[path], key) if path in keys else key
-    return _numbered(keys, domains)
+    return _numbered(keys, domains, forced)
 
 
-def _numbered(keys: dict[str, SortKey], domains: dict[str, str | None]) -> list[InputFile]:
+def _numbered(keys: dict[str, SortKey], domains: dict[str, str | None],
+              forced: str | None = None) -> list[InputFile]:
     ordered = sorted(keys, key=lambda p: keys[p])
     if not ordered:
         raise ValueError("no input patterns given")
     names = _unique_names(ordered)
     out = []
     for i, (p, name) in enumerate(zip(ordered, names)):
-        fmt, comp = input_format(p)
+        fmt, comp = input_format(p) or (forced, "")
+        if forced and fmt != forced:
+            comp = comp if forced == "jsonl" else ""
+            fmt = forced
         out.append(InputFile(index=i, path=p, format=fmt, compression=comp, name=name,
                              domain=domains.get(p)))
     return out
 
 
-def _collect(patterns: Iterable[str] | str, fs: FS) -> dict[str, SortKey]:
+def _collect(patterns: Iterable[str] | str, fs: FS, forced: str | None = None) -> dict[str, SortKey]:
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
     keys: dict[str, SortKey] = {}
@@ -301,15 +321,15 @@ def _collect(patterns: Iterable[str] | str, fs: FS) -> dict[str, SortKey]:
             found = 0
             for m in matches:
                 if not is_remote(m) and fs.isdir(m):
-                    inner = _expand_dir(fs, m)
+                    inner = _expand_dir(fs, m, forced)
                     if not inner:
                         raise ValueError(f"directory {m!r} (matched by {pattern!r}) holds no "
                                          f"supported input files ({_SUPPORTED})")
                     for p, k in inner:
                         add(p, k)
                     found += len(inner)
-                elif input_format(m) is not None:
-                    if _is_hf_metadata(fs, m):
+                elif forced or input_format(m) is not None:
+                    if not forced and _is_hf_metadata(fs, m):
                         continue   # state.json & co. of a saved dataset are not data
                     add(m, (m, ()))
                     found += 1
@@ -319,15 +339,16 @@ def _collect(patterns: Iterable[str] | str, fs: FS) -> dict[str, SortKey]:
             if not found:
                 raise ValueError(f"input pattern {pattern!r} matches no supported input files")
         elif fs.isdir(pat):
-            inner = _expand_dir(fs, pat)
+            inner = _expand_dir(fs, pat, forced)
             if not inner:
                 raise ValueError(f"input directory {pattern!r} holds no supported input files "
                                  f"({_SUPPORTED})")
             for p, k in inner:
                 add(p, k)
         elif fs.exists(pat):
-            if input_format(pat) is None:
-                raise ValueError(f"input {pattern!r} is not a supported format ({_SUPPORTED})")
+            if input_format(pat) is None and not forced:
+                raise ValueError(f"input {pattern!r} is not a supported format ({_SUPPORTED}); "
+                                 f"--input-format names the format of files named otherwise")
             add(pat, (pat, ()))
         else:
             raise ValueError(f"input {pattern!r} does not exist")

@@ -176,6 +176,8 @@ def input_files_of(manifest: dict | None, name: str,
     files = []
     for f in listed:
         fmt, comp = input_format(f["path"]) or (f.get("format", "jsonl"), "")
+        if f.get("format") and f["format"] != fmt:      # read with --input-format
+            fmt, comp = f["format"], comp if f["format"] == "jsonl" else ""
         files.append(InputFile(index=int(f["index"]), path=f["path"], format=fmt, compression=comp,
                                name=os.path.basename(f["path"]), domain=f.get("domain", domains.get(f["path"]))))
     fields = FieldMap(text_field=cfg.get("text_field", "text"), id_field=cfg.get("id_field", "id"),
