@@ -4,6 +4,7 @@ that held the whole corpus in memory, on a corpus with the cases its order depen
 several shards per domain)."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -121,11 +122,36 @@ GOLDEN = {
 }
 
 
+# Where export stops changed since (the total within one document of N: settle in
+# curation/mixture/export.py): reference and web now end one document earlier, short
+# of their share, since books' surplus covers it. Every other shard is as it was; the
+# last shard of each of those two is the old one less its last document.
+STOPPED_EARLY = {
+    "files": {"reference/part-00017.jsonl.gz": "9561e889122101b1",
+              "web/part-00004.jsonl.gz": "83dfafe20568829a"},
+    "domains": {"reference": {"documents": 161, "distinct_documents": 60, "epochs": 2.6598,
+                              "tokens_achieved": 59689},
+                "web": {"documents": 43, "distinct_documents": 18, "epochs": 2.3325,
+                        "tokens_achieved": 76472}},
+    "tokens_achieved": 205343,
+}
+
+
 def test_export_writes_the_same_shards_as_before(tmp_path):
     mixture = build(tmp_path)
     out = tmp_path / "out"
     export_mixture(str(mixture), str(out), TOKENS, seed=SEED, shard_docs=SHARD_DOCS, log=lambda s: None)
-    assert digest(out) == GOLDEN
+    want = json.loads(json.dumps(GOLDEN))
+    want["files"].update(STOPPED_EARLY["files"])
+    for d, v in STOPPED_EARLY["domains"].items():
+        want["domains"][d].update(v)
+    want["tokens_achieved"] = STOPPED_EARLY["tokens_achieved"]
+    assert digest(out) == want
+    # the shortened shards hold the old ones' documents but the last, in the same order
+    for rel, docs in (("reference/part-00017.jsonl.gz", 161 - 17 * SHARD_DOCS),
+                      ("web/part-00004.jsonl.gz", 43 - 4 * SHARD_DOCS)):
+        with gzip.open(out / rel, "rt", encoding="utf-8") as f:
+            assert len(f.readlines()) == docs
     # the spill files beside the output are gone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "mix", "out"]
 

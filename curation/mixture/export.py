@@ -1,12 +1,17 @@
 """`curate export`: the chosen mixture as training data of N tokens.
 
 Each domain's documents (every split: the held-out splits served to compare
-mixtures, not to train) are counted with the mix run's stated tokenizer. A domain
-asked for ``w * N`` tokens gets whole passes over its documents in a fresh seeded
-order each pass, then documents of one more pass until the ask is met (the last one
-whole, so it overshoots by less than one document). A domain whose ask exceeds
-``max_epochs`` times its tokens is an error, before anything is written, naming every
-such domain and the largest N that fits.
+mixtures, not to train) are counted with the mix run's stated tokenizer. N is
+shared out by the weights, rounded so the shares add up to N (``domain_asks``). A
+domain gets whole passes over its documents in a fresh seeded order each pass, then
+documents of one more pass until its share is reached, the last one whole. Each
+domain overshooting by up to a document would put the total a few documents over N
+(1,020,837 for 1,000,000 on the demo, 8 domains), so ``settle`` stops some domains
+one document short of their share, while the surplus of the domains before them
+covers it: the total is then at least N and under N plus one document, and each
+domain within one of its documents of its share. A domain whose share exceeds
+``max_epochs`` times its tokens is an error, before anything is written, naming
+every such domain and the largest N that fits.
 
 ``OUTPUT/<domain>/part-NNNNN.jsonl.gz`` hold the documents in their shuffled order
 (``id``, ``domain``, ``text``, ``epoch``), the layout `megatron_data_path.txt` and
@@ -192,6 +197,49 @@ def plan_arrays(tokens: np.ndarray, asked: int, rng: np.random.Generator
     return np.concatenate(idx).astype(np.int64), np.concatenate(ep)
 
 
+def domain_asks(weights: dict[str, float], tokens: int) -> dict[str, int]:
+    """Each domain's share of ``tokens``: rounded cumulatively over the sorted domains, so
+    the shares add up to ``tokens`` exactly and each is within one token of
+    ``w / sum(w) * tokens``."""
+    total = sum(weights.values())
+    out, cum, before = {}, 0.0, 0
+    names = sorted(weights)
+    for k, d in enumerate(names):
+        cum += weights[d]
+        upto = tokens if k == len(names) - 1 else int(round(tokens * cum / total))
+        out[d] = upto - before
+        before = upto
+    return out
+
+
+def settle(plans: dict[str, tuple[np.ndarray, np.ndarray]], counts: dict[str, np.ndarray],
+           asks: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Where each domain stops, so that the total lands within one document of the sum of
+    the asks. ``plans`` run until each ask is reached (the last document crosses it);
+    over the sorted domains, a domain ends one document earlier, short of its ask,
+    when the surplus the domains before it left covers the shortfall, and keeps that
+    document otherwise (adding to the surplus). The surplus never goes negative and,
+    after a domain that kept its crossing document, is under that document's length:
+    so the total is at least the asks' sum and exceeds it by less than one document, and
+    each domain is within one of its own documents of its ask. A domain keeps one
+    document even when its ask is smaller (so each weight has a file to stand for)."""
+    out, surplus = {}, 0
+    for d in sorted(plans):
+        idx, epochs = plans[d]
+        if len(idx) == 0:
+            out[d] = plans[d]
+            continue
+        over = int(counts[d][idx].sum()) - asks[d]
+        short = int(counts[d][idx[-1]]) - over       # missing if the last document goes
+        if over > 0 and len(idx) > 1 and short <= surplus:
+            out[d] = (idx[:-1], epochs[:-1])
+            surplus -= short
+        else:
+            out[d] = plans[d]
+            surplus += over
+    return out
+
+
 @locked_output("export")
 def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0,
                    shard_docs: int = 10_000, log: Callable[[str], None] = print,
@@ -267,7 +315,7 @@ def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0
                 order[d] = _export_order(f, offsets, hashes, d, fractions)
             counts[d] = cnt[order[d]]
 
-        asked = {d: int(round(w * tokens)) for d, w in weights.items()}
+        asked = domain_asks(weights, tokens)
         over = {d: (asked[d], int(counts[d].sum())) for d in asked
                 if asked[d] > max_epochs * counts[d].sum()}
         if over:
@@ -284,9 +332,11 @@ def export_mixture(mixture_path: str, output: str, tokens: int, *, seed: int = 0
                                "the same settings (an export is always rewritten)"))
         prepare_output("export", output, prev, dirs=tuple(sorted(weights)))
         manifest_path = out / "manifest.json"
+        plans = settle({d: plan_arrays(counts[d], asked[d], _domain_rng(seed, d)) for d in sorted(weights)},
+                       counts, asked)
         per_domain = {}
         for d in sorted(weights):
-            idx, epochs_of = plan_arrays(counts[d], asked[d], _domain_rng(seed, d))
+            idx, epochs_of = plans[d]
             offsets = arrays[d][0][order[d]]
             ddir = out / d
             ddir.mkdir(exist_ok=True)
