@@ -295,7 +295,26 @@ class ExportConfig(_Strict):
     tokens: int = Field(ge=1, description="total tokens to export", json_schema_extra=_cli(required=True))
     seed: int | None = Field(None, ge=0, description=(
         "sampling seed (default 0; in curate run, the run's seed)"))
-    shard_docs: int = Field(10_000, ge=1, description="documents per shard (default 10000)")
+    shard_docs: int = Field(10_000, ge=1, description="documents per shard (default 10000; jsonl only)")
+    format: Literal["jsonl", "megatron", "olmo"] = Field("jsonl", description=(
+        "what to write per domain: jsonl (text shards, the default), megatron (a Megatron-LM "
+        "indexed dataset, .bin + .idx, and the --data-path blend line) or olmo (an OLMo-core "
+        "token array and a source-mixture YAML)"))
+    tokenizer: str | None = Field(None, description=(
+        "megatron and olmo: a Hugging Face tokenizers JSON file, or a directory holding "
+        "tokenizer.json (default: the mix run's tokenizer, with the end-of-document id its "
+        "vocabulary size)"), json_schema_extra=_cli(metavar="JSON_OR_DIR"))
+    eod_id: int | None = Field(None, ge=0, description=(
+        "megatron and olmo: the end-of-document token id (default: the tokenizer's eos_token, "
+        "or its <|endoftext|>, <|end_of_text|>, </s> or <eos> special token)"),
+        json_schema_extra=_cli(metavar="ID"))
+
+    @model_validator(mode="after")
+    def _token_settings(self):
+        if self.format == "jsonl" and (self.tokenizer is not None or self.eod_id is not None):
+            raise ValueError("tokenizer and eod_id are for format megatron or olmo (jsonl "
+                             "shards are text)")
+        return self
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:

@@ -256,13 +256,17 @@ def _run_mix(args) -> int:
 
 def _export_parser(sub):
     p = sub.add_parser(
-        "export", help="sample the chosen mixture to N tokens and write shards",
+        "export", help="sample the chosen mixture to N tokens and write shards or token files",
         description="Sample each domain's documents to its share of --tokens (whole passes "
                     "in a fresh seeded order each, within the mix run's repetition cap; a "
-                    "clear error if that is infeasible) and write the shards per domain.",
-        epilog="OUTPUT then holds <domain>/part-NNNNN.jsonl.gz (id, domain, text, epoch) and "
-               "manifest.json (tokens asked and achieved per domain), under the mix run's "
-               "stated tokenizer.")
+                    "clear error if that is infeasible; the total within one document of N) "
+                    "and write them per domain: text shards, or token files a trainer reads.",
+        epilog="OUTPUT then holds, per domain, <domain>/part-NNNNN.jsonl.gz (id, domain, text, "
+               "epoch) with --format jsonl; <domain>/<domain>_text_document.bin/.idx and "
+               "megatron_data_path.txt (the --data-path line, also printed) with --format "
+               "megatron; <domain>/part-00000.npy and olmo_source_mixture.yaml with --format "
+               "olmo; and manifest.json (tokens asked and achieved per domain). See "
+               "docs/mixture.md.")
     p.add_argument("--mixture", required=True, help="mixture.yaml written by curate mix")
     p.add_argument("--output", required=True, help="output directory")
     _setting_flags(p, ExportConfig, *ExportConfig.model_fields)
@@ -273,10 +277,18 @@ def _run_export(args) -> int:
     from curation.mixture.export import data_paths, export_mixture
     e = load_config(ExportConfig, None, _settings_from_flags(args, ExportConfig))
     m = export_mixture(args.mixture, args.output, e.tokens, seed=e.seed or 0,
-                       fs=_fs_for(data_paths(args.mixture)),
-                       shard_docs=e.shard_docs, log=lambda s: print(s, file=sys.stderr))
+                       fs=_fs_for(data_paths(args.mixture)), shard_docs=e.shard_docs, fmt=e.format,
+                       tokenizer=e.tokenizer, eod_id=e.eod_id, log=lambda s: print(s, file=sys.stderr))
     print(f"export: {m['tokens_achieved']:,} of {m['tokens_asked']:,} tokens in "
           f"{len(m['domains'])} domains -> {args.output}", file=sys.stderr)
+    if m.get("data_path"):
+        print(f"export: Megatron-LM --data-path (also in {os.path.join(args.output, m['data_path_file'])}):",
+              file=sys.stderr)
+        print(m["data_path"])
+    if m.get("olmo_source_mixture"):
+        print(f"export: OLMo-core source mixture: {os.path.join(args.output, m['olmo_source_mixture'])} "
+              f"(dtype {m['dtype']}, eos_token_id {m['eod_id']}, vocab_size {m['vocab_size']})",
+              file=sys.stderr)
     return 0
 
 

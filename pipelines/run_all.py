@@ -339,7 +339,8 @@ class Job:
         with self.progress.task(f"export: {e.tokens:,} tokens"):
             m = export_mixture(str(self.dir("mix") / "mixture.yaml"), str(self.dir("export")),
                                e.tokens, seed=self.cfg.seed if e.seed is None else e.seed,
-                               shard_docs=e.shard_docs, log=self.log, fs=self.fs)
+                               shard_docs=e.shard_docs, fmt=e.format, tokenizer=e.tokenizer,
+                               eod_id=e.eod_id, log=self.log, fs=self.fs)
         return {"counts": {"tokens_asked": m["tokens_asked"], "tokens_achieved": m["tokens_achieved"]}}
 
     def stage_report(self, src: dict) -> dict:

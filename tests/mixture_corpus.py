@@ -56,3 +56,31 @@ class Counting:
     def run(self, *a, **k):
         self.calls += 1
         return self.inner.run(*a, **k)
+
+
+def write_export_mixture(root: Path, rows: dict[str, list[dict]], weights: dict[str, float], *,
+                         trained_on: str) -> Path:
+    """What `curate export` reads, under `root`: each domain's rows (id, text) as one
+    JSONL file without a domain field, a stated tokenizer of 320 entries trained on
+    them and a mixture.yaml naming them (max_epochs 4, split seed 3); returns the
+    mixture.yaml's path."""
+    import yaml
+
+    from curation.mixture.tokenizer import StatedTokenizer
+    sources, texts = {}, []
+    for d, rs in rows.items():
+        path = root / "corpus" / d / "part-0.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rs), encoding="utf-8")
+        sources[d] = str(root / "corpus" / d / "*.jsonl")
+        texts += [r["text"] for r in rs]
+    run = root / "mix"
+    run.mkdir()
+    StatedTokenizer.train(texts, vocab_size=320, trained_on=trained_on).save(str(run))
+    doc = {"weights": weights,
+           "settings": {"constraints": {"min_weight": 0.0, "max_epochs": 4},
+                        "data": {"sources": sources, "inputs": [], "demo": False,
+                                 "split": {"valid": 0.1, "test": 0.1, "seed": 3},
+                                 "text_field": "text", "id_field": "id", "domain_field": "domain"}}}
+    (run / "mixture.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return run / "mixture.yaml"

@@ -10,11 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from curation.mixture.export import export_mixture
-from curation.mixture.tokenizer import StatedTokenizer
-from tests.mixture_corpus import demo_records
+from tests.mixture_corpus import demo_records, write_export_mixture
 
 DOMAINS = {"books": 12, "web": 15, "reference": 60}   # documents taken from each demo domain
 
@@ -23,28 +21,16 @@ def build(root: Path) -> Path:
     """A corpus (one JSONL per domain, no domain field), a tokenizer and a mixture.yaml
     beside it; returns the mixture.yaml's path."""
     recs = demo_records()
-    sources, texts = {}, []
+    rows = {}
     for d, n in DOMAINS.items():
-        rows = [{"id": r["id"], "text": r["text"]} for r in recs[d][:n]]
+        rows[d] = [{"id": r["id"], "text": r["text"]} for r in recs[d][:n]]
         if d == "web":
-            rows.append({"id": rows[3]["id"], "text": "another text under a shared id"})
-            rows.append(dict(rows[5]))                       # an exact duplicate
-            rows.append({"id": rows[7]["id"], "text": "a"})  # a shared id, sorting first
-        path = root / "corpus" / d / "part-0.jsonl"
-        path.parent.mkdir(parents=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        sources[d] = str(root / "corpus" / d / "*.jsonl")
-        texts += [r["text"] for r in rows]
-    run = root / "mix"
-    run.mkdir()
-    StatedTokenizer.train(texts, vocab_size=320, trained_on="export-golden").save(str(run))
-    doc = {"weights": {"books": 0.3, "reference": 0.3, "web": 0.4},
-           "settings": {"constraints": {"min_weight": 0.0, "max_epochs": 4},
-                        "data": {"sources": sources, "inputs": [], "demo": False,
-                                 "split": {"valid": 0.1, "test": 0.1, "seed": 3},
-                                 "text_field": "text", "id_field": "id", "domain_field": "domain"}}}
-    (run / "mixture.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
-    return run / "mixture.yaml"
+            web = rows[d]
+            web.append({"id": web[3]["id"], "text": "another text under a shared id"})
+            web.append(dict(web[5]))                        # an exact duplicate
+            web.append({"id": web[7]["id"], "text": "a"})   # a shared id, sorting first
+    return write_export_mixture(root, rows, {"books": 0.3, "reference": 0.3, "web": 0.4},
+                                trained_on="export-golden")
 
 
 def digest(out: Path) -> dict:
