@@ -18,7 +18,19 @@ if [ -z "${CURATION_SETUP_NO_BROWSER:-}" ] && [ ! -x /usr/bin/chromium ]; then
     fi
 fi
 
-python -m pip install -e ".[test]"
+# The megatron extra (megatron-core, whose reader the export tests use) needs torch.
+# PyPI's Linux torch is the CUDA build: about 3 GB of wheels with its nvidia-* packages,
+# 5.5 GB installed. The tests need only the CPU build (190 MB, 1 GB installed), so it
+# comes first, from PyTorch's CPU index (or a CPU wheel in pip's configured find-links),
+# and the extra then finds torch installed; failing that, it brings PyPI's build. The
+# olmo extra is left out: its cached-path pins rich<14, filelock<4 and huggingface-hub<2,
+# which would downgrade what the rest of the suite runs on (docs/mixture.md).
+if ! python -c "import torch" >/dev/null 2>&1; then
+    python -m pip install --retries 1 --timeout 30 "torch>=2.6" \
+        --index-url "${CURATION_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" \
+        || echo "tests/setup.sh: no CPU build of torch installed; the megatron extra brings PyPI's"
+fi
+python -m pip install -e ".[test,megatron]"
 
 # A `curation`, `pipelines` or `classifiers` folder left in site-packages without its
 # __init__.py (an earlier `pip install .` whose uninstall left cache files behind, such
