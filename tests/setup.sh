@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Set up a machine to run the tests: the system Chromium (the report's browser test
 # drives it through Playwright; Playwright's own browser download cannot work without
-# the internet) and the package with its test extra.
+# the internet), Debian's Python documentation (real HTML pages for the WARC tests,
+# tests/warc_fixture.py) and the package with its test extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# CURATION_SETUP_NO_BROWSER=1 skips the browser (tests/test_setup_sequence.py uses it)
-if [ -z "${CURATION_SETUP_NO_BROWSER:-}" ] && [ ! -x /usr/bin/chromium ]; then
+# CURATION_SETUP_NO_BROWSER=1 skips the system packages (tests/test_setup_sequence.py uses it)
+PACKAGES=""
+[ -x /usr/bin/chromium ] || PACKAGES="$PACKAGES chromium"
+[ -f /usr/share/doc/python3.11/html/index.html ] || PACKAGES="$PACKAGES python3.11-doc"
+if [ -z "${CURATION_SETUP_NO_BROWSER:-}" ] && [ -n "$PACKAGES" ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
-    install_chromium() { $SUDO apt-get install -y --no-install-recommends chromium; }
+    install_packages() { $SUDO apt-get install -y --no-install-recommends $PACKAGES; }
     # a stale or missing package list is the usual cause of a failed install
-    if ! install_chromium; then
+    if ! install_packages; then
         $SUDO apt-get update
-        install_chromium
+        install_packages
     fi
 fi
 
