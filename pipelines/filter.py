@@ -214,8 +214,9 @@ class FilterFile(beam.DoFn):
 
     def setup(self):
         from curation.filters import load_chain
-        self.chain = load_chain(**self.chain_spec)   # once per worker: tables, language models
         self.fs = BeamFS()
+        # once per worker: tables, language models, block lists, evaluation n-grams (gs:// too)
+        self.chain = load_chain(**self.chain_spec, fs=self.fs)
         self.logged_errors = 0
 
     def process(self, item):
@@ -226,6 +227,8 @@ class FilterFile(beam.DoFn):
         removed = None if self.sample is not None else SideWriter(shard("removed"), REMOVED_SCHEMA, self.fmt, fs)
         counts = new_counts()
         counts["files"] = int(file.part == 0)   # a split file counts once
+        if self.chain.tallies:   # only then: other chains' counts (and manifests) stay as they were
+            counts["tallies"] = dict.fromkeys(self.chain.tallies, 0)
         samples: dict[str, list] = {}
         reader = read_documents(file, self.fields, max_doc_bytes=self.max_doc_bytes,
                                 strict=self.strict, fs=fs)
@@ -254,6 +257,7 @@ class FilterFile(beam.DoFn):
         to rejected/removed (or the sample) and counted on the way."""
         chain = self.chain
         by_reason, domains = counts["removed_by_reason"], counts["domains"]
+        tallies = counts.get("tallies")
         for rec in reader:
             counts["input"] += 1
             if isinstance(rec, Rejected):
@@ -262,7 +266,7 @@ class FilterFile(beam.DoFn):
                 continue
             dom = domains.setdefault(rec.domain or NO_DOMAIN, _domain_counts())
             try:
-                v = chain.check(rec.text)
+                v = chain.check(rec.text, rec.meta)
             except Exception as e:  # noqa: BLE001 - one bad document must not end the run
                 r = Rejected(file=file.path, line=rec.line, cause="filter_error",
                              detail=f"{type(e).__name__}: {e}"[:1000], raw_prefix=rec.text[:200],
@@ -283,6 +287,9 @@ class FilterFile(beam.DoFn):
                     counts["edited"] += 1
                     dom["edited"] += 1
                     rec.text = v.text
+                if tallies is not None:   # summed over kept documents: what documents/ holds
+                    for key in tallies:
+                        tallies[key] += int(v.signals.get(key, 0))
                 yield rec
                 continue
             reason = v.reason
@@ -314,6 +321,8 @@ class FilterFile(beam.DoFn):
                 Metrics.counter(NS, reason).inc(n)
         for cause, n in counts["rejected_by_cause"].items():
             Metrics.counter(NS, f"rejected_{cause}").inc(n)
+        for key, n in counts.get("tallies", {}).items():
+            Metrics.counter(NS, f"tally_{key}").inc(n)
 
 
 # ---------------------------------------------------------------- the capped sample and the counts file

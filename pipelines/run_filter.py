@@ -25,11 +25,11 @@ def load_run_chain(cfg: FilterRunConfig, fs: BeamFS):
         spec = {"preset": cfg.preset} if cfg.preset is not None else {}
         return load_chain(**spec), spec
     path = cfg.filters_config
-    chain = load_chain(config=path)
+    chain = load_chain(config=path, fs=fs)
     with fs.open_read(path) as f:
         data = yaml.safe_load(f.read().decode("utf-8"))
     spec = {"config": data}
-    if load_chain(**spec).config() != chain.config():
+    if load_chain(**spec, fs=fs).config() != chain.config():
         raise ConfigError(f"{path}: the filter config does not load the same from its content "
                           f"as from its path (relative paths in it?)")
     return chain, spec
@@ -47,8 +47,9 @@ def _parameters(cfg: FilterRunConfig, chain, files) -> dict:
     }
 
 
-def _summarise(data: dict, reasons: list[str]) -> dict:
-    """The counts file -> the manifest's counts, with every rule present (zeros too)."""
+def _summarise(data: dict, reasons: list[str], tallies: tuple[str, ...] = ()) -> dict:
+    """The counts file -> the manifest's counts, with every rule present (zeros too),
+    and the chain's tallies when it has any."""
     seen = sorted(set(data["removed_by_reason"]) - set(reasons))   # never drop a reason
     reasons = list(reasons) + seen
     counts = {k: int(data[k]) for k in ("input", "kept", "removed", "rejected", "edited",
@@ -60,12 +61,16 @@ def _summarise(data: dict, reasons: list[str]) -> dict:
         domains[d] = {"input": v["input"], "kept": v["kept"], "edited": v["edited"],
                       "rejected": v["rejected"],
                       "removed": {r: v["removed"].get(r, 0) for r in reasons}}
-    return {
+    out = {
         "counts": counts,
         "removed_by_reason": {r: data["removed_by_reason"].get(r, 0) for r in reasons},
         "removed_written_by_reason": {r: data["removed_written_by_reason"].get(r, 0) for r in reasons},
         "domains": domains,
     }
+    if tallies:
+        got = data.get("tallies", {})
+        out["tallies"] = {t: int(got.get(t, 0)) for t in tallies}
+    return out
 
 
 class FilterStage(Stage):
@@ -86,7 +91,7 @@ class FilterStage(Stage):
 
     def collect(self, cfg: FilterRunConfig, files, fs, ran):
         data = read_counts(fs, cfg.output, COUNTS_FILE)
-        summary = _summarise(data, list(self.chain.reasons))
+        summary = _summarise(data, list(self.chain.reasons), self.chain.tallies)
         counts = summary["counts"]
         balance = check_balance(counts, removed_keys=("removed",))
         # the parts must add up too: every file once, reasons and domains to the totals
@@ -115,6 +120,8 @@ class FilterStage(Stage):
             "domain_of_unlabelled": NO_DOMAIN,
             **checked(balance, parts, reconciled, ran, NS),
         }
+        if "tallies" in summary:   # e.g. {"pii.email": n}: signals summed over kept documents
+            body["tallies"] = summary["tallies"]
         return body, ok, raise_for(balance, reconciled, ok, parts)
 
     def finish(self, fs, cfg, manifest, ok) -> None:

@@ -193,6 +193,7 @@ def test_counts_balance_per_rule_domain_and_counter(corpus, c4_run):
     c = m["counts"]
     assert m["status"] == "complete" and m["balance"]["ok"] and m["parts_agree"]["ok"]
     assert c["input"] == c["kept"] + c["removed"] + c["rejected"]
+    assert "tallies" not in m and not any(k.startswith("tally_") for k in m["counters"])   # no PII filter
     n_records = len(corpus.records)
     assert c["input"] == n_records == 21 and c["blank_lines_skipped"] == 1
     assert (c["kept"], c["removed"], c["rejected"], c["edited"]) == (7, 9, 5, 3)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from curation.documents import Document
+from curation.fs import default_fs
 
 Signals = dict[str, Any]
 
@@ -48,6 +49,16 @@ class Verdict:
         return None if self.reason is None else self.reason.split(":", 1)[1]
 
 
+def document_meta(doc: Any) -> Mapping | None:
+    """The fields beside the text: a :class:`Document`'s ``meta``, a mapping itself
+    (its other keys), None for a bare str."""
+    if isinstance(doc, Document):
+        return doc.meta
+    if isinstance(doc, Mapping):
+        return doc
+    return None
+
+
 def document_text(doc: Any) -> str:
     """The text of a str, a :class:`Document`, or a mapping with a ``text`` key."""
     if isinstance(doc, str):
@@ -79,6 +90,16 @@ def check_order(params: BaseModel, *pairs: tuple[str, str]) -> None:
             raise ValueError(f"{lo} ({a}) is larger than {hi} ({b})")
 
 
+def read_param_file(fs: Any, path: str, param: str, name: str) -> bytes:
+    """The bytes of a file a parameter names, read through `fs` (the local disk when
+    None); a missing or unreadable file is a parameter error naming the parameter."""
+    try:
+        with default_fs(fs).open_read(path) as f:
+            return f.read()
+    except (OSError, ValueError) as e:
+        raise FilterParamError(f"{name}.{param}: cannot read {path!r}: {e}") from None
+
+
 def format_validation_error(err: ValidationError, where: str) -> str:
     parts = []
     for e in err.errors():
@@ -93,13 +114,27 @@ class Filter:
     """Base class. Subclasses set ``name``, ``rules``, a ``Params`` model, and ``check``.
 
     Validated parameters become attributes, so ``check`` reads ``self.min_doc_words``.
+
+    Three optional declarations:
+
+    - ``uses_meta``: ``check(text, meta)`` also gets the document's other fields (a
+      ``Document``'s ``meta``, a mapping's keys; None for a bare str). Filters without
+      it are called ``check(text)``, as always.
+    - ``reads_files``: the filter reads files its parameters name (in ``_setup``),
+      through ``self.fs`` (a ``curation.fs`` filesystem: the pipeline hands in one that
+      reads gs://; default: the local disk).
+    - ``tallies``: signals that are counts to sum over the kept documents (the filter
+      stage's manifest reports them as ``"<filter>.<signal>"``).
     """
 
     name: ClassVar[str] = "filter"
     rules: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[Params]] = Params
+    reads_files: ClassVar[bool] = False
+    uses_meta: bool = False            # instances may set these two (UserFilter does)
+    tallies: tuple[str, ...] = ()
 
-    def __init__(self, **params: Any):
+    def __init__(self, *, fs: Any = None, **params: Any):
         try:
             validated = self.Params(**params)
         except ValidationError as e:
@@ -107,12 +142,15 @@ class Filter:
         self.params = validated
         for key, value in validated.model_dump().items():
             setattr(self, key, value)
+        self.fs = fs
         self._setup()
 
     def _setup(self) -> None:
-        """Derived state (compiled tables, models); runs once per instance."""
+        """Derived state (compiled tables, models, files read); runs once per instance."""
 
     def __call__(self, doc: Any) -> Verdict:
+        if self.uses_meta:
+            return self.check(document_text(doc), document_meta(doc))
         return self.check(document_text(doc))
 
     def check(self, text: str) -> Verdict:
@@ -153,14 +191,20 @@ class FilterChain:
     def reasons(self) -> tuple[str, ...]:
         return tuple(r for f in self.filters for r in f.reasons)
 
-    def __call__(self, doc: Any) -> Verdict:
-        return self.check(document_text(doc))
+    @property
+    def tallies(self) -> tuple[str, ...]:
+        """The signals summed over kept documents, as ``"<filter>.<signal>"``."""
+        return tuple(f"{f.name}.{t}" for f in self.filters for t in f.tallies)
 
-    def check(self, text: str) -> Verdict:
+    def __call__(self, doc: Any) -> Verdict:
+        return self.check(document_text(doc), document_meta(doc))
+
+    def check(self, text: str, meta: Mapping | None = None) -> Verdict:
+        """`meta` (the document's other fields) reaches only the filters that use it."""
         signals: Signals = {}
         edited = False
         for f in self.filters:
-            v = f.check(text)
+            v = f.check(text, meta) if f.uses_meta else f.check(text)
             for k, val in v.signals.items():
                 signals[f"{f.name}.{k}"] = val
             if v.text is not None:

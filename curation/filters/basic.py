@@ -114,6 +114,9 @@ class UserFilter(Filter):
                 raise FilterParamError(f"user filter {self.path!r} is not callable")
             default_name = getattr(obj, "name", None) or getattr(obj, "__name__", "user")
         self._inner = inner
+        # a Filter subclass keeps its reading of document fields and its tallies
+        self.uses_meta = isinstance(inner, Filter) and inner.uses_meta
+        self.tallies = tuple(inner.tallies) if isinstance(inner, Filter) else ()
         self.name = validated.name or str(default_name)
         self.rules = tuple(dict.fromkeys(validated.rules + declared + ("rejected",)))
 
@@ -121,9 +124,12 @@ class UserFilter(Filter):
         # the name the reasons carry, not the (possibly unset) parameter
         return {**self.params.model_dump(mode="json"), "name": self.name}
 
-    def check(self, text: str) -> Verdict:
+    def check(self, text: str, meta=None) -> Verdict:
         inner = self._inner
-        out = inner.check(text) if isinstance(inner, Filter) else inner(text)
+        if self.uses_meta:
+            out = inner.check(text, meta)
+        else:
+            out = inner.check(text) if isinstance(inner, Filter) else inner(text)
         if isinstance(out, Verdict):
             if out.keep or out.reason is None:
                 return out if out.keep else Verdict(False, f"{self.name}:rejected", out.signals, out.text)

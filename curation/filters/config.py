@@ -117,8 +117,10 @@ def _spec(data: dict, where: str) -> list[tuple[str, dict, str]]:
     return entries
 
 
-def build_chain(entries: list[tuple], where: str = "config") -> FilterChain:
-    """A chain from (name, parameters) entries; a third item, if any, prefixes errors."""
+def build_chain(entries: list[tuple], where: str = "config", fs=None) -> FilterChain:
+    """A chain from (name, parameters) entries; a third item, if any, prefixes errors.
+    Filters that read files (block lists, evaluation sets) read them through `fs`
+    (a curation.fs filesystem; default: the local disk)."""
     reg = registry()
     filters = []
     for i, (name, params, *at) in enumerate(entries):
@@ -127,7 +129,7 @@ def build_chain(entries: list[tuple], where: str = "config") -> FilterChain:
         if cls is None:
             raise ConfigError(f"{at}unknown filter {name!r}; known: {', '.join(sorted(reg))}")
         try:
-            filters.append(cls(**params))
+            filters.append(cls(**params, fs=fs) if cls.reads_files else cls(**params))
         except FilterParamError as e:
             raise ConfigError(f"{at}{e}") from None
     try:
@@ -136,13 +138,15 @@ def build_chain(entries: list[tuple], where: str = "config") -> FilterChain:
         raise ConfigError(f"{where}: {e}") from None
 
 
-def load_chain(preset: str | None = None, config: str | Path | dict | None = None) -> FilterChain:
-    """A chain from a preset name, a YAML file or a mapping (default: the fineweb preset)."""
+def load_chain(preset: str | None = None, config: str | Path | dict | None = None, fs=None) -> FilterChain:
+    """A chain from a preset name, a YAML file or a mapping (default: the fineweb preset).
+    Files the filters name are read through `fs` (paths as written: a relative one is
+    relative to the current directory, not to the YAML)."""
     if preset is not None and config is not None:
         raise ConfigError("give a preset or a config, not both")
     if config is None:
-        return build_chain(_spec({"preset": preset or DEFAULT_PRESET}, "preset"), "preset")
+        return build_chain(_spec({"preset": preset or DEFAULT_PRESET}, "preset"), "preset", fs)
     if isinstance(config, dict):
-        return build_chain(_spec(config, "config"), "config")
+        return build_chain(_spec(config, "config"), "config", fs)
     path = Path(config)
-    return build_chain(_spec(_read_yaml(path), str(path)), str(path))
+    return build_chain(_spec(_read_yaml(path), str(path)), str(path), fs)
