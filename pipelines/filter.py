@@ -70,7 +70,7 @@ def removed_row(doc: Document, reason: str, signals: dict) -> dict:
 
 def new_counts() -> dict:
     return {"files": 0, "input": 0, "kept": 0, "removed": 0, "rejected": 0, "edited": 0,
-            "blank_lines": 0, "removed_written": 0, "removed_by_reason": {},
+            "blank_lines": 0, "other_records": 0, "removed_written": 0, "removed_by_reason": {},
             "removed_written_by_reason": {}, "rejected_by_cause": {}, "domains": {}}
 
 
@@ -244,6 +244,7 @@ class FilterFile(beam.DoFn):
                 removed.abort()
             raise
         counts["blank_lines"] = reader.stats.blank_lines
+        counts["other_records"] = reader.stats.other_records
         if counts["input"] != counts["kept"] + counts["removed"] + counts["rejected"]:
             raise RuntimeError(f"{file.path}: counts do not balance: {counts}")
         self._count(counts)
@@ -312,7 +313,7 @@ class FilterFile(beam.DoFn):
 
     def _count(self, counts):
         # once per file, from the same numbers the counts record carries
-        for name in ("input", "kept", "removed", "rejected", "edited", "blank_lines"):
+        for name in ("input", "kept", "removed", "rejected", "edited", "blank_lines", "other_records"):
             Metrics.counter(NS, name).inc(counts[name])
         for reason in self.chain.reasons:   # every rule, zero or not
             Metrics.counter(NS, reason).inc(counts["removed_by_reason"].get(reason, 0))

@@ -55,6 +55,8 @@ def _summarise(data: dict, reasons: list[str], tallies: tuple[str, ...] = ()) ->
     counts = {k: int(data[k]) for k in ("input", "kept", "removed", "rejected", "edited",
                                         "removed_written")}
     counts["blank_lines_skipped"] = int(data["blank_lines"])   # not records: not in the balance
+    if data.get("other_records"):                             # WARC inputs only
+        counts["warc_records_skipped"] = int(data["other_records"])
     counts["rejected_by_cause"] = dict(sorted(data["rejected_by_cause"].items()))
     domains = {}
     for d, v in sorted(data["domains"].items()):

@@ -173,3 +173,16 @@ def test_input_format_reads_a_warc_named_otherwise(warc, tmp_path):
     assert f.format == "warc"
     assert [o.line for o in read_documents(f)] == [o.line for o in read_documents(expand_inputs([str(warc[0])])[0])]
     assert [x.format for x in expand_inputs([str(tmp_path)], input_format="warc")] == ["warc"]
+
+
+def test_filter_counts_every_warc_record(warc, tmp_path):
+    from pipelines.cli import main
+    path, _, recs = warc
+    out = tmp_path / "filter"
+    assert main(["filter", "--input", str(path), "--output", str(out), "--preset", "minimal",
+                 "--direct_running_mode=in_memory", "--direct_num_workers=1"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    responses = sum(r["expect"] is not None for r in recs)
+    assert m["counts"]["input"] == responses and m["counts"]["rejected"] == 4
+    assert m["counts"]["warc_records_skipped"] == len(recs) - responses
+    assert m["reconciled"]["ok"]
