@@ -23,8 +23,11 @@ from curation.config import ConfigError, read_yaml_mapping
 from curation.filters.base import Filter, FilterChain, FilterParamError
 from curation.filters.basic import LengthFilter, UserFilter
 from curation.filters.c4 import C4Quality
+from curation.filters.decontaminate import Decontaminate
 from curation.filters.fineweb import FineWebQuality
 from curation.filters.gopher import GopherQuality, GopherRepetition
+from curation.filters.pii import PIIRedactor
+from curation.filters.url import URLFilter
 
 PRESETS = ("gopher", "c4", "fineweb", "minimal")
 DEFAULT_PRESET = "fineweb"
@@ -34,7 +37,8 @@ _TOP_KEYS = {"description", "preset", "filters", "overrides"}
 def registry() -> dict[str, type[Filter]]:
     from curation.filters.language import LanguageFilter   # its model loads lazily
     return {cls.name: cls for cls in (GopherQuality, GopherRepetition, C4Quality,
-                                      FineWebQuality, LanguageFilter, LengthFilter, UserFilter)}
+                                      FineWebQuality, LanguageFilter, LengthFilter, UserFilter,
+                                      URLFilter, PIIRedactor, Decontaminate)}
 
 
 def presets_dir() -> Path:
