@@ -43,6 +43,7 @@ BEAM_STAGES = ("dedup", "filter", "score")
 MIRRORED = ("clusters", "removed", "rejected")
 LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "direct")
 LABEL_STORE = "cache/labels.sqlite"
+DEMO_CRAWL_DIR = "demo_crawl"   # the demo's crawl, block list and evaluation set
 
 
 class DryRunDone(Exception):
@@ -178,12 +179,50 @@ class Job:
     def upstream(self, *stages: str) -> list[str]:
         return [self.fp[s] for s in stages if s in self.fp]
 
+    def demo_sources(self) -> list[tuple[list[str], str | None]]:
+        """The demo corpus, its web domain as a crawl built into the run directory
+        (curation.demo.crawl): extraction, URL blocking, PII and decontamination on
+        the way in."""
+        from curation.demo import demo_files
+        from curation.demo.crawl import WEB
+        crawl = self.demo_crawl()
+        return [([f for f in demo_files() if f != str(WEB)], None), ([crawl["warc"]], "web")]
+
+    def demo_filters(self, data: dict) -> dict:
+        """The demo's filter section, with the crawl's filters after its chain: url (the
+        crawl's block list), pii and decontaminate (its evaluation set), written to
+        demo_crawl/filters.yaml and run from there."""
+        import yaml
+
+        from curation.filters.config import DEFAULT_PRESET, preset_path, read_yaml_mapping
+        crawl = getattr(self, "crawl", None) or self.demo_crawl()
+        config, preset = data.pop("filters_config", None), data.pop("preset", None)
+        own = read_yaml_mapping(config or preset_path(preset or DEFAULT_PRESET), "filter config")
+        if "preset" in own:
+            own = read_yaml_mapping(preset_path(own["preset"]), "filter config")
+        chain = {"description": "the demo's chain, then the filters its crawl needs",
+                 "filters": list(own.get("filters", [])) + [
+                     {"url": {"domains_file": crawl["blocklist"]}}, "pii",
+                     {"decontaminate": {"eval_files": [crawl["evals"]]}}]}
+        if own.get("overrides"):
+            chain["overrides"] = own["overrides"]
+        path = self.root / DEMO_CRAWL_DIR / "filters.yaml"
+        text = yaml.safe_dump(chain, sort_keys=False)
+        if not (path.is_file() and path.read_text("utf-8") == text):
+            with writing(None, str(path)) as f:
+                f.write(text.encode("utf-8"))
+        return {**data, "filters_config": str(path)}
+
+    def demo_crawl(self) -> dict[str, str]:
+        from curation.demo.crawl import build
+        self.crawl = build(self.root / DEMO_CRAWL_DIR)
+        return self.crawl
+
     def source_spec(self) -> dict:
-        from curation.demo import demo_glob
         from curation.io import expand_sources
         from pipelines.runs import file_stat
         if self.cfg.demo:
-            sources = [([demo_glob()], None)]
+            sources = self.demo_sources()
         else:
             sources = [(s.input, s.domain) for s in self.cfg.sources]
         try:
@@ -224,6 +263,8 @@ class Job:
         from pipelines.run_filter import run_filter
         data = {**self.cfg.filter, "output": self.data_dir("filter"),
                 "output_format": self.cfg.output_format}
+        if self.cfg.demo:
+            data = self.demo_filters(data)
         if self.cfg.enabled("dedup"):
             data["inputs"] = [self.documents_of("dedup")]
         else:

@@ -374,3 +374,16 @@ def test_curate_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
     i = lines.index(f"demo: mix: {mix['fidelity']['message']}")
     assert lines[i + 1].startswith("demo: mix: chose ") and "95% CI" in lines[i + 2]
     assert mix["fidelity"]["larger_proxy"] == "ngram (order 4) at 2,000,000 tokens"
+    # the web domain came in as a crawl: extraction, URL blocking, PII and decontamination
+    dedup = json.loads((out / "dedup" / "manifest.json").read_text())["counts"]
+    assert dedup["rejected_by_cause"] == {"empty_extraction": 1, "not_html": 2}
+    assert dedup["warc_records_skipped"] == 71               # warcinfo and 70 requests
+    filt = json.loads((out / "filter" / "manifest.json").read_text())
+    assert filt["removed_by_reason"]["url:blocked_domain"] > 0
+    assert filt["removed_by_reason"]["decontaminate:contaminated"] == 2
+    assert all(filt["tallies"][f"pii.{k}"] > 0 for k in ("email", "ip_address", "phone"))
+    crawl = report["crawl"]
+    assert crawl["extraction"]["responses_rejected"] == {"empty_extraction": 1, "not_html": 2}
+    assert all(crawl["pii_examples"][k] for k in ("email", "ip_address", "phone"))
+    web = report["funnel"]["domains"]["web"]["documents"]
+    assert web["extraction:not_html"] == 2 and web["extraction:empty_extraction"] == 1

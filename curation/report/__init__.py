@@ -21,7 +21,7 @@ from curation.report.document import build_sections, headline
 from curation.report.funnel import compute_funnel
 from curation.report.render import to_html, to_markdown
 from curation.report.rundir import open_run_dir
-from curation.report.sections import (classifier_section, cost_section, export_section, mixture_section,
+from curation.report.sections import (classifier_section, cost_section, crawl_section, export_section, mixture_section,
                                       scores_section, stages_section, timings_section)
 from curation.report.tokens import TokenCounter
 
@@ -45,12 +45,14 @@ def build_report(run_dir: str | os.PathLike, *, tokens: str = "auto") -> dict:
     rd = open_run_dir(os.fspath(run_dir))
     counter = TokenCounter.for_run(rd.stage("mix").path, mode=tokens, input_bytes=_input_bytes(rd))
     f = compute_funnel(rd, counter)
+    crawl = crawl_section(rd)
     return {
         "version": VERSION,
         "stages": stages_section(rd),
         "funnel": f["funnel"],
         "clusters": f["clusters"],
         "filter_rules": f["filter_rules"],
+        **({"crawl": crawl} if crawl else {}),    # a run that read WARC or redacted PII
         "checks": f["checks"],
         "scores": scores_section(rd),
         "classifier": classifier_section(rd),

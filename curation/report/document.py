@@ -156,6 +156,8 @@ def _funnel_plot(f: dict, unit: str) -> Plot | None:
         row = []
         for _, keys in groups:
             ks = keys or [k for k in f["rows"] if k.startswith("filter:")]
+            if keys == ("rejected",):     # with the WARC responses that gave no document
+                ks = [*keys, *(k for k in f["rows"] if k.startswith("extraction:"))]
             row.append(sum(v.get(k) or 0 for k in ks))
         values.append(row)
     if not doms or not any(any(x > 0 for x in row) for row in values):
@@ -276,6 +278,43 @@ def clusters_blocks(r: dict) -> Section:
             f" (the first {DIFF_WORDS} words of each compared)" if d["truncated"] else "") + (
             f"; {others} more removed member(s) of this cluster not shown" if others else "")
         sec.blocks.append(Diff(head, f"kept: {kept.get('id')}", _diff_title(m), d["left"], d["right"], cap))
+    return sec
+
+
+# ------------------------------------------------------------------ the way in: a crawl
+
+CRAWL_CAUSES = {"not_html": "not HTML", "undecodable_html": "HTML that does not decode",
+                "empty_extraction": "no main text"}
+PII_KINDS = {"email": "e-mail addresses", "ip_address": "IP addresses", "phone": "phone numbers"}
+
+
+def crawl_blocks(r: dict) -> Section:
+    c = r["crawl"]
+    sec = Section("crawl", "The way in: extraction and PII")
+    ex = c.get("extraction")
+    if ex:
+        causes = ex["responses_rejected"]
+        sec.blocks.append(P(f"WARC input: {n(sum(causes.values()))} responses gave no document "
+                            f"and are rejected with their cause; {n(ex['other_records_skipped'])} "
+                            f"records other than responses (warcinfo, requests, metadata) are not "
+                            f"documents and were skipped, counted. URL blocking and benchmark "
+                            f"decontamination are filter rules, under Filter rules."))
+        if causes:
+            sec.blocks.append(Table(["cause", "responses"],
+                                    [[CRAWL_CAUSES.get(k, k) + f" ({k})", n(v)] for k, v in causes.items()]))
+        for k, v in causes.items():
+            for e in ex["examples"].get(k, []):
+                sec.blocks.append(P(f"{k}: {e['file']} record {e['record']}: {e['detail']}", True))
+    if "tallies" in c:
+        t = c["tallies"]
+        sec.blocks.append(P(f"PII replaced by placeholders in the documents the filter kept "
+                            f"({n(c['edited'])} documents edited by the filters in all): "
+                            + ", ".join(f"{n(v)} {PII_KINDS.get(k.split('.', 1)[-1], k)}"
+                                        for k, v in t.items()) + "."))
+        for kind, exs in c["pii_examples"].items():
+            for e in exs:
+                sec.blocks.append(Excerpt(f"{PII_KINDS.get(kind, kind)}: {e['id']} ({e['domain']})",
+                                          e["excerpt"], ""))
     return sec
 
 
@@ -683,5 +722,6 @@ def headline(r: dict) -> str:
 
 def build_sections(r: dict) -> list[Section]:
     r = {**r, "stages_by_name": {s["name"]: s for s in r["stages"]["stages"]}}
-    return [stages_blocks(r), funnel_blocks(r), clusters_blocks(r), filters_blocks(r), scores_blocks(r),
+    return [stages_blocks(r), funnel_blocks(r), *([crawl_blocks(r)] if r.get("crawl") else []),
+            clusters_blocks(r), filters_blocks(r), scores_blocks(r),
             classifier_blocks(r), mixture_blocks(r), export_blocks(r), cost_blocks(r), timings_blocks(r)]

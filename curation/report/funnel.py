@@ -36,6 +36,7 @@ from typing import Any, Iterable
 
 from curation.documents import NO_DOMAIN, Document, Rejected
 from curation.io import FieldMap, InputFile, expand_sources, input_format, read_documents
+from curation.io.warc import WARC_CAUSES
 from curation.manifest import chain_links
 from curation.report.rundir import RunDir, Stage, rows
 from curation.report.tokens import TokenCounter
@@ -58,6 +59,10 @@ ROW_LABELS = {
     "kept": "kept",
 }
 CHAIN = ("dedup", "filter", "score")
+EXTRACTION = "extraction:"     # funnel rows of WARC responses that yield no document
+EXTRACTION_LABELS = {"not_html": "not HTML (WARC responses)",
+                     "undecodable_html": "HTML that does not decode (WARC)",
+                     "empty_extraction": "no main text extracted (WARC)"}
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -196,11 +201,14 @@ def _input_pass(stage: Stage, removed_keys: dict, wanted: set, tokens: _Tokens,
     files, fields, max_bytes = spec
     texts: dict[tuple, dict] = {}
     for f in files:
+        # a rejected record has no domain of its own: its source's, if it has one
+        rdom = _domain(fields.domain if fields.domain is not None else f.domain)
         with read_documents(f, fields, max_doc_bytes=max_bytes) as reader:
             for rec in reader:
                 if isinstance(rec, Rejected):
-                    docs[NO_DOMAIN]["input"] += 1
-                    docs[NO_DOMAIN]["rejected_dedup"] += 1
+                    docs[rdom]["input"] += 1
+                    docs[rdom][EXTRACTION + rec.cause if rec.cause in WARC_CAUSES
+                               else "rejected_dedup"] += 1
                     continue
                 doc: Document = rec
                 d, key = _domain(doc.domain), (doc.source, doc.line)
@@ -314,7 +322,8 @@ def compute_funnel(rd: RunDir, counter: TokenCounter) -> dict:
             got = {"input": sum(v["input"] for v in docs.values()),
                    "removed_exact": sum(v["exact_duplicate"] for v in docs.values()),
                    "removed_near": sum(v["near_duplicate"] for v in docs.values()),
-                   "rejected": sum(v["rejected_dedup"] for v in docs.values())}
+                   "rejected": sum(v["rejected_dedup"] + sum(v[EXTRACTION + c] for c in WARC_CAUSES)
+                                   for v in docs.values())}
             want = {k: int(c.get(k, 0)) for k in got}
             checks.append({"name": "the inputs read again agree with the dedup manifest",
                            "ok": got == want,
@@ -414,7 +423,8 @@ def _balance_text(b: dict) -> str:
 def _assemble(rd, docs, toks, rules, dedup, filt, score, inputs_read, clusters, texts,
               filter_info, notes, checks, counter, kept_read=True) -> dict:
     removed_rules = [r for r in rules if sum(docs[d]["filter:" + r] for d in docs)]
-    keys = ["input", "exact_duplicate", "near_duplicate",
+    extraction = [EXTRACTION + c for c in sorted(WARC_CAUSES) if sum(docs[d][EXTRACTION + c] for d in docs)]
+    keys = ["input", *extraction, "exact_duplicate", "near_duplicate",
             *("filter:" + r for r in removed_rules), "classifier", "rejected", "not_on_file", "kept"]
     ran = {"exact_duplicate": dedup, "near_duplicate": dedup, "classifier": score}
     partial = []
@@ -434,6 +444,8 @@ def _assemble(rd, docs, toks, rules, dedup, filt, score, inputs_read, clusters, 
             if k == "rejected":
                 dv[k] = v["rejected_dedup"] + v["rejected_filter"] + v["rejected_score"]
                 tv[k] = 0        # no text: malformed records; failed ones are not on file
+            elif k.startswith(EXTRACTION):
+                dv[k], tv[k] = v[k], 0   # no document, so no text
             elif k == "not_on_file":
                 dv[k] = None
             else:
@@ -455,14 +467,16 @@ def _assemble(rd, docs, toks, rules, dedup, filt, score, inputs_read, clusters, 
     total_toks = {k: _sum(domains[d]["tokens"][k] for d in domains) for k in keys}
     total = {"documents": total_docs, "tokens": total_toks,
              "balanced": all(v["balanced"] for v in domains.values())}
-    checks.append({"name": "every domain's documents balance: input = exact + near + each rule "
-                           "+ classifier + rejected + kept",
+    checks.append({"name": "every domain's documents balance: input = "
+                           + ("each extraction cause + " if extraction else "")
+                           + "exact + near + each rule + classifier + rejected + kept",
                    "ok": total["balanced"] and bool(domains),
                    "detail": ", ".join(f"{d}: {'ok' if v['balanced'] else 'NO'}"
                                        for d, v in domains.items()) or "no stage ran"})
     why, notes_more = _not_on_file(filt, score, partial, total_docs, dedup)
     notes.extend(notes_more)
-    labels = {k: ROW_LABELS.get(k, "filter " + k.split(":", 1)[-1]) for k in keys}
+    labels = {k: ROW_LABELS.get(k) or (EXTRACTION_LABELS[k[len(EXTRACTION):]] if k.startswith(EXTRACTION)
+                                       else "filter " + k.split(":", 1)[-1]) for k in keys}
     labels["not_on_file"] = ("not on file: " + " + ".join(short for short, _ in why) if why
                              else "not on file (none expected)")
     residual = {d: v["tokens"]["not_on_file"] for d, v in domains.items()
@@ -506,7 +520,11 @@ def _not_on_file(filt, score, partial, total_docs, dedup) -> tuple[list[tuple[st
         out.append("Scoring did not run: the funnel has no classifier row.")
     why: list[tuple[str, str]] = []
     edited = filt.data["counts"].get("edited") if filt is not None else 0
-    if edited:
+    if edited and filt.data.get("tallies"):      # PII redaction edits text too
+        why.append(("text the filters edited (lines cut, PII replaced)",
+                    f"the text the filters changed in {edited:,} documents (lines the line-level "
+                    f"rules cut, PII replaced by placeholders)"))
+    elif edited:
         why.append(("lines cut by line-level rules",
                     f"the lines the filter's line-level rules cut from {edited:,} documents"))
     if partial:

@@ -9,7 +9,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from curation.report.rundir import RunDir, read_csv, read_yaml
+from curation.report.rundir import RunDir, read_csv, read_yaml, rows
 
 
 def _r(x: Any, nd: int = 6) -> Any:
@@ -38,7 +38,8 @@ def _stage_summary(name: str, data: dict) -> str:
                 f"rejected, {c.get('kept', 0)} kept")
     if name == "filter":
         return (f"{c.get('input', 0)} in, {c.get('removed', 0)} removed, {c.get('rejected', 0)} "
-                f"rejected, {c.get('kept', 0)} kept ({c.get('edited', 0)} edited by line-level rules)")
+                f"rejected, {c.get('kept', 0)} kept ({c.get('edited', 0)} edited by "
+                + ("line-level rules or PII replacement)" if data.get("tallies") else "line-level rules)"))
     if name == "score":
         return (f"{c.get('input', 0)} in, {c.get('scored', 0)} scored, {c.get('removed', 0)} "
                 f"removed, {c.get('rejected', 0)} rejected, {c.get('kept', 0)} kept")
@@ -70,6 +71,55 @@ def stages_section(rd: RunDir) -> dict:
     run = rd.run or {}
     return {"run_json": rd.run is not None, "seed": run.get("seed"), "fallbacks": list(run.get("fallbacks") or []),
             "stages": out}
+
+
+# ------------------------------------------------------------------ the way in: a crawl
+
+CRAWL_EXAMPLES = 3
+PII_CONTEXT = 90
+
+
+def crawl_section(rd: RunDir) -> dict:
+    """What a crawl's way in did: WARC responses that gave no document (by cause, with
+    examples from dedup's rejected/) and the PII the filter replaced (its tallies, with
+    excerpts around placeholders in the filter's kept documents). URL blocking and
+    decontamination are filter rules, shown with the others. Empty ({}) when the run
+    read no WARC and redacted nothing."""
+    from curation.io.warc import WARC_CAUSES
+    out: dict[str, Any] = {}
+    dedup, filt = rd.stage("dedup"), rd.stage("filter")
+    if dedup.complete:
+        c = dedup.data.get("counts", {})
+        causes = {k: v for k, v in (c.get("rejected_by_cause") or {}).items() if k in WARC_CAUSES}
+        skipped = int(c.get("warc_records_skipped", 0))
+        if causes or skipped:
+            examples: dict[str, list] = {k: [] for k in causes}
+            for r in rows(dedup.file("rejected")):
+                ex = examples.get(str(r.get("cause")))
+                if ex is not None and len(ex) < CRAWL_EXAMPLES:
+                    ex.append({"record": int(r.get("line") or 0), "file": os.path.basename(str(r.get("file"))),
+                               "detail": str(r.get("detail") or "")})
+            out["extraction"] = {"responses_rejected": dict(sorted(causes.items())),
+                                 "other_records_skipped": skipped, "examples": examples}
+    if filt.complete and filt.data.get("tallies"):
+        tallies = filt.data["tallies"]
+        pii = next((f for f in filt.data.get("chain", []) if f.get("name") == "pii"), None)
+        marks = (pii or {}).get("placeholders") or {}
+        found: dict[str, list] = {k: [] for k in marks}
+        for r in rows(filt.file("documents")):
+            text = str(r.get("text") or "")
+            for kind, mark in marks.items():
+                i = text.find(mark)
+                if i >= 0 and len(found[kind]) < CRAWL_EXAMPLES:
+                    a, b = max(0, i - PII_CONTEXT), i + len(mark) + PII_CONTEXT
+                    found[kind].append({"id": str(r.get("id")), "domain": r.get("domain"),
+                                        "excerpt": " ".join(text[a:b].split())})
+            if all(len(v) >= CRAWL_EXAMPLES for v in found.values()):
+                break
+        out["tallies"] = dict(sorted(tallies.items()))
+        out["edited"] = int(filt.data.get("counts", {}).get("edited", 0))
+        out["pii_examples"] = found
+    return out
 
 
 # ------------------------------------------------------------------ scores and classifier
