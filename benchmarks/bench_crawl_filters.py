@@ -28,28 +28,20 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 CORPORA = Path(os.environ.get("CURATION_CORPORA", REPO.parent / "shared" / "corpora"))
 WORD = re.compile(r"\w+")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_extract import best_of  # noqa: E402  (CPU seconds, the fastest of N rounds)
 
 
 def load(name: str) -> list[str]:
     with gzip.open(CORPORA / name, "rt", encoding="utf-8") as f:
         return [r["text"] for r in map(json.loads, f) if isinstance(r.get("text"), str)]
-
-
-def best_of(rounds: int, fn):
-    best, out = None, None
-    for _ in range(rounds):
-        t0 = time.process_time()
-        out = fn()
-        dt = time.process_time() - t0
-        best = dt if best is None else min(best, dt)
-    return best, out
 
 
 class HandRolled:
