@@ -23,6 +23,8 @@ DEDUP_EPILOG = """\
 Any other --flag is passed to Beam's PipelineOptions, e.g.
   --runner DataflowRunner --project P --region R --temp_location gs://B/tmp
   --direct_num_workers 4   (local runner; default: every core)
+  --runner dask --dask_client_address tcp://HOST:8786   (a Dask cluster; without the
+    address a local one; needs curation[dask]; dedup and filter tested: docs/dask.md)
 Without --runner the job runs on Beam's local FnApiRunner with no network.
 DataflowRunner jobs have been checked offline only (built with --dry_run=True; gs://
 through a local stand-in), not yet run on Dataflow: see docs/dataflow.md.

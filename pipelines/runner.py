@@ -19,6 +19,10 @@ from pipelines.errors import UsageError  # noqa: F401 - re-exported for the driv
 def _beam_parser():
     import argparse
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    try:   # --dask_* flags (the extra 'dask')
+        import pipelines.dask_runner  # noqa: F401
+    except ImportError:
+        pass
     for cls in PipelineOptions.__subclasses__():
         _add(cls, parser)
     return parser
@@ -42,6 +46,8 @@ def check_beam_args(args: list[str], ours: tuple[str, ...] = ()) -> None:
     is a mistake, said now rather than dropped by PipelineOptions with a warning. `ours`
     are the command's own flags, for suggestions."""
     from pipelines.errors import unknown_argument
+    if is_dask_runner(list(args)):
+        _require_dask()
     import contextlib
     import io
     with contextlib.redirect_stderr(io.StringIO()):
@@ -61,6 +67,8 @@ def make_pipeline(beam_args: list[str]) -> tuple[beam.Pipeline, str]:
     if not any(a == "--save_main_session" or a.startswith("--save_main_session=") for a in args):
         args.append("--no_save_main_session")
     has_runner = any(a == "--runner" or a.startswith("--runner=") for a in args)
+    if has_runner and is_dask_runner(args):
+        return _dask_pipeline(args)
     if has_runner:
         options = PipelineOptions(args)
         runner_name = options.get_all_options()["runner"]
@@ -81,6 +89,44 @@ def make_pipeline(beam_args: list[str]) -> tuple[beam.Pipeline, str]:
     _quiet_running_mode_warning()
     options = PipelineOptions(args)
     return beam.Pipeline(runner=FnApiRunner(default_environment=env), options=options), "FnApiRunner"
+
+
+def runner_flag(args: list[str]) -> str | None:
+    """The value of --runner in Beam flags, or None."""
+    for i, a in enumerate(args):
+        if a == "--runner" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--runner="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def is_dask_runner(args: list[str]) -> bool:
+    name = runner_flag(args)
+    return name is not None and (name.lower() == "dask" or name in (
+        "DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"))
+
+
+def _require_dask() -> None:
+    try:
+        import dask.distributed  # noqa: F401
+    except ImportError:
+        raise UsageError("--runner dask needs Dask: pip install 'curation[dask]'") from None
+
+
+def _dask_pipeline(args: list[str]) -> tuple[beam.Pipeline, str]:
+    _require_dask()
+    # Beam's own DaskRunner loses data on our graphs (docs/dask.md): ours, whichever name
+    from pipelines.dask_runner import DaskRunner
+    rest, i = [], 0
+    while i < len(args):
+        if args[i] == "--runner":
+            i += 2
+            continue
+        if not args[i].startswith("--runner="):
+            rest.append(args[i])
+        i += 1
+    return beam.Pipeline(runner=DaskRunner(), options=PipelineOptions(rest)), "DaskRunner"
 
 
 def _pop_running_mode(args: list[str]) -> tuple[list[str], str | None]:

@@ -34,7 +34,7 @@ if ! python -c "import torch" >/dev/null 2>&1; then
         --index-url "${CURATION_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" \
         || echo "tests/setup.sh: no CPU build of torch installed; the megatron extra brings PyPI's"
 fi
-python -m pip install -e ".[test,megatron]"
+python -m pip install -e ".[test,megatron,dask]"
 
 # A `curation`, `pipelines` or `classifiers` folder left in site-packages without its
 # __init__.py (an earlier `pip install .` whose uninstall left cache files behind, such
