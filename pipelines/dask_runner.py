@@ -35,8 +35,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.dask.dask_runner import DaskOptions
 from apache_beam.runners.dask.dask_runner import DaskRunner as BeamDaskRunner
 from apache_beam.runners.runner import PipelineResult, PipelineState
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
-NAMES = ("dask", "DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner")
 _LOG = logging.getLogger(__name__)
 
 
@@ -53,10 +55,6 @@ class LocalDaskOptions(PipelineOptions):
             "--dask_local_memory_limit", default="auto",
             help="memory limit of each local worker (Dask's memory_limit: bytes, '4GiB', "
                  "or auto: the machine's memory shared among the workers)")
-
-
-def is_dask(name: str | None) -> bool:
-    return name is not None and (name in NAMES or name.lower() == "dask")
 
 
 # --- in the workers -------------------------------------------------------------------
@@ -119,11 +117,11 @@ _PREPARED_LOCK = threading.Lock()
 _PREPARED_MAX = 64
 
 
+_GLOBAL = (GlobalWindow(),)
+
+
 def _windowed(value):
-    from apache_beam.transforms.window import GlobalWindow
-    from apache_beam.utils.timestamp import MIN_TIMESTAMP
-    from apache_beam.utils.windowed_value import WindowedValue
-    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
+    return WindowedValue(value, MIN_TIMESTAMP, _GLOBAL)
 
 
 def _prepared(run_id: str, digest: str, blob: bytes, side_values: list) -> _Prepared:

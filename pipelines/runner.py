@@ -76,7 +76,7 @@ def make_pipeline(beam_args: list[str]) -> tuple[beam.Pipeline, str]:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     if not any(a.startswith("--direct_num_workers") for a in args):
         args.append(f"--direct_num_workers={os.cpu_count() or 1}")
-    args, mode = _pop_running_mode(args)
+    args, mode = _pop_flag(args, "--direct_running_mode")
     if mode not in (None, "multi_processing"):
         options = PipelineOptions(args + [f"--direct_running_mode={mode}"])
         return beam.Pipeline(runner=FnApiRunner(), options=options), "FnApiRunner"
@@ -91,18 +91,8 @@ def make_pipeline(beam_args: list[str]) -> tuple[beam.Pipeline, str]:
     return beam.Pipeline(runner=FnApiRunner(default_environment=env), options=options), "FnApiRunner"
 
 
-def runner_flag(args: list[str]) -> str | None:
-    """The value of --runner in Beam flags, or None."""
-    for i, a in enumerate(args):
-        if a == "--runner" and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--runner="):
-            return a.split("=", 1)[1]
-    return None
-
-
 def is_dask_runner(args: list[str]) -> bool:
-    name = runner_flag(args)
+    _, name = _pop_flag(args, "--runner")
     return name is not None and (name.lower() == "dask" or name in (
         "DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"))
 
@@ -118,30 +108,24 @@ def _dask_pipeline(args: list[str]) -> tuple[beam.Pipeline, str]:
     _require_dask()
     # Beam's own DaskRunner loses data on our graphs (docs/dask.md): ours, whichever name
     from pipelines.dask_runner import DaskRunner
-    rest, i = [], 0
-    while i < len(args):
-        if args[i] == "--runner":
-            i += 2
-            continue
-        if not args[i].startswith("--runner="):
-            rest.append(args[i])
-        i += 1
+    rest, _ = _pop_flag(args, "--runner")
     return beam.Pipeline(runner=DaskRunner(), options=PipelineOptions(rest)), "DaskRunner"
 
 
-def _pop_running_mode(args: list[str]) -> tuple[list[str], str | None]:
-    out, mode, i = [], None, 0
+def _pop_flag(args: list[str], flag: str) -> tuple[list[str], str | None]:
+    """The arguments without `flag` (as `--f V` or `--f=V`), and its last value."""
+    out, value, i = [], None, 0
     while i < len(args):
         a = args[i]
-        if a == "--direct_running_mode" and i + 1 < len(args):
-            mode, i = args[i + 1], i + 2
+        if a == flag and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
             continue
-        if a.startswith("--direct_running_mode="):
-            mode = a.split("=", 1)[1]
+        if a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
         else:
             out.append(a)
         i += 1
-    return out, mode
+    return out, value
 
 
 class _RunningModeNote(logging.Filter):

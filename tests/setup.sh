@@ -57,3 +57,22 @@ for d in sorted(dirs):
         print(f"tests/setup.sh: removing {path} (left over from an earlier install; it would shadow this checkout)")
         shutil.rmtree(path)
 EOF
+
+# `curate` must import this checkout from anywhere, not another copy: an older install
+# (a stale editable one pointing at a checkout that moved, or a copy in another site
+# directory) is named here rather than found later by a failing `curate`.
+(cd / && python - "$(pwd -P)" <<'EOF2'
+import importlib, os, sys
+want = sys.argv[1]
+for name in ("curation", "pipelines", "classifiers"):
+    try:
+        mod = importlib.import_module(name)
+    except ImportError as e:
+        sys.exit(f"tests/setup.sh: outside the checkout, import {name} fails ({e}): "
+                 f"an older install shadows it; pip uninstall curation, then rerun")
+    path = os.path.realpath(os.path.dirname(mod.__file__ or next(iter(mod.__path__))))
+    if not path.startswith(os.path.realpath(want) + os.sep):
+        sys.exit(f"tests/setup.sh: {name} imports from {path}, not this checkout ({want}): "
+                 f"remove that copy, then rerun")
+EOF2
+)
