@@ -61,7 +61,8 @@ EOF
 # `curate` must import this checkout from anywhere, not another copy: an older install
 # (a stale editable one pointing at a checkout that moved, or a copy in another site
 # directory) is named here rather than found later by a failing `curate`.
-(cd / && python - "$(pwd -P)" <<'EOF2'
+checkout="$(pwd -P)"
+(cd / && python - "$checkout" <<'EOF2'
 import importlib, os, sys
 want = sys.argv[1]
 for name in ("curation", "pipelines", "classifiers"):
