@@ -15,6 +15,7 @@ from curation.io import FieldMap, InputFile
 from curation.manifest import dumps, package_versions
 from curation.outputs import (MANIFEST, OutputLock, check_apart, check_inputs_whole,
                               describe_changes, inventory, prepare_output, read_manifest,
+                              remove_orphan_temporaries,
                               settings_changes, verify_files)
 from pipelines.fs import BeamFS
 from pipelines.runner import UsageError
@@ -140,6 +141,9 @@ def write_manifest(fs: BeamFS, output: str, manifest: dict) -> str:
     """manifest.json, written last, with the inventory of every file the run left in
     OUTPUT (``files``: relative path -> bytes and checksum) for the rerun and read checks.
     The inventory is added to ``manifest`` itself, so a driver returns what it wrote."""
+    for rel in remove_orphan_temporaries(output, fs):
+        print(f"removed {fs.join(output, rel)}: a temporary whose writer died "
+              f"(its work was redone)", file=sys.stderr)
     manifest["files"] = inventory(output, fs)
     path = fs.join(output, MANIFEST)
     with writing(fs, path) as f:

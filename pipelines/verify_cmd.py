@@ -81,6 +81,13 @@ def run(args) -> int:
         if manifest.get("status") == "dry_run":
             print(f"{name}: a dry run wrote nothing to check", file=sys.stderr)
             continue
+        if manifest.get("status") not in (None, "complete") and not manifest.get("counts"):
+            # the manifest a stage writes when it begins: the run never finished
+            print(f"{name}: {d} is not complete: the run begun at {manifest.get('started_at')} "
+                  f"(host {manifest.get('host')}, pid {manifest.get('pid')}) did not finish "
+                  f"(status {manifest.get('status')}); rerun the stage", file=sys.stderr)
+            failed += 1
+            continue
         res = verify_stage_dir(d, fs=_fs_for(manifest), manifest=manifest)
         print(res.summary())
         if manifest.get("status") not in (None, "complete"):

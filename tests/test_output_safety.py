@@ -246,3 +246,22 @@ def test_stages_writing_fixed_names_never_overwrite_someone_elses_file(tmp_path)
     claim_output(str(ours), ("mixture.yaml",), "summary.json", "mix")   # ours: no refusal
     with pytest.raises(OutputError, match="holds the output of `curate mix`"):
         claim_output(str(ours), ("labels.jsonl",), "summary.json", "label")
+
+
+def test_temporaries_of_a_killed_writer_are_removed_before_the_inventory(tmp_path, capsys):
+    """A worker killed mid-write leaves `.NAME.<uuid>.tmp`; the runner redoes its work
+    elsewhere. The manifest, written once all work is done, neither lists nor keeps it."""
+    from pipelines.fs import BeamFS
+    from pipelines.runs import write_manifest
+    out = tmp_path / "out"
+    (out / "documents").mkdir(parents=True)
+    (out / "documents" / "part-00000.jsonl.gz").write_bytes(b"kept")
+    orphan = out / "documents" / ".part-00000.jsonl.gz.0123456789abcdef.tmp"
+    orphan.write_bytes(b"half")
+    other = out / "documents" / ".notes.tmp"     # not a temporary of ours: not touched
+    other.write_bytes(b"x")
+    manifest = write_manifest(BeamFS(), str(out), {"status": "complete"})
+    assert not orphan.exists() and other.exists()
+    files = json.loads(Path(manifest).read_text())["files"]
+    assert sorted(files) == ["documents/.notes.tmp", "documents/part-00000.jsonl.gz"]
+    assert "a temporary whose writer died" in capsys.readouterr().err
