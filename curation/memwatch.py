@@ -40,8 +40,8 @@ def _children_map() -> dict[int, list[int]]:
     return kids
 
 
-def tree_pids(root: int) -> list[int]:
-    kids = _children_map()
+def tree_pids(root: int, kids: dict[int, list[int]] | None = None) -> list[int]:
+    kids = _children_map() if kids is None else kids
     out, todo = [], [root]
     while todo:
         p = todo.pop()
@@ -101,8 +101,13 @@ def available() -> bool:
 
 
 class TreeMemory:
-    def __init__(self, pid: int | None = None, interval: float = 0.1):
+    """`also`: the roots of other trees sampled with this one (a Dask cluster beside its
+    client), summed at each sample; none of them may lie in another's tree."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.1, also: tuple[int, ...] = ()):
         self.pid = pid or os.getpid()
+        self.roots = (self.pid, *also)
+        self.peak_pss_roots = [0] * len(self.roots)   # each tree's own peak
         self.interval = interval
         self.peak_rss = self.peak_pss = self.max_procs = 0
         self.samples = 0
@@ -112,11 +117,20 @@ class TreeMemory:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        rss, pss, n = tree_memory(self.pid)
-        for p in tree_pids(self.pid):
-            c = _cpu(p)
-            if c is not None:
-                self._cpu[(p, c[0])] = c[1]
+        rss = pss = n = 0
+        kids = _children_map()   # one walk of /proc per sample, however many trees
+        for k, root in enumerate(self.roots):
+            pids = tree_pids(root, kids)
+            root_pss = 0
+            for p in pids:
+                r, s = _rss_pss(p)
+                rss, root_pss = rss + r, root_pss + s
+                c = _cpu(p)
+                if c is not None:
+                    self._cpu[(p, c[0])] = c[1]
+            n += len(pids)
+            pss += root_pss
+            self.peak_pss_roots[k] = max(self.peak_pss_roots[k], root_pss)
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_pss = max(self.peak_pss, pss)
         self.max_procs = max(self.max_procs, n)

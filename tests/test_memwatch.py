@@ -37,3 +37,20 @@ def test_children_started_while_watched_count_in_full_and_add_their_memory():
     assert meter.cpu_s >= 0.3
     assert meter.peak_pss - base >= 48 << 20
     assert meter.max_procs >= 2 and meter.samples >= 2
+
+
+def test_trees_watched_together_are_summed():
+    # a Dask cluster and its client are separate trees: their peak is the peak of the sum
+    code = "import sys, time\nb = bytearray(48 << 20)\nb[::4096] = b'x' * len(b[::4096])\nsys.stdout.write('ok\\n'); sys.stdout.flush()\ntime.sleep(30)\n"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline() == b"ok\n"
+        one = TreeMemory(procs[0].pid).start().stop()
+        both = TreeMemory(procs[0].pid, also=(procs[1].pid,)).start().stop()
+        assert both.max_procs == 2 and one.max_procs == 1
+        assert both.peak_pss - one.peak_pss >= 40 << 20
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
