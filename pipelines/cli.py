@@ -15,7 +15,7 @@ from curation.config import (ClassifierConfig, ConfigError, DedupConfig, ExportC
                              LabelConfig, ScoreRunConfig, load_config)
 from curation.manifest import BalanceError
 from pipelines import verify_cmd
-from pipelines.errors import StageOutcomeError, UsageError
+from pipelines.errors import ClusterError, StageOutcomeError, UsageError
 
 DESCRIPTION = "curate: deduplicate, filter and mix pre-training corpora on Apache Beam."
 
@@ -23,8 +23,9 @@ DEDUP_EPILOG = """\
 Any other --flag is passed to Beam's PipelineOptions, e.g.
   --runner DataflowRunner --project P --region R --temp_location gs://B/tmp
   --direct_num_workers 4   (local runner; default: every core)
-  --runner dask --dask_client_address tcp://HOST:8786   (a Dask cluster; without the
-    address a local one; needs curation[dask]; dedup and filter tested: docs/dask.md)
+  --runner dask --dask_client_address tcp://HOST:8786   (a Dask cluster whose workers
+    see the same paths; without the address a local one; needs curation[dask]; see
+    docs/dask.md)
 Without --runner the job runs on Beam's local FnApiRunner with no network.
 DataflowRunner jobs have been checked offline only (built with --dry_run=True; gs://
 through a local stand-in), not yet run on Dataflow: see docs/dataflow.md.
@@ -416,7 +417,9 @@ to Beam's PipelineOptions for the dedup, filter and score stages (default: the
 local runner; e.g. --direct_num_workers 2). For Dataflow (--runner DataflowRunner
 --project P --region R --temp_location gs://B/tmp; checked offline only, see
 docs/dataflow.md), give --data-output gs://B/run
-and gs:// sources; the other stages run here. Without ANTHROPIC_API_KEY, labelling
+and gs:// sources; the other stages run here. On a Dask cluster (--runner dask
+[--dask_client_address tcp://HOST:8786], docs/dask.md) local paths do, when every
+worker sees them at the same path. Without ANTHROPIC_API_KEY, labelling
 falls back to the heuristic labeler and the Claude proposer is skipped: the run
 says so.
 """
@@ -734,7 +737,7 @@ def _main(argv: list[str] | None) -> int:
     except (ConfigError, UsageError) as e:
         print(f"curate: error: {e}", file=sys.stderr)
         return 2
-    except (StageOutcomeError, BalanceError) as e:
+    except (StageOutcomeError, BalanceError, ClusterError) as e:
         print(f"curate: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - Beam wraps worker errors; surface ours plainly

@@ -11,12 +11,15 @@ the translation to Dask bags:
   updates of the bundle beside them; each consumer selects its tag;
 - every ParDo and every unconsumed collection is computed, and nothing but metrics
   comes back to this process;
-- GroupByKey is one shuffle of the (key, value) pairs (Dask's task-based shuffle,
-  partitioned by a content hash, so the same on every worker);
+- GroupByKey is one all-to-all exchange of the (key, value) pairs into a fixed number
+  of partitions, split by a CRC of the pickled key (the same on every worker);
 - side inputs are graph dependencies computed once, not a nested compute;
 - a DoFn is set up once per worker and run, not once per partition.
 
 Only the global window is supported: a pipeline with other windowing is refused.
+Before any work is sent the workers' software is compared with this process's, and
+a run whose cluster has no worker for --dask_worker_wait seconds fails rather than
+waiting forever (Dask redoes a dead worker's work while others remain).
 """
 from __future__ import annotations
 
@@ -39,14 +42,21 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from pipelines.errors import ClusterError
+
 _LOG = logging.getLogger(__name__)
 
 
 class LocalDaskOptions(PipelineOptions):
-    """The cluster a run without --dask_client_address starts for itself."""
+    """How long a run waits for workers, and the cluster a run without
+    --dask_client_address starts for itself."""
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--dask_worker_wait", type=float, default=300,
+            help="seconds a run waits while its cluster has no worker (at the start, or "
+                 "after every worker died) before it fails (default 300)")
         parser.add_argument(
             "--dask_local_workers", type=int, default=None,
             help="worker processes of the local Dask cluster started when no "
@@ -271,19 +281,49 @@ class DaskMetrics:
 
 
 class DaskResult(PipelineResult):
-    def __init__(self, client, cluster, futures, metric_futures, run_id: str):
+    def __init__(self, client, cluster, futures, metric_futures, run_id: str, worker_wait: float):
         super().__init__(PipelineState.RUNNING)
         self.client, self.cluster = client, cluster
         self.futures, self.metric_futures, self.run_id = futures, metric_futures, run_id
+        self.worker_wait = worker_wait
         self._metrics = None
 
-    def wait_until_finish(self, duration=None):
+    def _wait(self) -> None:
+        """Until every future is done; a task's error is raised here. Dask redoes the
+        work of a worker that dies, but with none left the tasks would wait forever."""
+        import time
         import dask.distributed as ddist
+        pending, alone_since = set(self.futures) | set(self.metric_futures), None
+        while pending:
+            try:
+                done, pending = ddist.wait(pending, timeout=2, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = ()
+            for f in done:
+                if f.status == "error":
+                    try:
+                        f.result()
+                    except ddist.KilledWorker as e:
+                        raise ClusterError(
+                            f"--runner dask: {e} (a task whose workers die that many times "
+                            f"is given up: Dask's distributed.scheduler.allowed-failures); "
+                            f"nothing of this run counts as written") from e
+            if not pending or self.client.nthreads():
+                alone_since = None
+                continue
+            alone_since = alone_since or time.monotonic()
+            if time.monotonic() - alone_since > self.worker_wait:
+                raise ClusterError(
+                    f"--runner dask: the cluster at {self.client.scheduler.address} has had no "
+                    f"worker for {self.worker_wait:g} s (--dask_worker_wait) with "
+                    f"{len(pending)} results outstanding; nothing of this run counts as "
+                    f"written")
+
+    def wait_until_finish(self, duration=None):
         if self._state in (PipelineState.DONE, PipelineState.FAILED):
             return self._state
         try:
-            for _ in ddist.as_completed(self.futures, with_results=True):
-                pass   # results are empty lists: gathering raises a worker's error here
+            self._wait()
             self._metrics = DaskMetrics(r for f in self.metric_futures for r in f.result())
             self._state = PipelineState.DONE
         except BaseException:
@@ -454,6 +494,8 @@ class DaskRunner(BeamDaskRunner):
         client = ddist.Client(**dask_options)
         result = None
         try:
+            wait_for_workers(client, local.dask_worker_wait)
+            check_workers(client)
             # shuffles into as many partitions as --dask_npartitions, or two per worker thread
             threads = sum(client.nthreads().values()) or 1
             pipeline.replace_all(_overrides())
@@ -463,7 +505,7 @@ class DaskRunner(BeamDaskRunner):
             # one submission: the branches share their tasks
             got = client.compute([*leaves, *metric_bags])
             futures, metric_futures = got[:len(leaves)], got[len(leaves):]
-            result = DaskResult(client, cluster, futures, metric_futures, run_id)
+            result = DaskResult(client, cluster, futures, metric_futures, run_id, local.dask_worker_wait)
             _OPEN.add(result)
         finally:
             if result is None:
@@ -471,6 +513,50 @@ class DaskRunner(BeamDaskRunner):
                 if cluster is not None:
                     cluster.close()
         return result
+
+
+def software() -> dict[str, str]:
+    """What must be the same on the client and every worker: DoFns travel pickled."""
+    import platform
+    from importlib.metadata import version
+    out = {"python": ".".join(platform.python_version_tuple()[:2])}
+    for dist in ("curation", "apache-beam", "dask", "distributed", "cloudpickle"):
+        try:
+            out[dist] = version(dist)
+        except Exception:   # noqa: BLE001 - absent on that side: named as such
+            out[dist] = "not installed"
+    return out
+
+
+def wait_for_workers(client, seconds: float) -> None:
+    """A scheduler whose workers have not joined yet (a batch queue) holds tasks forever."""
+    if client.nthreads():
+        return
+    try:
+        client.wait_for_workers(1, timeout=seconds)
+    except TimeoutError:
+        raise ClusterError(f"--runner dask: no worker joined the scheduler "
+                           f"{client.scheduler.address} within {seconds:g} s "
+                           f"(--dask_worker_wait)") from None
+
+
+def check_workers(client) -> None:
+    """Refuse a cluster whose workers run other versions than this process, before any
+    work is sent (the alternative is an unpickling error deep in a task)."""
+    here = software()
+    try:
+        theirs = client.run(software)
+    except Exception as e:   # noqa: BLE001 - e.g. curation missing there: unpickling fails
+        raise ClusterError(f"--runner dask: the workers cannot run curation's code "
+                           f"({type(e).__name__}: {e}); install curation[dask] on every "
+                           f"worker (docs/dask.md, 'Workers')") from e
+    for worker, there in sorted(theirs.items()):
+        diff = {k: (v, there.get(k)) for k, v in here.items() if there.get(k) != v}
+        if diff:
+            what = ", ".join(f"{k} {a} here, {b} there" for k, (a, b) in sorted(diff.items()))
+            raise ClusterError(f"--runner dask: worker {worker} runs other software than this "
+                               f"process ({what}); install the same versions on every worker "
+                               f"(docs/dask.md, 'Workers')")
 
 
 def start_local_cluster(workers: int | None, memory_limit="auto"):

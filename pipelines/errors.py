@@ -23,3 +23,8 @@ def unknown_argument(arg: str, flags: list[str]) -> str:
     close = difflib.get_close_matches(name, flags, n=1, cutoff=0.75)
     hint = f"; did you mean {close[0]}?" if close else ""
     return f"unknown option {name}: not a curate flag nor a Beam pipeline option{hint}"
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not run the stage (no workers, other software on them, a task
+    that kept killing its workers): exit 1 with what happened; nothing is complete."""

@@ -517,7 +517,10 @@ def run_job(cfg: RunConfig, beam_args: list[str], *, config_path: str,
     runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), None)
     if runner is None and "--runner" in beam_args:
         runner = beam_args[beam_args.index("--runner") + 1]
-    if runner and runner not in LOCAL_RUNNERS:
+    from pipelines.runner import is_dask_runner
+    # a Dask cluster's workers read and write by path: this machine's, or a shared
+    # filesystem's (docs/dask.md)
+    if runner and runner not in LOCAL_RUNNERS and not is_dask_runner(list(beam_args)):
         # the workers read the sources and write the stages' data: neither can be local
         if not cfg.data_output or "://" not in cfg.data_output:
             raise UsageError(f"--runner {runner}: give data_output (or --data-output), a "

@@ -15,21 +15,22 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.errors import UsageError  # noqa: F401 - re-exported for the drivers
 
 
-@functools.lru_cache(maxsize=1)
-def _beam_parser():
+@functools.lru_cache(maxsize=2)
+def _beam_parser(dask: bool = False):
     import argparse
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    try:   # --dask_* flags (the extra 'dask')
-        import pipelines.dask_runner  # noqa: F401
-    except ImportError:
-        pass
+    if dask:   # the --dask_* flags: importing Dask costs every other run half a second
+        try:
+            import pipelines.dask_runner  # noqa: F401
+        except ImportError:
+            pass
     for cls in PipelineOptions.__subclasses__():
         _add(cls, parser)
     return parser
 
 
 def _known_beam_flags() -> frozenset[str]:
-    return frozenset(s.lstrip("-") for a in _beam_parser()._actions for s in a.option_strings)
+    return frozenset(s.lstrip("-") for a in _beam_parser(True)._actions for s in a.option_strings)
 
 
 def _add(cls, parser):
@@ -48,11 +49,16 @@ def check_beam_args(args: list[str], ours: tuple[str, ...] = ()) -> None:
     from pipelines.errors import unknown_argument
     if is_dask_runner(list(args)):
         _require_dask()
+    else:
+        stray = next((a.split("=", 1)[0] for a in args if a.startswith("--dask_")), None)
+        if stray:   # else the run would go to the local runner with the flag ignored
+            raise UsageError(f"{stray} is a flag of --runner dask; add --runner dask (docs/dask.md)")
     import contextlib
     import io
     with contextlib.redirect_stderr(io.StringIO()):
         try:
-            _, rest = _beam_parser().parse_known_args(list(args))
+            dask = any(a.startswith("--dask") for a in args) or is_dask_runner(list(args))
+            _, rest = _beam_parser(dask).parse_known_args(list(args))
         except SystemExit:   # a Beam flag with a bad value: PipelineOptions says which
             return
     if rest:

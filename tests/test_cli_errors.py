@@ -61,6 +61,20 @@ def test_a_misspelt_flag_is_named_before_anything_else(tmp_path, capsys):
     assert "unknown option --ouput" in err and "not found" not in err
 
 
+def test_dask_flags_without_the_dask_runner_are_refused(tmp_path, capsys):
+    # else the run would go to the local runner, the cluster named and ignored
+    a = write_jsonl(tmp_path / "a.jsonl", docs(3))
+    out = tmp_path / "out"
+    assert main(["dedup", "--input", str(a), "--output", str(out),
+                 "--dask_client_address", "tcp://127.0.0.1:8786"]) == 2
+    assert "--dask_client_address is a flag of --runner dask" in capsys.readouterr().err
+    assert not out.exists()
+    pytest.importorskip("dask.distributed")
+    assert main(["dedup", "--input", str(a), "--output", str(out), "--runner", "dask",
+                 "--dask_worker_wiat", "3"]) == 2
+    assert "did you mean --dask_worker_wait?" in capsys.readouterr().err
+
+
 def test_beam_options_still_pass(tmp_path, capsys):
     a = write_jsonl(tmp_path / "a.jsonl", docs(4))
     out = tmp_path / "out"
