@@ -19,6 +19,7 @@ import contextlib
 import glob
 import os
 import posixpath
+import re
 import uuid
 from typing import BinaryIO, Iterator, Protocol, runtime_checkable
 
@@ -139,6 +140,14 @@ def _temporary(path: str, fs: FS) -> str:
     parent = dirname(path)
     name = f".{basename(path)}.{uuid.uuid4().hex[:16]}.tmp"
     return fs.join(parent, name) if parent else name
+
+
+_TEMPORARY = re.compile(r"\.[^/]+\.[0-9a-f]{16}\.tmp")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file's base name is one `_temporary` gives."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 @contextlib.contextmanager

@@ -84,15 +84,19 @@ def _cpu(pid: int) -> tuple[bytes, float] | None:
     return fields[19], (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def tree_memory(root: int) -> tuple[int, int, int]:
-    """(sum RSS, sum PSS, number of processes) of root and its descendants, in bytes."""
+def _memory(pids: list[int]) -> tuple[int, int]:
     rss = pss = 0
-    pids = tree_pids(root)
     for p in pids:
         r, s = _rss_pss(p)
         rss += r
         pss += s
-    return rss, pss, len(pids)
+    return rss, pss
+
+
+def tree_memory(root: int) -> tuple[int, int, int]:
+    """(sum RSS, sum PSS, number of processes) of root and its descendants, in bytes."""
+    pids = tree_pids(root)
+    return (*_memory(pids), len(pids))
 
 
 def available() -> bool:
@@ -121,16 +125,13 @@ class TreeMemory:
         kids = _children_map()   # one walk of /proc per sample, however many trees
         for k, root in enumerate(self.roots):
             pids = tree_pids(root, kids)
-            root_pss = 0
+            r, s = _memory(pids)
+            rss, pss, n = rss + r, pss + s, n + len(pids)
+            self.peak_pss_roots[k] = max(self.peak_pss_roots[k], s)
             for p in pids:
-                r, s = _rss_pss(p)
-                rss, root_pss = rss + r, root_pss + s
                 c = _cpu(p)
                 if c is not None:
                     self._cpu[(p, c[0])] = c[1]
-            n += len(pids)
-            pss += root_pss
-            self.peak_pss_roots[k] = max(self.peak_pss_roots[k], root_pss)
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_pss = max(self.peak_pss, pss)
         self.max_procs = max(self.max_procs, n)

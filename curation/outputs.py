@@ -25,7 +25,6 @@ import contextlib
 import fnmatch
 import json
 import os
-import re
 import socket
 import sys
 import uuid
@@ -35,7 +34,7 @@ from typing import Callable, Iterable
 import xxhash
 
 from curation.config import ConfigError
-from curation.fs import FS, default_fs, is_remote, normpath, writing
+from curation.fs import FS, default_fs, is_remote, is_temporary, normpath, writing
 
 MANIFEST = "manifest.json"
 LOCK = ".curate.lock"
@@ -131,16 +130,12 @@ def _bookkeeping(rel: str) -> bool:
     return rel in (MANIFEST, LOCK) or (base.startswith(f".{MANIFEST}") or base == MANIFEST + ".tmp")
 
 
-# curation.fs.writing's temporary: ``.NAME.<16 hex>.tmp``
-_TEMPORARY = re.compile(r"(?:^|/)\.[^/]+\.[0-9a-f]{16}\.tmp$")
-
-
 def remove_orphan_temporaries(output: str, fs: FS | None = None) -> list[str]:
     """Delete the temporaries of writers that died before their rename (a worker killed
     mid-write whose task the runner redid elsewhere): once a run's work has finished,
     none of them is still being written. Returns their relative paths."""
     fs = default_fs(fs)
-    gone = [rel for rel in list_files(output, fs) if _TEMPORARY.search(rel)]
+    gone = [rel for rel in list_files(output, fs) if is_temporary(rel.rsplit("/", 1)[-1])]
     for rel in gone:
         fs.delete(fs.join(output, rel))
     return gone

@@ -514,10 +514,8 @@ def run_job(cfg: RunConfig, beam_args: list[str], *, config_path: str,
             allow_damaged: bool = False) -> dict:
     from pipelines.runner import check_beam_args
     check_beam_args(beam_args)
-    runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), None)
-    if runner is None and "--runner" in beam_args:
-        runner = beam_args[beam_args.index("--runner") + 1]
-    from pipelines.runner import is_dask_runner
+    from pipelines.runner import is_dask_runner, pop_flag
+    _, runner = pop_flag(list(beam_args), "--runner")
     # a Dask cluster's workers read and write by path: this machine's, or a shared
     # filesystem's (docs/dask.md)
     if runner and runner not in LOCAL_RUNNERS and not is_dask_runner(list(beam_args)):

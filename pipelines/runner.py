@@ -47,7 +47,8 @@ def check_beam_args(args: list[str], ours: tuple[str, ...] = ()) -> None:
     is a mistake, said now rather than dropped by PipelineOptions with a warning. `ours`
     are the command's own flags, for suggestions."""
     from pipelines.errors import unknown_argument
-    if is_dask_runner(list(args)):
+    on_dask = is_dask_runner(list(args))
+    if on_dask:
         _require_dask()
     else:
         stray = next((a.split("=", 1)[0] for a in args if a.startswith("--dask_")), None)
@@ -57,8 +58,7 @@ def check_beam_args(args: list[str], ours: tuple[str, ...] = ()) -> None:
     import io
     with contextlib.redirect_stderr(io.StringIO()):
         try:
-            dask = any(a.startswith("--dask") for a in args) or is_dask_runner(list(args))
-            _, rest = _beam_parser(dask).parse_known_args(list(args))
+            _, rest = _beam_parser(on_dask).parse_known_args(list(args))
         except SystemExit:   # a Beam flag with a bad value: PipelineOptions says which
             return
     if rest:
@@ -82,7 +82,7 @@ def make_pipeline(beam_args: list[str]) -> tuple[beam.Pipeline, str]:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     if not any(a.startswith("--direct_num_workers") for a in args):
         args.append(f"--direct_num_workers={os.cpu_count() or 1}")
-    args, mode = _pop_flag(args, "--direct_running_mode")
+    args, mode = pop_flag(args, "--direct_running_mode")
     if mode not in (None, "multi_processing"):
         options = PipelineOptions(args + [f"--direct_running_mode={mode}"])
         return beam.Pipeline(runner=FnApiRunner(), options=options), "FnApiRunner"
@@ -98,7 +98,7 @@ def make_pipeline(beam_args: list[str]) -> tuple[beam.Pipeline, str]:
 
 
 def is_dask_runner(args: list[str]) -> bool:
-    _, name = _pop_flag(args, "--runner")
+    _, name = pop_flag(args, "--runner")
     return name is not None and (name.lower() == "dask" or name in (
         "DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"))
 
@@ -114,11 +114,11 @@ def _dask_pipeline(args: list[str]) -> tuple[beam.Pipeline, str]:
     _require_dask()
     # Beam's own DaskRunner loses data on our graphs (docs/dask.md): ours, whichever name
     from pipelines.dask_runner import DaskRunner
-    rest, _ = _pop_flag(args, "--runner")
+    rest, _ = pop_flag(args, "--runner")
     return beam.Pipeline(runner=DaskRunner(), options=PipelineOptions(rest)), "DaskRunner"
 
 
-def _pop_flag(args: list[str], flag: str) -> tuple[list[str], str | None]:
+def pop_flag(args: list[str], flag: str) -> tuple[list[str], str | None]:
     """The arguments without `flag` (as `--f V` or `--f=V`), and its last value."""
     out, value, i = [], None, 0
     while i < len(args):

@@ -29,11 +29,13 @@ thread count and CPU kernel, so its scores move in the last bits from one machin
 (or worker setting) to the next; ours do not. :func:`identify` and :func:`rank`
 give py3langid's ``classify`` and ``rank`` (``norm_probs=True``) labels with
 probabilities within 5e-5 of its own (1.3e-5 at most, and under 2e-6 for 99% of
-texts, on the shared corpora); tests/test_language.py checks that on real text. Text goes through the same
-steps as py3langid's ``_encode``: all-uppercase text is lower-cased, then NFC, then
-UTF-8 (lone surrogates pass through). CPython's NFC sorts runs of combining marks
-with an insertion sort, quadratic in the run length; we hand it long runs already in
-canonical order (see :func:`_nfc_utf8`), which gives the same output in linear time.
+texts, on the shared corpora); tests/test_language.py checks that on real text.
+
+Text goes through the same steps as py3langid's ``_encode``: all-uppercase text is
+lower-cased, then NFC, then UTF-8 (lone surrogates pass through). CPython's NFC sorts
+runs of combining marks with an insertion sort, quadratic in the run length; we hand
+it long runs already in canonical order (see :func:`_nfc_utf8`), which gives the same
+output in linear time.
 
 ``max_bytes`` (default None: the whole text) classifies only the longest prefix of
 the text that has at most that many UTF-8 bytes, cut between characters; the prefix
@@ -184,9 +186,7 @@ def _posterior(ptc_bits, idx, cnt, half_to_single, pc, temperature):
     count and CPU kernel (one text scored 0.75174 on one BLAS thread, 0.75176 on two):
     here the same text gets the same score on every worker and machine."""
     n_cls = ptc_bits.shape[1]
-    out = np.empty(n_cls, np.float64)
-    for c in range(n_cls):
-        out[c] = 0.0
+    out = np.zeros(n_cls, np.float64)
     for j in range(idx.shape[0]):
         w = np.log1p(np.float64(cnt[j]))
         r = idx[j]
